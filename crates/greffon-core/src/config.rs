@@ -1,0 +1,272 @@
+//! `greffon.toml`: every key optional, every default documented here and
+//! in the README.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Interpreter for workers. Default: `$GREFFON_PYTHON`, else `python3`
+    /// on `PATH`, resolved once to a real executable.
+    pub python: Option<PathBuf>,
+    /// Where the JSON-line logs and crash dumps go, relative to the home.
+    pub logs_dir: PathBuf,
+    /// Call timeout when neither config nor meta sets one (SPEC §6).
+    pub default_timeout_s: f64,
+    /// Largest accepted arguments object, as JSON bytes.
+    pub max_args_bytes: usize,
+    /// Largest accepted result, as JSON bytes.
+    pub max_result_bytes: usize,
+    /// stdout+stderr kept per call for logs and crash dumps.
+    pub capture_limit_bytes: usize,
+    /// How long `stop()` may take at disable and shutdown.
+    pub stop_timeout_s: f64,
+    /// Grace after a call's timeout before its stuck worker is killed.
+    pub kill_grace_s: f64,
+    /// Worker crashes within `crash_window_s` that mark a plugin `failed`.
+    pub max_crashes: u32,
+    pub crash_window_s: f64,
+    /// Calls one worker serves at once; more wait their turn.
+    pub max_concurrent_calls: usize,
+    /// Write argument values into audit records (off: they may hold
+    /// secrets).
+    pub audit_args: bool,
+    /// Per-plugin settings, keyed by plugin name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// Overrides `meta["timeout"]` and `default_timeout_s`.
+    pub timeout_s: Option<f64>,
+    /// Free table handed to the plugin as `greffon.config()`.
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            python: None,
+            logs_dir: PathBuf::from("app/logs"),
+            default_timeout_s: 30.0,
+            max_args_bytes: 1 << 20,
+            max_result_bytes: 16 << 20,
+            capture_limit_bytes: 64 << 10,
+            stop_timeout_s: 5.0,
+            kill_grace_s: 5.0,
+            max_crashes: 3,
+            crash_window_s: 60.0,
+            max_concurrent_calls: 32,
+            audit_args: false,
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration file that cannot be used, located precisely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when the error has a position.
+    pub line: Option<usize>,
+    /// Dotted key path (`plugins.weather.timeout_s`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key '{key}'")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads `file`; a missing file is the default configuration.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Config::parse(&text, file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    /// Parses TOML text; `file` only names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let located = |e: &toml::de::Error, key: Option<String>| ConfigError {
+            file: file.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            key,
+            message: e.message().trim().to_string(),
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| located(&e, None))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = (path != ".").then_some(path);
+            located(e.inner(), key)
+        })?;
+        config.check(text, file)?;
+        Ok(config)
+    }
+
+    /// Range checks serde cannot express.
+    fn check(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let mut bad: Option<(String, String)> = None;
+        let mut positive = |key: &str, v: f64| {
+            if bad.is_none() && !(v > 0.0 && v.is_finite()) {
+                bad = Some((key.to_string(), format!("must be a positive number, got {v}")));
+            }
+        };
+        positive("default_timeout_s", self.default_timeout_s);
+        positive("stop_timeout_s", self.stop_timeout_s);
+        positive("kill_grace_s", self.kill_grace_s);
+        positive("crash_window_s", self.crash_window_s);
+        for (name, p) in &self.plugins {
+            if let Some(t) = p.timeout_s {
+                positive(&format!("plugins.{name}.timeout_s"), t);
+            }
+        }
+        for (key, v) in [
+            ("max_args_bytes", self.max_args_bytes),
+            ("max_result_bytes", self.max_result_bytes),
+            ("max_concurrent_calls", self.max_concurrent_calls),
+            ("max_crashes", self.max_crashes as usize),
+        ] {
+            if bad.is_none() && v == 0 {
+                bad = Some((key.to_string(), "must be at least 1".into()));
+            }
+        }
+        match bad {
+            None => Ok(()),
+            Some((key, message)) => Err(ConfigError {
+                file: file.to_path_buf(),
+                line: find_key_line(text, &key),
+                key: Some(key),
+                message,
+            }),
+        }
+    }
+
+    /// The effective timeout for a plugin: config, then meta, then default.
+    pub fn timeout_for(&self, plugin: &str, meta_timeout_s: Option<f64>) -> f64 {
+        self.plugins
+            .get(plugin)
+            .and_then(|p| p.timeout_s)
+            .or(meta_timeout_s)
+            .unwrap_or(self.default_timeout_s)
+    }
+
+    /// The plugin's `config` table as JSON, for `greffon.config()`.
+    pub fn plugin_config(&self, plugin: &str) -> Value {
+        self.plugins
+            .get(plugin)
+            .and_then(|p| serde_json::to_value(&p.config).ok())
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Best-effort line of a dotted key's last segment, for range errors.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?;
+    text.lines()
+        .position(|l| l.trim_start().strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("greffon.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.logs_dir, PathBuf::from("app/logs"));
+        assert_eq!(c.default_timeout_s, 30.0);
+        assert_eq!(c.max_args_bytes, 1 << 20);
+        assert!(c.python.is_none());
+        assert!(!c.audit_args);
+    }
+
+    #[test]
+    fn missing_file_is_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Config::load(&dir.path().join("greffon.toml")).expect("default");
+        assert_eq!(c.stop_timeout_s, 5.0);
+    }
+
+    #[test]
+    fn plugin_tables_give_timeout_and_config() {
+        let c = parse(
+            "default_timeout_s = 10\n[plugins.weather]\ntimeout_s = 3\n[plugins.weather.config]\nbase_url = \"http://x\"\nretries = 2\n",
+        )
+        .expect("valid");
+        assert_eq!(c.timeout_for("weather", Some(7.0)), 3.0);
+        assert_eq!(c.timeout_for("other", Some(7.0)), 7.0);
+        assert_eq!(c.timeout_for("other", None), 10.0);
+        assert_eq!(
+            c.plugin_config("weather"),
+            serde_json::json!({"base_url": "http://x", "retries": 2})
+        );
+        assert_eq!(c.plugin_config("other"), serde_json::json!({}));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("logs_dir = \"x\"\n\n[plugins.weather]\ntimeout = 3\n").expect_err("refused");
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("plugins.weather.timeout"));
+        assert!(e.message.contains("timeout"), "{e}");
+        assert!(e.to_string().starts_with("greffon.toml:4: key 'plugins.weather.timeout'"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("default_timeout_s = \"soon\"\n").expect_err("refused");
+        assert_eq!(e.line, Some(1));
+        assert_eq!(e.key.as_deref(), Some("default_timeout_s"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("a = 1\nb = [\n").expect_err("refused");
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_line() {
+        let e = parse("python = \"/usr/bin/python3\"\nmax_args_bytes = 0\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("max_args_bytes"));
+        assert_eq!(e.line, Some(2));
+        let e = parse("[plugins.x]\ntimeout_s = -2\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("plugins.x.timeout_s"));
+        assert_eq!(e.line, Some(2));
+    }
+}

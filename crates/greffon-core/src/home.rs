@@ -1,0 +1,147 @@
+//! The greffon home: where plugins, data, logs and the database live.
+
+use crate::config::Config;
+use std::path::{Path, PathBuf};
+
+/// A resolved home directory and the layout inside it.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+    logs_dir: PathBuf,
+}
+
+/// Where the home came from, for `doctor` and error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeSource {
+    Flag,
+    Env,
+    CurrentDir,
+    DataDir,
+}
+
+impl Home {
+    /// `--home DIR` > `GREFFON_HOME` > the current directory when it holds
+    /// `greffon.toml` or `plugins/` > `$XDG_DATA_HOME/greffon` (or
+    /// `~/.local/share/greffon`).
+    pub fn resolve(flag: Option<&Path>) -> (PathBuf, HomeSource) {
+        Self::resolve_with(
+            flag,
+            std::env::var_os("GREFFON_HOME").map(PathBuf::from),
+            std::env::current_dir().ok(),
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        )
+    }
+
+    fn resolve_with(
+        flag: Option<&Path>,
+        env: Option<PathBuf>,
+        cwd: Option<PathBuf>,
+        xdg: Option<PathBuf>,
+        user_home: Option<PathBuf>,
+    ) -> (PathBuf, HomeSource) {
+        if let Some(dir) = flag {
+            return (dir.to_path_buf(), HomeSource::Flag);
+        }
+        if let Some(dir) = env.filter(|d| !d.as_os_str().is_empty()) {
+            return (dir, HomeSource::Env);
+        }
+        if let Some(cwd) = cwd.filter(|d| d.join("greffon.toml").is_file() || d.join("plugins").is_dir()) {
+            return (cwd, HomeSource::CurrentDir);
+        }
+        let data = xdg
+            .filter(|d| d.is_absolute())
+            .or_else(|| user_home.map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        (data.join("greffon"), HomeSource::DataDir)
+    }
+
+    /// Lays out a home rooted at `root` (made absolute) with `config`'s
+    /// `logs_dir`.
+    pub fn new(root: &Path, config: &Config) -> Home {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let logs_dir = root.join(&config.logs_dir);
+        Home { root, logs_dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_file(root: &Path) -> PathBuf {
+        root.join("greffon.toml")
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
+
+    /// A plugin's own data folder (`data/<name>/`).
+    pub fn data_dir(&self, plugin: &str) -> PathBuf {
+        self.root.join("data").join(plugin)
+    }
+
+    pub fn logs_dir(&self) -> &Path {
+        &self.logs_dir
+    }
+
+    /// Crash dumps (`<logs_dir>/plugins/`).
+    pub fn dumps_dir(&self) -> PathBuf {
+        self.logs_dir.join("plugins")
+    }
+
+    pub fn db_file(&self) -> PathBuf {
+        self.root.join("greffon.db")
+    }
+
+    /// Where the embedded Python SDK is materialized.
+    pub fn sdk_root(&self) -> PathBuf {
+        self.root.join("app").join("sdk")
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_flag_env_cwd_data_dir() {
+        let cwd = tempfile::tempdir().expect("tempdir");
+        let flag = Path::new("/flag");
+        let r = |f: Option<&Path>, env: Option<&str>| {
+            Home::resolve_with(
+                f,
+                env.map(PathBuf::from),
+                Some(cwd.path().to_path_buf()),
+                Some(PathBuf::from("/xdg")),
+                Some(PathBuf::from("/home/u")),
+            )
+        };
+        assert_eq!(r(Some(flag), Some("/env")), (PathBuf::from("/flag"), HomeSource::Flag));
+        assert_eq!(r(None, Some("/env")), (PathBuf::from("/env"), HomeSource::Env));
+        assert_eq!(r(None, None), (PathBuf::from("/xdg/greffon"), HomeSource::DataDir));
+        std::fs::create_dir(cwd.path().join("plugins")).expect("mkdir");
+        assert_eq!(r(None, None), (cwd.path().to_path_buf(), HomeSource::CurrentDir));
+    }
+
+    #[test]
+    fn data_dir_falls_back_to_local_share() {
+        let (dir, src) = Home::resolve_with(None, None, None, None, Some(PathBuf::from("/home/u")));
+        assert_eq!(dir, PathBuf::from("/home/u/.local/share/greffon"));
+        assert_eq!(src, HomeSource::DataDir);
+    }
+
+    #[test]
+    fn layout_follows_config() {
+        let mut c = Config::default();
+        c.logs_dir = PathBuf::from("var/log");
+        let h = Home::new(Path::new("/srv/g"), &c);
+        assert_eq!(h.dumps_dir(), PathBuf::from("/srv/g/var/log/plugins"));
+        assert_eq!(h.data_dir("w"), PathBuf::from("/srv/g/data/w"));
+        assert_eq!(h.db_file(), PathBuf::from("/srv/g/greffon.db"));
+    }
+}

@@ -1,0 +1,26 @@
+//! The greffon plugin model, pure and without I/O beyond reading the
+//! config file.
+//!
+//! # Layout
+//!
+//! - [`Permission`]: the four permissions and their synonyms.
+//! - [`PluginMeta`]: `Plugin.meta` judged and normalized; every problem is
+//!   reported at once.
+//! - [`InputSchema`]: `inputs.schema` (Pydantic, JSON Schema or the
+//!   simplified dict) as one compiled JSON Schema that checks arguments and
+//!   fills defaults.
+//! - [`Config`]: `greffon.toml` with a default for every key, and errors
+//!   that name the file, line and key.
+//! - [`Home`]: where the home is and what lives inside it.
+
+mod config;
+mod home;
+mod meta;
+mod permission;
+mod schema;
+
+pub use config::{Config, ConfigError, PluginConfig};
+pub use home::{Home, HomeSource};
+pub use meta::{MetaError, PluginMeta, is_valid_name};
+pub use permission::Permission;
+pub use schema::{InputSchema, SchemaSource, Violation, describe, normalize};

@@ -1,0 +1,88 @@
+//! Method names and the parameter and result types that go with them.
+//!
+//! Host → worker: [`LOAD`], [`START`], [`RUN`], [`STOP`], [`SHUTDOWN`].
+//! Worker → host: [`HELLO`] and [`LOG`] (notifications), and host
+//! services such as [`SYSTEM_INFO`] (requests, possibly mid-call).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Worker → host notification, the first frame a worker sends.
+pub const HELLO: &str = "hello";
+/// Worker → host notification: a record from `greffon.log`.
+pub const LOG: &str = "log";
+/// Host → worker: import `plugin.py` and report its meta.
+pub const LOAD: &str = "load";
+/// Host → worker: call `plugin.start()` if it exists.
+pub const START: &str = "start";
+/// Host → worker: call `plugin.run(**args)`.
+pub const RUN: &str = "run";
+/// Host → worker: call `plugin.stop()` if it exists.
+pub const STOP: &str = "stop";
+/// Host → worker: exit cleanly once answered.
+pub const SHUTDOWN: &str = "shutdown";
+/// Worker → host service: facts about the machine.
+pub const SYSTEM_INFO: &str = "system.info";
+
+/// Parameters of [`HELLO`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// `sys.version` of the worker's interpreter, first word.
+    pub python: String,
+    pub pid: u32,
+}
+
+/// Parameters of [`LOAD`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadParams {
+    /// Absolute path of the plugin's `plugin.py`.
+    pub path: String,
+    /// The plugin's folder name, used for the module name.
+    pub folder: String,
+    /// The plugin's `[plugins.NAME.config]` table, returned by
+    /// `greffon.config()`.
+    pub config: Value,
+    /// Bytes of stdout+stderr kept per request; more is counted, not kept.
+    pub capture_limit: usize,
+    /// A result whose JSON is larger is answered with a `too_large` error.
+    pub max_result_bytes: usize,
+}
+
+/// Result of [`LOAD`]: raw facts about the module, judged by the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadResult {
+    /// Whether the module defines `plugin`.
+    pub has_plugin: bool,
+    /// `plugin.meta` made JSON-safe: a Pydantic class becomes
+    /// `{"$pydantic": {"name", "schema"}}`, a Python builtin type its JSON
+    /// type name, anything else `{"$unsupported": "<type name>"}`. `None`
+    /// when the attribute is missing.
+    pub meta: Option<Value>,
+    /// Python type name of `plugin.meta` when it is not a dict.
+    pub meta_type: Option<String>,
+    pub has_run: bool,
+    pub has_start: bool,
+    pub has_stop: bool,
+}
+
+/// Parameters of [`RUN`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunParams {
+    pub args: Value,
+    /// Validate through the plugin's Pydantic model before `run`, for its
+    /// defaults and coercions (the host has already checked the schema).
+    #[serde(default)]
+    pub pydantic: bool,
+}
+
+/// Parameters of [`LOG`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// One of `server`, `plugin`, `llm`, `audit`.
+    pub category: String,
+    /// Python level name (`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`).
+    pub level: String,
+    pub logger: String,
+    pub message: String,
+}
