@@ -134,7 +134,10 @@ impl Config {
         let mut bad: Option<(String, String)> = None;
         let mut positive = |key: &str, v: f64| {
             if bad.is_none() && !(v > 0.0 && v.is_finite()) {
-                bad = Some((key.to_string(), format!("must be a positive number, got {v}")));
+                bad = Some((
+                    key.to_string(),
+                    format!("must be a positive number, got {v}"),
+                ));
             }
         };
         positive("default_timeout_s", self.default_timeout_s);
@@ -186,14 +189,22 @@ impl Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Best-effort line of a dotted key's last segment, for range errors.
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     let last = key.rsplit('.').next()?;
     text.lines()
-        .position(|l| l.trim_start().strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(last)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
         .map(|i| i + 1)
 }
 
@@ -244,7 +255,11 @@ mod tests {
         assert_eq!(e.line, Some(4));
         assert_eq!(e.key.as_deref(), Some("plugins.weather.timeout"));
         assert!(e.message.contains("timeout"), "{e}");
-        assert!(e.to_string().starts_with("greffon.toml:4: key 'plugins.weather.timeout'"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("greffon.toml:4: key 'plugins.weather.timeout'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl Home {
         if let Some(dir) = env.filter(|d| !d.as_os_str().is_empty()) {
             return (dir, HomeSource::Env);
         }
-        if let Some(cwd) = cwd.filter(|d| d.join("greffon.toml").is_file() || d.join("plugins").is_dir()) {
+        if let Some(cwd) =
+            cwd.filter(|d| d.join("greffon.toml").is_file() || d.join("plugins").is_dir())
+        {
             return (cwd, HomeSource::CurrentDir);
         }
         let data = xdg
@@ -121,11 +123,23 @@ mod tests {
                 Some(PathBuf::from("/home/u")),
             )
         };
-        assert_eq!(r(Some(flag), Some("/env")), (PathBuf::from("/flag"), HomeSource::Flag));
-        assert_eq!(r(None, Some("/env")), (PathBuf::from("/env"), HomeSource::Env));
-        assert_eq!(r(None, None), (PathBuf::from("/xdg/greffon"), HomeSource::DataDir));
+        assert_eq!(
+            r(Some(flag), Some("/env")),
+            (PathBuf::from("/flag"), HomeSource::Flag)
+        );
+        assert_eq!(
+            r(None, Some("/env")),
+            (PathBuf::from("/env"), HomeSource::Env)
+        );
+        assert_eq!(
+            r(None, None),
+            (PathBuf::from("/xdg/greffon"), HomeSource::DataDir)
+        );
         std::fs::create_dir(cwd.path().join("plugins")).expect("mkdir");
-        assert_eq!(r(None, None), (cwd.path().to_path_buf(), HomeSource::CurrentDir));
+        assert_eq!(
+            r(None, None),
+            (cwd.path().to_path_buf(), HomeSource::CurrentDir)
+        );
     }
 
     #[test]

@@ -23,4 +23,4 @@ pub use config::{Config, ConfigError, PluginConfig};
 pub use home::{Home, HomeSource};
 pub use meta::{MetaError, PluginMeta, is_valid_name};
 pub use permission::Permission;
-pub use schema::{InputSchema, SchemaSource, Violation, describe, normalize};
+pub use schema::{InputSchema, SchemaSource, Violation, describe, is_string_property, normalize};

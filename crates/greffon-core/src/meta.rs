@@ -44,7 +44,9 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && !name.starts_with('-')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl PluginMeta {
@@ -59,7 +61,10 @@ impl PluginMeta {
             });
         };
         let Value::Object(map) = meta else {
-            return Err(fail(format!("meta must be a dict, got {}", schema::describe(meta))));
+            return Err(fail(format!(
+                "meta must be a dict, got {}",
+                schema::describe(meta)
+            )));
         };
         let mut problems = Vec::new();
 
@@ -76,7 +81,10 @@ impl PluginMeta {
                 String::new()
             }
             Some(other) => {
-                problems.push(format!("meta.name must be a string, got {}", schema::describe(other)));
+                problems.push(format!(
+                    "meta.name must be a string, got {}",
+                    schema::describe(other)
+                ));
                 String::new()
             }
         };
@@ -98,7 +106,10 @@ impl PluginMeta {
             Some(Value::String(v)) => Some(v.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
-                problems.push(format!("meta.version must be a string, got {}", schema::describe(other)));
+                problems.push(format!(
+                    "meta.version must be a string, got {}",
+                    schema::describe(other)
+                ));
                 None
             }
         };
@@ -133,7 +144,9 @@ impl PluginMeta {
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(t) if t > 0.0 && t.is_finite() => Some(t),
                 _ => {
-                    problems.push(format!("meta.timeout must be a positive number of seconds, got {n}"));
+                    problems.push(format!(
+                        "meta.timeout must be a positive number of seconds, got {n}"
+                    ));
                     None
                 }
             },
@@ -237,7 +250,14 @@ mod tests {
         let e = PluginMeta::parse(Some(&raw), None).expect_err("refused");
         let text = e.to_string();
         assert_eq!(e.problems.len(), 6, "{text}");
-        for needle in ["meta.name is missing", "meta.description", "'root'", "each permission", "meta.timeout", "'strng'"] {
+        for needle in [
+            "meta.name is missing",
+            "meta.description",
+            "'root'",
+            "each permission",
+            "meta.timeout",
+            "'strng'",
+        ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
     }

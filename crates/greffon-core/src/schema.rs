@@ -140,7 +140,10 @@ fn from_simplified(map: &Map<String, Value>) -> Result<Value, Vec<String>> {
     }))
 }
 
-fn check_compiles(source: SchemaSource, schema: Value) -> Result<(SchemaSource, Value), Vec<String>> {
+fn check_compiles(
+    source: SchemaSource,
+    schema: Value,
+) -> Result<(SchemaSource, Value), Vec<String>> {
     if !schema.is_object() {
         return Err(vec![format!(
             "inputs.schema must describe an object, got {}",
@@ -151,8 +154,14 @@ fn check_compiles(source: SchemaSource, schema: Value) -> Result<(SchemaSource, 
         Ok(_) => Ok((source, schema)),
         Err(e) => {
             let at = e.instance_path().as_str();
-            let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
-            Err(vec![format!("inputs.schema is not a valid JSON Schema{at}: {e}")])
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {at}")
+            };
+            Err(vec![format!(
+                "inputs.schema is not a valid JSON Schema{at}: {e}"
+            )])
         }
     }
 }
@@ -166,6 +175,20 @@ pub fn describe(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Whether `schema` types the top-level property `name` as a string (for
+/// `KEY=VALUE` arguments on the command line).
+pub fn is_string_property(schema: &Value, name: &str) -> bool {
+    let t = schema
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .and_then(|p| p.get("type"));
+    match t {
+        Some(Value::String(s)) => s == "string",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
     }
 }
 
@@ -201,7 +224,11 @@ pub struct Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.field {
-            Some(field) => write!(f, "argument '{field}': {} (rule: {})", self.message, self.rule),
+            Some(field) => write!(
+                f,
+                "argument '{field}': {} (rule: {})",
+                self.message, self.rule
+            ),
             None => write!(f, "{} (rule: {})", self.message, self.rule),
         }
     }
@@ -243,16 +270,6 @@ impl InputSchema {
         &self.schema
     }
 
-    /// Whether a property is typed as a string (for `KEY=VALUE` parsing).
-    pub fn is_string_property(&self, name: &str) -> bool {
-        let t = self.schema.get("properties").and_then(|p| p.get(name)).and_then(|p| p.get("type"));
-        match t {
-            Some(Value::String(s)) => s == "string",
-            Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
-            _ => false,
-        }
-    }
-
     /// Checks `args` and returns them with defaults filled in.
     pub fn check(&self, args: Value) -> Result<Value, Vec<Violation>> {
         let Value::Object(mut map) = args else {
@@ -288,7 +305,10 @@ fn violation(e: jsonschema::ValidationError<'_>) -> Violation {
     };
     match e.kind() {
         K::Required { property } => {
-            let name = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
+            let name = property
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| property.to_string());
             Violation {
                 field: Some(join(at.as_ref(), &name)),
                 rule,
@@ -351,7 +371,8 @@ mod tests {
 
     #[test]
     fn missing_schema_accepts_any_object() {
-        let s = InputSchema::compile(SchemaSource::None, normalize(None).expect("ok").1).expect("compiles");
+        let s = InputSchema::compile(SchemaSource::None, normalize(None).expect("ok").1)
+            .expect("compiles");
         assert!(s.check(json!({"anything": 1})).is_ok());
         assert!(s.check(json!([1])).is_err());
     }
@@ -374,9 +395,14 @@ mod tests {
 
     #[test]
     fn invalid_json_schema_is_refused() {
-        let problems = normalize(Some(&json!({"type": "object", "properties": {"x": {"type": "strin"}}})))
-            .expect_err("refused");
-        assert!(problems[0].contains("not a valid JSON Schema"), "{problems:?}");
+        let problems = normalize(Some(
+            &json!({"type": "object", "properties": {"x": {"type": "strin"}}}),
+        ))
+        .expect_err("refused");
+        assert!(
+            problems[0].contains("not a valid JSON Schema"),
+            "{problems:?}"
+        );
         assert!(normalize(Some(&json!("string"))).is_err());
         assert!(normalize(Some(&json!({"$unsupported": "int"}))).is_err());
     }
@@ -390,21 +416,29 @@ mod tests {
         let ok = s.check(json!({"city": "Paris"})).expect("valid");
         assert_eq!(ok, json!({"city": "Paris", "days": 1}));
 
-        let v = s.check(json!({"days": 20, "extra": true})).expect_err("invalid");
+        let v = s
+            .check(json!({"days": 20, "extra": true}))
+            .expect_err("invalid");
         let rendered: Vec<String> = v.iter().map(ToString::to_string).collect();
         assert!(
-            v.iter().any(|x| x.field.as_deref() == Some("city") && x.rule == "required"),
+            v.iter()
+                .any(|x| x.field.as_deref() == Some("city") && x.rule == "required"),
             "{rendered:?}"
         );
         assert!(
-            v.iter().any(|x| x.field.as_deref() == Some("days") && x.rule == "maximum"),
+            v.iter()
+                .any(|x| x.field.as_deref() == Some("days") && x.rule == "maximum"),
             "{rendered:?}"
         );
         assert!(
-            v.iter().any(|x| x.field.as_deref() == Some("extra") && x.rule == "additionalProperties"),
+            v.iter()
+                .any(|x| x.field.as_deref() == Some("extra") && x.rule == "additionalProperties"),
             "{rendered:?}"
         );
-        let days = rendered.iter().find(|r| r.contains("'days'")).expect("days violation");
+        let days = rendered
+            .iter()
+            .find(|r| r.contains("'days'"))
+            .expect("days violation");
         assert!(days.contains("16"), "{days}");
     }
 
@@ -419,9 +453,10 @@ mod tests {
 
     #[test]
     fn string_properties_are_known() {
-        let s = compiled(json!({"q": "string", "n": "integer"}));
-        assert!(s.is_string_property("q"));
-        assert!(!s.is_string_property("n"));
-        assert!(!s.is_string_property("missing"));
+        let s = compiled(json!({"q": "string", "n": "integer", "m": {"type": ["string", "null"]}}));
+        assert!(is_string_property(s.schema(), "q"));
+        assert!(is_string_property(s.schema(), "m"));
+        assert!(!is_string_property(s.schema(), "n"));
+        assert!(!is_string_property(s.schema(), "missing"));
     }
 }

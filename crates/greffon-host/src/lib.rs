@@ -1,1 +1,34 @@
+//! The greffon host engine: everything between "call plugin X with these
+//! arguments" and a Python worker process.
+//!
+//! # Layout
+//!
+//! - [`Host`]: opens a home, discovers plugins, enables and disables them,
+//!   runs calls (validation → worker → result or `{"error"}`), shuts down.
+//! - `registry`: the entries and their states ([`State`], [`PluginInfo`]).
+//! - `discovery`: loading `plugin.py` in a worker and judging its meta.
+//! - `worker`: one worker process and the framed channel on fd 3.
+//! - `services`: host services plugins call mid-call (`system.info`).
+//! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
+//!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
+//! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
 
+mod discovery;
+mod dump;
+mod error;
+mod host;
+pub mod logging;
+mod python;
+mod registry;
+mod scaffold;
+mod sdk;
+mod services;
+mod store;
+mod sysinfo;
+mod worker;
+
+pub use dump::Phase;
+pub use error::{CallError, HostError};
+pub use host::{CheckReport, Host};
+pub use registry::{Failure, PluginInfo, State};
+pub use scaffold::scaffold;

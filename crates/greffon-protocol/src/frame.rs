@@ -41,6 +41,23 @@ pub fn encode_frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Frames a request without copying its parameters: length prefix, then
+/// `{"id":..,"method":..,"params":..}`.
+pub fn encode_request(id: u64, method: &str, params: &serde_json::Value) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Request<'a> {
+        id: u64,
+        method: &'a str,
+        params: &'a serde_json::Value,
+    }
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    // Writing JSON values into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &Request { id, method, params });
+    let len = u32::try_from(out.len() - FRAME_HEADER_LEN).unwrap_or(u32::MAX);
+    out[..FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// Reads a length prefix and checks it against `max`.
 pub fn decode_header(header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
@@ -66,10 +83,30 @@ mod tests {
     }
 
     #[test]
+    fn encoded_requests_decode_as_requests() {
+        let params = serde_json::json!({"args": {"n": 1}});
+        let framed = encode_request(9, "run", &params);
+        let header: [u8; 4] = framed[..4].try_into().expect("four bytes");
+        assert_eq!(decode_header(header, 1 << 20), Ok(framed.len() - 4));
+        let m = crate::Message::from_json(&framed[4..]).expect("decodes");
+        assert_eq!(
+            m,
+            crate::Message::Request {
+                id: 9,
+                method: "run".into(),
+                params
+            }
+        );
+    }
+
+    #[test]
     fn oversized_and_empty_frames_are_refused() {
         assert_eq!(
             decode_header(1000u32.to_be_bytes(), 999),
-            Err(FrameError::TooLarge { len: 1000, max: 999 })
+            Err(FrameError::TooLarge {
+                len: 1000,
+                max: 999
+            })
         );
         assert_eq!(decode_header([0; 4], 10), Err(FrameError::Empty));
         // "garb" read as a length is ~1.7 GB: refused before any body is read.

@@ -21,7 +21,7 @@ mod message;
 pub mod method;
 
 pub use error::{ErrorKind, WireError};
-pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame};
+pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame, encode_request};
 pub use message::{Message, Output, ResponseBody};
 
 /// Version of the wire protocol; the worker sends it in its `hello` and the

@@ -210,7 +210,12 @@ mod tests {
         assert!(Message::from_json(b"not json").is_err());
         assert!(Message::from_json(b"[1,2]").is_err());
         assert!(Message::from_json(br#"{"id":1}"#).is_err());
-        assert!(Message::from_json(br#"{"id":1,"result":1,"error":{"kind":"exception","message":"x"}}"#).is_err());
+        assert!(
+            Message::from_json(
+                br#"{"id":1,"result":1,"error":{"kind":"exception","message":"x"}}"#
+            )
+            .is_err()
+        );
         assert!(Message::from_json(br#"{"id":1,"method":"run","result":1}"#).is_err());
     }
 }

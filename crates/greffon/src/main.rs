@@ -1,1 +1,189 @@
-fn main() {}
+//! `greffon`: the command line. Glue only: parsing, wiring the host, and
+//! printing; the work is in `greffon-host`.
+
+mod cli;
+mod print;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Command, PluginCommand};
+use greffon_core::{Config, Home};
+use greffon_host::Host;
+use serde_json::{Map, Value, json};
+use std::process::ExitCode;
+
+/// Exit codes of `plugin run` (and every command): 0 success, 1 an
+/// `{"error"}` or a failed operation, 2 a usage error.
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (root, _) = Home::resolve(cli.home.as_deref());
+    let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
+    let Command::Plugin { command } = cli.command;
+    let config = Config::load(&Home::config_file(&root))?;
+    let home = Home::new(&root, &config);
+    greffon_host::logging::init(home.logs_dir(), verbosity)
+        .with_context(|| format!("cannot open the logs under {}", home.logs_dir().display()))?;
+
+    if let PluginCommand::Scaffold { name } = &command {
+        let path = greffon_host::scaffold(&home, name)?;
+        println!("created {}", path.join("plugin.py").display());
+        println!(
+            "next: edit it, then `greffon plugin check {name}` and `greffon plugin enable {name}`"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // `run` answers JSON even when the host cannot open.
+    let is_run = matches!(command, PluginCommand::Run { .. });
+    let host = match Host::open_with(&root, config).await {
+        Ok(h) => h,
+        Err(e) if is_run => {
+            print::json(&json!({ "error": e.to_string() }));
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let code = plugin_command(&host, command).await;
+    host.shutdown().await;
+    code
+}
+
+async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::List { json } => {
+            let plugins = host.plugins();
+            if json {
+                print::json(&serde_json::to_value(&plugins)?);
+            } else {
+                print::list(&plugins, host.home());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Info { name, json } => {
+            let info = host.plugin(&name)?;
+            if json {
+                print::json(&serde_json::to_value(&info)?);
+            } else {
+                print::info(&info);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Enable { name, json } => match host.enable(&name).await {
+            Ok(info) => {
+                if json {
+                    print::json(&serde_json::to_value(&info)?);
+                } else {
+                    let granted = print::permissions(info.granted.as_deref().unwrap_or_default());
+                    println!("enabled {}; permissions granted: {granted}", info.name);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(EXIT_ERROR))
+            }
+        },
+        PluginCommand::Disable { name, json } => {
+            let info = host.disable(&name).await?;
+            if json {
+                print::json(&serde_json::to_value(&info)?);
+            } else {
+                println!("disabled {}", info.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Check { name, json } => {
+            let report = host.check(&name).await?;
+            if json {
+                print::json(&serde_json::to_value(&report)?);
+            } else {
+                print::check(&report);
+            }
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_ERROR)
+            })
+        }
+        PluginCommand::Run { name, json, pairs } => {
+            let args = match build_args(host, &name, json.as_deref(), &pairs) {
+                Ok(args) => args,
+                Err(usage) => {
+                    print::json(&json!({ "error": usage }));
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            match host.call(&name, args).await {
+                Ok(result) => {
+                    print::json(&result);
+                    let is_error = result.as_object().is_some_and(|o| o.contains_key("error"));
+                    Ok(if is_error {
+                        ExitCode::from(EXIT_ERROR)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                Err(e) => {
+                    print::json(&e.to_json());
+                    Ok(ExitCode::from(EXIT_ERROR))
+                }
+            }
+        }
+        PluginCommand::Scaffold { .. } => unreachable!("handled before the host opens"),
+    }
+}
+
+/// The arguments object from `--json '{...}'` or `KEY=VALUE` pairs. A
+/// value is kept as text when the schema types it as a string, else read
+/// as JSON (falling back to text): `days=3` is a number, `city=3` a string.
+fn build_args(
+    host: &Host,
+    name: &str,
+    json: Option<&str>,
+    pairs: &[String],
+) -> Result<Value, String> {
+    if let Some(text) = json {
+        if !pairs.is_empty() {
+            return Err(
+                "give the arguments either as --json or as KEY=VALUE pairs, not both".into(),
+            );
+        }
+        return serde_json::from_str(text).map_err(|e| format!("--json is not valid JSON: {e}"));
+    }
+    let schema = host.plugin(name).ok().and_then(|p| p.schema);
+    let mut args = Map::new();
+    for pair in pairs {
+        let Some((key, raw)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("argument '{pair}' is not KEY=VALUE"));
+        };
+        let as_text = schema
+            .as_ref()
+            .is_some_and(|s| greffon_core::is_string_property(s, key));
+        let value = if as_text {
+            Value::String(raw.to_string())
+        } else {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+        };
+        args.insert(key.to_string(), value);
+    }
+    Ok(Value::Object(args))
+}

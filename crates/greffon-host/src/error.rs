@@ -1,0 +1,75 @@
+//! Errors of the host engine.
+
+use greffon_protocol::ErrorKind;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// Why a management operation (open, enable, disable, scaffold) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Config(#[from] greffon_core::ConfigError),
+    /// No usable interpreter.
+    #[error("{0}; set `python` in greffon.toml or GREFFON_PYTHON")]
+    Python(String),
+    #[error("cannot write the Python SDK under {path}: {source}")]
+    Sdk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Database { path: PathBuf, source: sqlx::Error },
+    #[error("{0}")]
+    UnknownPlugin(String),
+    #[error("plugin '{name}' failed: {reason}{}", dump.as_ref().map(|d| format!(" (crash dump: {})", d.display())).unwrap_or_default())]
+    Failed {
+        name: String,
+        reason: String,
+        dump: Option<PathBuf>,
+    },
+    #[error("cannot scaffold '{name}': {reason}")]
+    Scaffold { name: String, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl HostError {
+    /// The kind an edge maps to an exit code or status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HostError::UnknownPlugin(_) => ErrorKind::UnknownPlugin,
+            HostError::Failed { .. } => ErrorKind::PluginFailed,
+            HostError::Scaffold { .. } => ErrorKind::Validation,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A call that did not produce the plugin's result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    pub kind: ErrorKind,
+    /// Names the plugin and, for validation, the field and the rule.
+    pub message: String,
+    /// The crash dump written for this call, if any.
+    pub dump: Option<PathBuf>,
+}
+
+impl CallError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> CallError {
+        CallError {
+            kind,
+            message: message.into(),
+            dump: None,
+        }
+    }
+
+    /// The contract's answer: `{"error": "..."}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "error": self.message })
+    }
+}

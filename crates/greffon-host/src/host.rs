@@ -1,0 +1,975 @@
+//! The host: opens a home, discovers its plugins, and runs calls through
+//! validation, the plugin's worker and back.
+
+use crate::discovery::{LoadError, Loaded};
+use crate::dump::{self, Dump, Phase};
+use crate::error::{CallError, HostError};
+use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
+use crate::services::Services;
+use crate::store::Store;
+use crate::worker::{OnCrash, Reply, Worker};
+use greffon_core::{Config, Home, Permission, PluginMeta, SchemaSource};
+use greffon_protocol::method;
+use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Discovery workers running at once.
+const DISCOVERY_PARALLELISM: usize = 4;
+
+/// A greffon host over one home.
+#[derive(Debug, Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub home: Home,
+    pub config: Config,
+    /// The resolved interpreter (never a shim).
+    pub python: PathBuf,
+    pub sdk_dir: PathBuf,
+    pub store: Store,
+    pub services: Arc<Services>,
+    pub plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub folder: String,
+    pub problems: Vec<String>,
+    pub dump: Option<PathBuf>,
+    /// The normalized schema, when the meta is valid.
+    pub schema: Option<Value>,
+    pub permissions: Vec<Permission>,
+}
+
+impl Host {
+    /// Opens the home at `root` with its `greffon.toml` (if any).
+    pub async fn open(root: &Path) -> Result<Host, HostError> {
+        let config = Config::load(&Home::config_file(root))?;
+        Host::open_with(root, config).await
+    }
+
+    /// Opens the home at `root` with an explicit configuration.
+    pub async fn open_with(root: &Path, config: Config) -> Result<Host, HostError> {
+        let home = Home::new(root, &config);
+        let python = crate::python::resolve(config.python.as_deref()).map_err(HostError::Python)?;
+        let sdk_root = home.sdk_root();
+        let sdk_dir = crate::sdk::materialize(&sdk_root).map_err(|source| HostError::Sdk {
+            path: sdk_root,
+            source,
+        })?;
+        let db = home.db_file();
+        let store = Store::open(&db)
+            .await
+            .map_err(|source| HostError::Database {
+                path: db.clone(),
+                source,
+            })?;
+        let inner = Arc::new(Inner {
+            home,
+            config,
+            python,
+            sdk_dir,
+            store,
+            services: Arc::new(Services {
+                sys_root: PathBuf::from("/"),
+            }),
+            plugins: RwLock::new(BTreeMap::new()),
+        });
+        let host = Host { inner };
+        host.discover().await?;
+        Ok(host)
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.inner.home
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The interpreter workers run on.
+    pub fn python(&self) -> &Path {
+        &self.inner.python
+    }
+
+    /// Scans `plugins/*/plugin.py` (folders starting with `_` skipped),
+    /// loads each in its own worker, and rebuilds the registry.
+    async fn discover(&self) -> Result<(), HostError> {
+        let inner = &self.inner;
+        let dir = inner.home.plugins_dir();
+        let mut folders: Vec<(String, PathBuf)> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let path = e.path();
+                    (!name.starts_with('_')
+                        && !name.starts_with('.')
+                        && path.join("plugin.py").is_file())
+                    .then_some((name, path))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(HostError::Io {
+                    context: format!("cannot list {}", dir.display()),
+                    source,
+                });
+            }
+        };
+        folders.sort();
+        let limit = Arc::new(Semaphore::new(DISCOVERY_PARALLELISM));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (folder, path)) in folders.iter().cloned().enumerate() {
+            let inner = self.inner.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let outcome = inner.load(&folder, &path, None).await;
+                let outcome = match outcome {
+                    Ok(loaded) => {
+                        loaded.worker.shutdown(Duration::from_secs(1)).await;
+                        Ok((loaded.meta, loaded.file_hash))
+                    }
+                    Err(e) => Err(e),
+                };
+                (i, outcome)
+            });
+        }
+        let mut outcomes: Vec<Option<Result<(PluginMeta, String), LoadError>>> =
+            (0..folders.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, outcome)) = joined {
+                outcomes[i] = Some(outcome);
+            }
+        }
+
+        // Two folders declaring one name: both fail, each naming both.
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for ((folder, _), outcome) in folders.iter().zip(&outcomes) {
+            if let Some(Ok((meta, _))) = outcome {
+                by_name
+                    .entry(meta.name.clone())
+                    .or_default()
+                    .push(folder.clone());
+            }
+        }
+        let granted = inner
+            .store
+            .enabled()
+            .await
+            .map_err(|source| HostError::Database {
+                path: inner.home.db_file(),
+                source,
+            })?;
+        let mut registry = BTreeMap::new();
+        for ((folder, path), outcome) in folders.into_iter().zip(outcomes) {
+            let outcome = outcome.unwrap_or_else(|| {
+                Err(LoadError {
+                    problems: vec!["discovery task failed".into()],
+                    dump: None,
+                    name: None,
+                })
+            });
+            let (key, status) = match outcome {
+                Ok((meta, hash)) => {
+                    let dups = &by_name[&meta.name];
+                    if dups.len() > 1 {
+                        let listed: Vec<String> =
+                            dups.iter().map(|f| format!("plugins/{f}")).collect();
+                        let reason = format!(
+                            "plugin name '{}' is declared by both {}; rename one",
+                            meta.name,
+                            listed.join(" and ")
+                        );
+                        let mut status = failed_status(reason, None, hash);
+                        status.duplicate = true;
+                        (folder.clone(), status)
+                    } else {
+                        let name = meta.name.clone();
+                        let grant = granted.get(&name).cloned();
+                        (name, settled_status(meta, hash, grant))
+                    }
+                }
+                Err(e) => {
+                    let key = e
+                        .name
+                        .clone()
+                        .filter(|n| !registry.contains_key(n))
+                        .unwrap_or_else(|| folder.clone());
+                    let hash = crate::worker::file_hash(&path.join("plugin.py"));
+                    (key, failed_status(e.reason(), e.dump, hash))
+                }
+            };
+            tracing::info!(
+                target: "audit",
+                event = "discovered",
+                plugin = %key,
+                folder = %folder,
+                state = status.state.as_str(),
+                reason = status.failure.as_ref().map(|f| f.reason.as_str()),
+            );
+            let plugin = Arc::new(Plugin {
+                key: key.clone(),
+                folder,
+                dir: path,
+                status: std::sync::Mutex::new(status),
+                worker: tokio::sync::Mutex::new(None),
+                calls: Semaphore::new(inner.config.max_concurrent_calls),
+            });
+            registry.insert(key, plugin);
+        }
+        *inner.plugins.write().unwrap_or_else(|p| p.into_inner()) = registry;
+        Ok(())
+    }
+
+    fn lookup(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
+        let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plugins.get(name) {
+            return Ok(p.clone());
+        }
+        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        Err(HostError::UnknownPlugin(if known.is_empty() {
+            format!(
+                "unknown plugin '{name}': no plugin found under {}",
+                self.inner.home.plugins_dir().display()
+            )
+        } else {
+            format!("unknown plugin '{name}' (known: {})", known.join(", "))
+        }))
+    }
+
+    /// Every plugin, by name.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let plugins: Vec<Arc<Plugin>> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        plugins.iter().map(|p| self.info_of(p)).collect()
+    }
+
+    /// One plugin's entry.
+    pub fn plugin(&self, name: &str) -> Result<PluginInfo, HostError> {
+        self.lookup(name).map(|p| self.info_of(&p))
+    }
+
+    fn info_of(&self, p: &Plugin) -> PluginInfo {
+        let running = p
+            .worker
+            .try_lock()
+            .map(|w| w.as_ref().is_some_and(|w| w.is_alive()))
+            .unwrap_or(true);
+        let s = p.status();
+        let meta = s.meta.as_deref();
+        PluginInfo {
+            name: p.key.clone(),
+            folder: p.folder.clone(),
+            path: p.dir.clone(),
+            state: s.state,
+            description: meta.map(|m| m.description.clone()).unwrap_or_default(),
+            version: meta.and_then(|m| m.version.clone()),
+            permissions: meta.map(|m| m.permissions.clone()).unwrap_or_default(),
+            granted: s.granted.clone(),
+            timeout_s: self
+                .inner
+                .config
+                .timeout_for(&p.key, meta.and_then(|m| m.timeout_s)),
+            schema_source: meta.map(|m| m.schema.source()),
+            schema: meta.map(|m| m.schema.schema().clone()),
+            meta: meta.map(|m| m.raw.clone()),
+            failure: s.failure.clone(),
+            running,
+            last_dump: dump::latest(&self.inner.home.dumps_dir(), &p.key)
+                .or_else(|| dump::latest(&self.inner.home.dumps_dir(), &p.folder)),
+        }
+    }
+
+    /// Grants the plugin its declared permissions, starts it (`start()`)
+    /// and remembers it as enabled. A failed plugin is loaded again first,
+    /// so enabling is also how an operator retries after a fix.
+    pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        {
+            let s = plugin.status();
+            if s.duplicate {
+                let reason = s
+                    .failure
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default();
+                return Err(HostError::Failed {
+                    name: plugin.key.clone(),
+                    reason,
+                    dump: None,
+                });
+            }
+        }
+        let mut slot = plugin.worker.lock().await;
+        if let Some(w) = slot.take() {
+            // A running worker may predate a change on disk: start afresh.
+            self.inner.stop_worker(&plugin, &w).await;
+        }
+        let started = self.inner.activate(&plugin, true).await;
+        match started {
+            Ok(worker) => {
+                let granted = {
+                    let mut s = plugin.status();
+                    let perms = s
+                        .meta
+                        .as_ref()
+                        .map(|m| m.permissions.clone())
+                        .unwrap_or_default();
+                    s.state = State::Enabled;
+                    s.failure = None;
+                    s.crashes.clear();
+                    s.granted = Some(perms.clone());
+                    perms
+                };
+                *slot = Some(worker);
+                drop(slot);
+                self.inner
+                    .store
+                    .set_enabled(&plugin.key, &granted)
+                    .await
+                    .map_err(|source| HostError::Database {
+                        path: self.inner.home.db_file(),
+                        source,
+                    })?;
+                let names: Vec<&str> = granted.iter().map(|p| p.as_str()).collect();
+                tracing::info!(target: "audit", event = "enable", plugin = %plugin.key, permissions = ?names);
+                Ok(self.info_of(&plugin))
+            }
+            Err(failure) => {
+                drop(slot);
+                tracing::info!(target: "audit", event = "enable_failed", plugin = %plugin.key, reason = %failure.reason);
+                Err(HostError::Failed {
+                    name: plugin.key.clone(),
+                    reason: failure.reason,
+                    dump: failure.dump,
+                })
+            }
+        }
+    }
+
+    /// Stops the plugin (`stop()`) and remembers it as disabled.
+    pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        let worker = plugin.worker.lock().await.take();
+        if let Some(w) = worker {
+            self.inner.stop_worker(&plugin, &w).await;
+        }
+        {
+            let mut s = plugin.status();
+            s.granted = None;
+            if s.meta.is_some() {
+                s.state = State::Disabled;
+                s.failure = None;
+            }
+        }
+        self.inner
+            .store
+            .set_disabled(&plugin.key)
+            .await
+            .map_err(|source| HostError::Database {
+                path: self.inner.home.db_file(),
+                source,
+            })?;
+        tracing::info!(target: "audit", event = "disable", plugin = %plugin.key);
+        Ok(self.info_of(&plugin))
+    }
+
+    /// Loads a plugin in a fresh worker (by name or folder) and reports
+    /// every problem, without changing the registry.
+    pub async fn check(&self, name: &str) -> Result<CheckReport, HostError> {
+        let (folder, dir) = match self.lookup(name) {
+            Ok(p) => (p.folder.clone(), p.dir.clone()),
+            Err(e) => {
+                let dir = self.inner.home.plugins_dir().join(name);
+                if !greffon_core::is_valid_name(name) || !dir.join("plugin.py").is_file() {
+                    return Err(e);
+                }
+                (name.to_string(), dir)
+            }
+        };
+        let mut report = CheckReport {
+            name: name.to_string(),
+            folder: folder.clone(),
+            problems: Vec::new(),
+            dump: None,
+            schema: None,
+            permissions: Vec::new(),
+        };
+        match self.inner.load(&folder, &dir, None).await {
+            Ok(loaded) => {
+                loaded.worker.shutdown(Duration::from_secs(1)).await;
+                report.name = loaded.meta.name.clone();
+                report.schema = Some(loaded.meta.schema.schema().clone());
+                report.permissions = loaded.meta.permissions.clone();
+                let others: Vec<String> = self
+                    .inner
+                    .plugins
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|p| {
+                        p.folder != folder
+                            && p.status()
+                                .meta
+                                .as_ref()
+                                .is_some_and(|m| m.name == loaded.meta.name)
+                    })
+                    .map(|p| format!("plugins/{}", p.folder))
+                    .collect();
+                if !others.is_empty() {
+                    report.problems.push(format!(
+                        "plugin name '{}' is also declared by {}",
+                        loaded.meta.name,
+                        others.join(", ")
+                    ));
+                }
+            }
+            Err(e) => {
+                if let Some(n) = e.name.clone() {
+                    report.name = n;
+                }
+                report.problems = e.problems;
+                report.dump = e.dump;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs the plugin with `args`: the plugin's result (a returned
+    /// `{"error"}` included) or a [`CallError`].
+    pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        let started = Instant::now();
+        let audit_args = self.inner.config.audit_args.then(|| args.to_string());
+        let outcome = self.call_inner(name, args).await;
+        let label = match &outcome {
+            Ok(v) if v.get("error").is_some() => "plugin_error",
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        tracing::info!(
+            target: "audit",
+            event = "call",
+            plugin = name,
+            duration_us = started.elapsed().as_micros() as u64,
+            outcome = label,
+            args = audit_args,
+        );
+        outcome
+    }
+
+    async fn call_inner(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        let inner = &self.inner;
+        let plugin = self
+            .lookup(name)
+            .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
+        let meta = {
+            let s = plugin.status();
+            match (s.state, &s.meta) {
+                (State::Enabled, Some(meta)) => meta.clone(),
+                (State::Failed, _) => {
+                    let f = s.failure.clone().unwrap_or(Failure {
+                        reason: "unknown".into(),
+                        dump: None,
+                    });
+                    let dump = f
+                        .dump
+                        .as_ref()
+                        .map(|d| format!(" (crash dump: {})", d.display()))
+                        .unwrap_or_default();
+                    return Err(CallError {
+                        kind: ErrorKind::PluginFailed,
+                        message: format!("plugin '{name}' is failed: {}{dump}", f.reason),
+                        dump: f.dump,
+                    });
+                }
+                _ => {
+                    return Err(CallError::new(
+                        ErrorKind::NotEnabled,
+                        format!(
+                            "plugin '{name}' is disabled; enable it with `greffon plugin enable {name}`"
+                        ),
+                    ));
+                }
+            }
+        };
+        let size = serde_json::to_vec(&args)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > inner.config.max_args_bytes {
+            return Err(CallError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "plugin '{name}': arguments are {size} bytes, over the limit of {} bytes (max_args_bytes)",
+                    inner.config.max_args_bytes
+                ),
+            ));
+        }
+        let args = meta.schema.check(args).map_err(|violations| {
+            let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            CallError::new(
+                ErrorKind::Validation,
+                format!("plugin '{name}': invalid arguments: {}", text.join("; ")),
+            )
+        })?;
+        let timeout =
+            Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s));
+        let deadline = Instant::now() + timeout;
+        let _permit = plugin
+            .calls
+            .acquire()
+            .await
+            .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?;
+        let worker = inner.worker_for(&plugin, deadline).await?;
+        let params =
+            json!({ "args": args, "pydantic": meta.schema.source() == SchemaSource::Pydantic });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let reply = worker
+            .request(method::RUN, &params, Some(&args), remaining)
+            .await;
+        match reply {
+            Ok(Reply::Response { body, output }) => {
+                log_output(&plugin.key, output.as_ref());
+                match body {
+                    ResponseBody::Ok(v) => Ok(v),
+                    ResponseBody::Err(e) => {
+                        Err(inner.run_error(&plugin, e, &args, output.unwrap_or_default()))
+                    }
+                }
+            }
+            Ok(Reply::Gone(exit)) => Err(CallError {
+                kind: ErrorKind::WorkerCrashed,
+                message: format!(
+                    "plugin '{name}': its worker ended during the call ({}){}",
+                    exit.description,
+                    exit.dump
+                        .as_ref()
+                        .map(|d| format!("; crash dump: {}", d.display()))
+                        .unwrap_or_default()
+                ),
+                dump: exit.dump.clone(),
+            }),
+            Err(timed_out) => {
+                let grace = Duration::from_secs_f64(inner.config.kill_grace_s);
+                let (worker, id, limit) = (worker.clone(), timed_out.id, timeout.as_secs_f64());
+                // The thread cannot be interrupted; a call still running
+                // after the grace means a stuck worker, which is killed.
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if worker.is_pending(id) {
+                        worker.kill(&format!(
+                            "a call was still running {} s after its {limit} s timeout",
+                            grace.as_secs_f64()
+                        ));
+                    }
+                });
+                Err(CallError::new(
+                    ErrorKind::Timeout,
+                    format!("plugin '{name}' did not answer within {limit} s (timeout)"),
+                ))
+            }
+        }
+    }
+
+    /// Stops every running worker (`stop()`, bounded by `stop_timeout_s`).
+    pub async fn shutdown(&self) {
+        let plugins: Vec<Arc<Plugin>> = self
+            .inner
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for plugin in plugins {
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                let worker = plugin.worker.lock().await.take();
+                if let Some(w) = worker {
+                    inner.stop_worker(&plugin, &w).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.inner.store.close().await;
+    }
+
+    /// The pid of the plugin's running worker, if any (for tests and
+    /// benchmarks that inspect the process).
+    pub async fn worker_pid(&self, name: &str) -> Option<i32> {
+        let plugin = self.lookup(name).ok()?;
+        let slot = plugin.worker.lock().await;
+        slot.as_ref().filter(|w| w.is_alive()).map(|w| w.pid())
+    }
+}
+
+fn settled_status(meta: PluginMeta, file_hash: String, granted: Option<Vec<Permission>>) -> Status {
+    let (state, failure) = match &granted {
+        None => (State::Disabled, None),
+        Some(g) => {
+            let extra: Vec<&str> = meta
+                .permissions
+                .iter()
+                .filter(|p| !g.contains(p))
+                .map(|p| p.as_str())
+                .collect();
+            if extra.is_empty() {
+                (State::Enabled, None)
+            } else {
+                (
+                    State::Failed,
+                    Some(Failure {
+                        reason: format!(
+                            "it now declares permissions that were not granted ({}); run `greffon plugin enable {}` to grant them",
+                            extra.join(", "),
+                            meta.name
+                        ),
+                        dump: None,
+                    }),
+                )
+            }
+        }
+    };
+    Status {
+        meta: Some(Arc::new(meta)),
+        file_hash,
+        state,
+        failure,
+        granted,
+        crashes: VecDeque::new(),
+        duplicate: false,
+    }
+}
+
+fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: String) -> Status {
+    Status {
+        meta: None,
+        file_hash,
+        state: State::Failed,
+        failure: Some(Failure { reason, dump }),
+        granted: None,
+        crashes: VecDeque::new(),
+        duplicate: false,
+    }
+}
+
+fn log_output(plugin: &str, output: Option<&Output>) {
+    if let Some(o) = output.filter(|o| !o.is_empty()) {
+        tracing::info!(
+            target: "plugin",
+            plugin,
+            stdout = %o.stdout,
+            stderr = %o.stderr,
+            dropped = o.dropped,
+            "call output"
+        );
+    }
+}
+
+impl Inner {
+    /// The live worker of an enabled plugin, started on first need (and
+    /// restarted after a crash, with backoff).
+    async fn worker_for(
+        &self,
+        plugin: &Arc<Plugin>,
+        deadline: Instant,
+    ) -> Result<Arc<Worker>, CallError> {
+        let mut slot = plugin.worker.lock().await;
+        if let Some(w) = slot.as_ref().filter(|w| w.is_alive()) {
+            return Ok(w.clone());
+        }
+        *slot = None;
+        let window = Duration::from_secs_f64(self.config.crash_window_s);
+        {
+            let s = plugin.status();
+            if s.state == State::Failed {
+                let reason = s
+                    .failure
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default();
+                return Err(CallError {
+                    kind: ErrorKind::PluginFailed,
+                    message: format!("plugin '{}' is failed: {reason}", plugin.key),
+                    dump: s.failure.as_ref().and_then(|f| f.dump.clone()),
+                });
+            }
+        }
+        let backoff = plugin.restart_backoff(window);
+        if !backoff.is_zero() {
+            if Instant::now() + backoff >= deadline {
+                return Err(CallError::new(
+                    ErrorKind::WorkerCrashed,
+                    format!(
+                        "plugin '{}': its worker crashed and restarts in {} ms, after this call's deadline",
+                        plugin.key,
+                        backoff.as_millis()
+                    ),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        match self.activate(plugin, false).await {
+            Ok(w) => {
+                *slot = Some(w.clone());
+                Ok(w)
+            }
+            Err(f) => Err(CallError {
+                kind: ErrorKind::PluginFailed,
+                message: format!(
+                    "plugin '{}' could not start: {}{}",
+                    plugin.key,
+                    f.reason,
+                    f.dump
+                        .as_ref()
+                        .map(|d| format!(" (crash dump: {})", d.display()))
+                        .unwrap_or_default()
+                ),
+                dump: f.dump,
+            }),
+        }
+    }
+
+    /// Loads the plugin in a new worker and runs `start()`. On failure the
+    /// plugin becomes `failed` with the reason and dump. `granting` is set
+    /// by enable: the declared permissions are about to be granted, so a
+    /// change of permissions on disk is accepted.
+    async fn activate(
+        self: &Inner,
+        plugin: &Arc<Plugin>,
+        granting: bool,
+    ) -> Result<Arc<Worker>, Failure> {
+        let fail = |failure: Failure| {
+            let mut s = plugin.status();
+            s.state = State::Failed;
+            s.failure = Some(failure.clone());
+            failure
+        };
+        let weak = Arc::downgrade(plugin);
+        let (max, window) = (
+            self.config.max_crashes,
+            Duration::from_secs_f64(self.config.crash_window_s),
+        );
+        let on_crash: OnCrash = Box::new(move |exit| {
+            if let Some(p) = weak.upgrade() {
+                p.record_crash(exit, max, window);
+            }
+        });
+        let Loaded {
+            worker,
+            meta,
+            file_hash,
+        } = match self.load(&plugin.folder, &plugin.dir, Some(on_crash)).await {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(fail(Failure {
+                    reason: e.reason(),
+                    dump: e.dump,
+                }));
+            }
+        };
+        let problem = if meta.name != plugin.key {
+            Some(format!(
+                "plugin.py now declares the name '{}' instead of '{}'; restart greffon to rediscover it",
+                meta.name, plugin.key
+            ))
+        } else if granting {
+            None
+        } else {
+            let granted = plugin.status().granted.clone().unwrap_or_default();
+            let extra: Vec<&str> = meta
+                .permissions
+                .iter()
+                .filter(|p| !granted.contains(p))
+                .map(|p| p.as_str())
+                .collect();
+            (!extra.is_empty()).then(|| {
+                tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
+                format!(
+                    "it now declares permissions that were not granted ({}); run `greffon plugin enable {}` to grant them",
+                    extra.join(", "),
+                    plugin.key
+                )
+            })
+        };
+        if let Some(reason) = problem {
+            worker.shutdown(Duration::from_secs(1)).await;
+            return Err(fail(Failure { reason, dump: None }));
+        }
+        let meta = Arc::new(meta);
+        {
+            let mut s = plugin.status();
+            s.meta = Some(meta.clone());
+            s.file_hash = file_hash.clone();
+        }
+        let timeout = Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s));
+        let outcome = worker
+            .request(method::START, &Value::Null, None, timeout)
+            .await;
+        let failure = match outcome {
+            Ok(Reply::Response {
+                body: ResponseBody::Ok(_),
+                output,
+            }) => {
+                log_output(&plugin.key, output.as_ref());
+                return Ok(worker);
+            }
+            Ok(Reply::Response {
+                body: ResponseBody::Err(e),
+                output,
+            }) => {
+                let output = output.unwrap_or_default();
+                let what = exception_text(&e);
+                let dump = self.write_dump(
+                    &plugin.key,
+                    &file_hash,
+                    Phase::Start,
+                    None,
+                    &what,
+                    &e,
+                    &output,
+                );
+                Failure {
+                    reason: format!("start() raised {what}"),
+                    dump,
+                }
+            }
+            Ok(Reply::Gone(exit)) => Failure {
+                reason: format!("its worker ended during start() ({})", exit.description),
+                dump: exit.dump.clone(),
+            },
+            Err(_) => {
+                worker.kill(&format!(
+                    "start() did not finish within {} s",
+                    timeout.as_secs_f64()
+                ));
+                let exit = worker.wait_exit().await;
+                Failure {
+                    reason: format!("start() did not finish within {} s", timeout.as_secs_f64()),
+                    dump: exit.dump.clone(),
+                }
+            }
+        };
+        worker.shutdown(Duration::from_secs(1)).await;
+        Err(fail(failure))
+    }
+
+    /// Calls `stop()` (bounded), then ends the worker.
+    async fn stop_worker(&self, plugin: &Plugin, worker: &Worker) {
+        if worker.is_alive() {
+            let timeout = Duration::from_secs_f64(self.config.stop_timeout_s);
+            match worker
+                .request(method::STOP, &Value::Null, None, timeout)
+                .await
+            {
+                Ok(Reply::Response {
+                    body: ResponseBody::Err(e),
+                    output,
+                }) => {
+                    let what = exception_text(&e);
+                    let hash = plugin.status().file_hash.clone();
+                    let dump = self.write_dump(
+                        &plugin.key,
+                        &hash,
+                        Phase::Stop,
+                        None,
+                        &what,
+                        &e,
+                        &output.unwrap_or_default(),
+                    );
+                    tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {what}");
+                }
+                Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
+                Ok(Reply::Gone(_)) => {}
+                Err(_) => {
+                    tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
+                }
+            }
+        }
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// Turns a worker's error answer to `run` into the call's error,
+    /// writing a dump for unexpected exceptions.
+    fn run_error(&self, plugin: &Plugin, e: WireError, args: &Value, output: Output) -> CallError {
+        let name = &plugin.key;
+        match e.kind {
+            ErrorKind::Exception => {
+                let what = exception_text(&e);
+                let hash = plugin.status().file_hash.clone();
+                let dump = self.write_dump(name, &hash, Phase::Run, Some(args), &what, &e, &output);
+                CallError {
+                    kind: ErrorKind::Exception,
+                    message: format!(
+                        "plugin '{name}' raised {what}{}",
+                        dump.as_ref()
+                            .map(|d| format!(" (crash dump: {})", d.display()))
+                            .unwrap_or_default()
+                    ),
+                    dump,
+                }
+            }
+            ErrorKind::Validation => CallError::new(
+                e.kind,
+                format!("plugin '{name}': invalid arguments: {}", e.message),
+            ),
+            kind => CallError::new(kind, format!("plugin '{name}': {}", e.message)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_dump(
+        &self,
+        plugin: &str,
+        file_hash: &str,
+        phase: Phase,
+        args: Option<&Value>,
+        what: &str,
+        e: &WireError,
+        output: &Output,
+    ) -> Option<PathBuf> {
+        let d = Dump {
+            plugin,
+            file_hash,
+            phase,
+            args,
+            error: what,
+            traceback: e.traceback.as_deref(),
+            stdout: &output.stdout,
+            stderr: &output.stderr,
+        };
+        match dump::write(&self.home.dumps_dir(), &d) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                tracing::error!(target: "server", plugin, "cannot write crash dump: {err}");
+                None
+            }
+        }
+    }
+}
+
+fn exception_text(e: &WireError) -> String {
+    match &e.exc_type {
+        Some(t) => format!("{t}: {}", e.message),
+        None => e.message.clone(),
+    }
+}

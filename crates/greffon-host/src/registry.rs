@@ -1,0 +1,152 @@
+//! The registry's entries: one per plugin, with its state and its worker.
+
+use crate::worker::{Exit, Worker};
+use greffon_core::{Permission, PluginMeta, SchemaSource};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Registry states (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Loaded and valid, not running.
+    Disabled,
+    /// Granted its permissions; its worker runs (or starts on first call).
+    Enabled,
+    /// Import, meta, schema or `start()` failed, or it crashed too often.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Disabled => "disabled",
+            State::Enabled => "enabled",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// Why a plugin is `failed`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub reason: String,
+    /// The crash dump that tells more, when one was written.
+    pub dump: Option<PathBuf>,
+}
+
+/// A snapshot of one registry entry, for the CLI and the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Registry key: `meta["name"]`, or the folder when the meta is unusable.
+    pub name: String,
+    pub folder: String,
+    pub path: PathBuf,
+    pub state: State,
+    pub description: String,
+    pub version: Option<String>,
+    /// What the plugin declares.
+    pub permissions: Vec<Permission>,
+    /// What was granted at enable (None when not enabled).
+    pub granted: Option<Vec<Permission>>,
+    pub timeout_s: f64,
+    pub schema_source: Option<SchemaSource>,
+    /// The normalized JSON Schema of the arguments.
+    pub schema: Option<Value>,
+    /// The meta as the plugin declared it.
+    pub meta: Option<Value>,
+    pub failure: Option<Failure>,
+    /// Whether a worker is up right now.
+    pub running: bool,
+    pub last_dump: Option<PathBuf>,
+}
+
+/// The mutable part of an entry, behind one lock so that state, meta and
+/// crash history always change together.
+#[derive(Debug)]
+pub(crate) struct Status {
+    pub meta: Option<Arc<PluginMeta>>,
+    pub file_hash: String,
+    pub state: State,
+    pub failure: Option<Failure>,
+    /// Persisted grant; `Some` exactly when the operator enabled it.
+    pub granted: Option<Vec<Permission>>,
+    /// Recent unexpected worker exits, oldest first.
+    pub crashes: VecDeque<Instant>,
+    /// Another folder declares the same name: enabling cannot fix that,
+    /// only renaming and rediscovering can.
+    pub duplicate: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Plugin {
+    pub key: String,
+    pub folder: String,
+    pub dir: PathBuf,
+    pub status: Mutex<Status>,
+    /// The live worker. An async lock: the first caller starts the worker
+    /// while the others wait for it rather than starting their own.
+    pub worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
+    /// Bounds the calls one worker serves at once.
+    pub calls: Semaphore,
+}
+
+impl Plugin {
+    pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an unexpected worker exit; `max` crashes within `window`
+    /// mark the plugin failed.
+    pub(crate) fn record_crash(&self, exit: &Exit, max: u32, window: Duration) {
+        let now = Instant::now();
+        let mut s = self.status();
+        s.crashes.push_back(now);
+        while s
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            s.crashes.pop_front();
+        }
+        if s.crashes.len() >= max as usize && s.state == State::Enabled {
+            s.state = State::Failed;
+            s.failure = Some(Failure {
+                reason: format!(
+                    "its worker crashed {} times within {} s (last: {}); fix it, then run `greffon plugin enable {}`",
+                    s.crashes.len(),
+                    window.as_secs_f64(),
+                    exit.description,
+                    self.key
+                ),
+                dump: exit.dump.clone(),
+            });
+            tracing::error!(target: "server", plugin = %self.key, "plugin marked failed after repeated crashes");
+        }
+    }
+
+    /// How long to wait before restarting a worker that crashed: 100 ms
+    /// doubled per recent crash, at most 5 s.
+    pub(crate) fn restart_backoff(&self, window: Duration) -> Duration {
+        let s = self.status();
+        let now = Instant::now();
+        let recent = s
+            .crashes
+            .iter()
+            .filter(|t| now.duration_since(**t) <= window)
+            .count();
+        let Some(last) = s.crashes.back() else {
+            return Duration::ZERO;
+        };
+        if recent == 0 {
+            return Duration::ZERO;
+        }
+        let delay = Duration::from_millis(100 << (recent - 1).min(6)).min(Duration::from_secs(5));
+        delay.saturating_sub(now.duration_since(*last))
+    }
+}

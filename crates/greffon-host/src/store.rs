@@ -1,0 +1,112 @@
+//! The registry's persisted part in `greffon.db`: which plugins are
+//! enabled, and with which permissions.
+
+use greffon_core::Permission;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqlSafeStr};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Migrations are embedded (not read from disk at run time) so a copied
+/// binary carries them.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("plugins"),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_plugins.sql").into_sql_str(),
+        false,
+    )])
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    pub(crate) async fn open(path: &Path) -> Result<Store, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Enabled plugins and the permissions they were granted.
+    pub(crate) async fn enabled(&self) -> Result<HashMap<String, Vec<Permission>>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, permissions FROM plugins WHERE enabled = 1")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let name: String = r.get("name");
+                let perms: String = r.get("permissions");
+                let perms: Vec<Permission> = serde_json::from_str(&perms).unwrap_or_default();
+                (name, perms)
+            })
+            .collect())
+    }
+
+    pub(crate) async fn set_enabled(
+        &self,
+        name: &str,
+        granted: &[Permission],
+    ) -> Result<(), sqlx::Error> {
+        let perms = serde_json::to_string(granted).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO plugins (name, enabled, permissions, updated_at) VALUES (?, 1, ?, ?)
+             ON CONFLICT(name) DO UPDATE SET enabled = 1, permissions = excluded.permissions,
+             updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(perms)
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_disabled(&self, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE plugins SET enabled = 0, updated_at = ? WHERE name = ?")
+            .bind(chrono::Utc::now().to_rfc3339())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn enabled_set_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("greffon.db");
+        let s = Store::open(&db).await.expect("open");
+        s.set_enabled("a", &[Permission::Net]).await.expect("write");
+        s.set_enabled("b", &[]).await.expect("write");
+        s.set_disabled("b").await.expect("write");
+        s.close().await;
+        let s = Store::open(&db).await.expect("reopen");
+        let enabled = s.enabled().await.expect("read");
+        assert_eq!(enabled.len(), 1);
+        assert_eq!(enabled["a"], vec![Permission::Net]);
+    }
+}

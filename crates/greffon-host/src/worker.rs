@@ -1,0 +1,682 @@
+//! One Python worker process and the framed channel to it on fd 3.
+//!
+//! A [`Worker`] multiplexes requests by id: each caller registers a slot,
+//! writes its frame and awaits its own answer, while one reader task
+//! delivers answers, serves the worker's host-service requests, and, when
+//! the channel closes, answers every call still in flight and writes the
+//! crash dump.
+
+use crate::dump::{self, Dump, Phase};
+use crate::services::{Caller, Services};
+use greffon_protocol::method::{self, Hello, LogRecord};
+use greffon_protocol::{
+    FRAME_HEADER_LEN, Message, Output, PROTOCOL_VERSION, ResponseBody, decode_header, encode_frame,
+    encode_request,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+
+/// How long a fresh interpreter may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes of the worker's raw stdout/stderr kept for crash dumps.
+const TAIL_BYTES: usize = 64 << 10;
+/// Longest line of raw worker output written to the plugin log.
+const LOG_LINE_BYTES: usize = 4 << 10;
+
+/// What a worker needs to start.
+#[derive(Debug, Clone)]
+pub(crate) struct SpawnSpec {
+    pub python: PathBuf,
+    pub sdk_dir: PathBuf,
+    /// Registry name (or folder) of the plugin, for logs and dumps.
+    pub plugin: String,
+    pub plugin_dir: PathBuf,
+    /// Where crash dumps go.
+    pub dumps_dir: PathBuf,
+    /// SHA-256 of `plugin.py`, written into dumps.
+    pub file_hash: String,
+    /// Largest frame accepted from the worker.
+    pub max_frame: usize,
+}
+
+/// Why a worker is gone, shared with every call it was serving.
+#[derive(Debug, Clone)]
+pub(crate) struct Exit {
+    /// "exited with code 1", "killed by signal 9 (SIGKILL)", ...
+    pub description: String,
+    /// The dump written for an unexpected exit.
+    pub dump: Option<PathBuf>,
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Response {
+        body: ResponseBody,
+        output: Option<Output>,
+    },
+    Gone(Arc<Exit>),
+}
+
+/// A request whose answer did not come in time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimedOut {
+    pub id: u64,
+}
+
+struct Pending {
+    /// Taken when the caller gives up (timeout): the slot stays until the
+    /// worker answers, so a watchdog can tell the call is still running.
+    tx: Option<oneshot::Sender<Reply>>,
+    method: &'static str,
+    args: Option<Value>,
+}
+
+#[derive(Default)]
+struct PendingMap {
+    map: HashMap<u64, Pending>,
+    /// Set once the worker is gone; no new request may register.
+    closed: bool,
+}
+
+/// Called once when a worker ends without being asked to.
+pub(crate) type OnCrash = Box<dyn Fn(&Exit) + Send + Sync>;
+
+struct Shared {
+    spec: SpawnSpec,
+    pid: i32,
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Mutex<PendingMap>,
+    next_id: AtomicU64,
+    /// The host asked the worker to go; its exit is not a crash.
+    closing: AtomicBool,
+    /// Set when the host killed the worker itself, to say why in the dump.
+    kill_reason: Mutex<Option<String>>,
+    /// The process has been reaped: its pid may be reused, never signal it.
+    reaped: AtomicBool,
+    exit: OnceLock<Arc<Exit>>,
+    exited: Notify,
+    stdout_tail: Mutex<Vec<u8>>,
+    stderr_tail: Mutex<Vec<u8>>,
+}
+
+/// A live worker process.
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("plugin", &self.shared.spec.plugin)
+            .field("pid", &self.shared.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, Clone)]
+pub(crate) struct SpawnError {
+    pub message: String,
+    /// What the interpreter printed before failing.
+    pub stderr: String,
+}
+
+/// Runs between fork and exec: only async-signal-safe syscalls, no
+/// allocation, no panic.
+fn child_setup(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers; nothing is allocated or locked.
+    unsafe {
+        // Its own session and process group: terminal signals do not reach
+        // it, and the host can kill the whole group.
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if fd == 3 {
+            // Already in place, but socketpair set close-on-exec.
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, 3) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+async fn read_message<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    max: usize,
+) -> Result<Option<Message>, String> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match rd.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("channel read failed: {e}")),
+    }
+    let len = decode_header(header, max).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    match rd.read_exact(&mut body).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(format!("channel read failed: {e}")),
+    }
+    Message::from_json(&body).map(Some)
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGXCPU => " (SIGXCPU)",
+                _ => "",
+            };
+            format!("killed by signal {sig}{name}")
+        }
+        None => "ended".into(),
+    }
+}
+
+fn push_tail(tail: &Mutex<Vec<u8>>, bytes: &[u8]) {
+    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    t.extend_from_slice(bytes);
+    if t.len() > TAIL_BYTES {
+        let cut = t.len() - TAIL_BYTES;
+        t.drain(..cut);
+    }
+}
+
+fn tail_text(tail: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&tail.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// Copies one of the worker's raw output pipes into the plugin log (line
+/// by line, lines cut at 4 KiB) and a bounded tail for crash dumps.
+async fn pump_output<R: AsyncRead + Unpin>(mut pipe: R, shared: Arc<Shared>, stream: &'static str) {
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let plugin = shared.spec.plugin.clone();
+    let log = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        tracing::info!(target: "plugin", plugin = %plugin, stream, "{}", text.trim_end());
+    };
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        let tail = if stream == "stdout" {
+            &shared.stdout_tail
+        } else {
+            &shared.stderr_tail
+        };
+        push_tail(tail, chunk);
+        for piece in chunk.split_inclusive(|&b| b == b'\n') {
+            if line.len() < LOG_LINE_BYTES {
+                let room = LOG_LINE_BYTES - line.len();
+                line.extend_from_slice(&piece[..piece.len().min(room)]);
+            }
+            if piece.ends_with(b"\n") {
+                log(&line);
+                line.clear();
+            }
+        }
+    }
+    if !line.is_empty() {
+        log(&line);
+    }
+}
+
+fn log_record(plugin: &str, params: Value) {
+    let Ok(r) = serde_json::from_value::<LogRecord>(params) else {
+        tracing::warn!(target: "server", plugin, "worker sent a malformed log record");
+        return;
+    };
+    macro_rules! emit {
+        ($target:literal) => {
+            match r.level.as_str() {
+                "DEBUG" => tracing::debug!(target: $target, plugin, logger = %r.logger, "{}", r.message),
+                "INFO" => tracing::info!(target: $target, plugin, logger = %r.logger, "{}", r.message),
+                "WARNING" => tracing::warn!(target: $target, plugin, logger = %r.logger, "{}", r.message),
+                _ => tracing::error!(target: $target, plugin, logger = %r.logger, "{}", r.message),
+            }
+        };
+    }
+    // tracing targets are constants, hence one arm per category.
+    match r.category.as_str() {
+        "server" => emit!("server"),
+        "llm" => emit!("llm"),
+        "audit" => emit!("audit"),
+        _ => emit!("plugin"),
+    }
+}
+
+impl Worker {
+    /// Starts a worker and waits for its `hello`.
+    pub(crate) async fn spawn(
+        spec: SpawnSpec,
+        services: Arc<Services>,
+        on_crash: Option<OnCrash>,
+    ) -> Result<Arc<Worker>, SpawnError> {
+        let fail = |message: String| SpawnError {
+            message,
+            stderr: String::new(),
+        };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| fail(format!("cannot create the worker channel: {e}")))?;
+        ours.set_nonblocking(true)
+            .map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
+        let fd = theirs.as_raw_fd();
+        let mut cmd = tokio::process::Command::new(&spec.python);
+        cmd.arg("-I")
+            .arg("-B")
+            .arg("-c")
+            .arg(crate::sdk::BOOTSTRAP)
+            .arg(&spec.sdk_dir)
+            .current_dir(&spec.plugin_dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: child_setup only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || child_setup(fd));
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            fail(format!(
+                "cannot start Python '{}': {e}",
+                spec.python.display()
+            ))
+        })?;
+        drop(theirs);
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let stream = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
+        let (mut rd, wr) = stream.into_split();
+
+        let hello =
+            tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut rd, spec.max_frame)).await;
+        let hello = match hello {
+            Ok(Ok(Some(Message::Notification { method, params }))) if method == method::HELLO => {
+                serde_json::from_value::<Hello>(params).map_err(|e| format!("malformed hello: {e}"))
+            }
+            Ok(Ok(Some(_))) => Err("the worker's first frame was not a hello".to_string()),
+            Ok(Ok(None)) => Err("the worker exited before saying hello".to_string()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!(
+                "the worker did not say hello within {} s",
+                HELLO_TIMEOUT.as_secs()
+            )),
+        }
+        .and_then(|h| {
+            if h.protocol == PROTOCOL_VERSION {
+                Ok(h)
+            } else {
+                Err(format!(
+                    "the worker speaks protocol {} but this host speaks {PROTOCOL_VERSION}",
+                    h.protocol
+                ))
+            }
+        });
+        let hello = match hello {
+            Ok(h) => h,
+            Err(message) => {
+                let _ = child.start_kill();
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let mut buf = Vec::new();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        (&mut e).take(TAIL_BYTES as u64).read_to_end(&mut buf),
+                    )
+                    .await;
+                    stderr = String::from_utf8_lossy(&buf).into_owned();
+                }
+                let _ = child.wait().await;
+                return Err(SpawnError { message, stderr });
+            }
+        };
+
+        let shared = Arc::new(Shared {
+            spec,
+            pid,
+            writer: tokio::sync::Mutex::new(wr),
+            pending: Mutex::new(PendingMap::default()),
+            next_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            kill_reason: Mutex::new(None),
+            reaped: AtomicBool::new(false),
+            exit: OnceLock::new(),
+            exited: Notify::new(),
+            stdout_tail: Mutex::new(Vec::new()),
+            stderr_tail: Mutex::new(Vec::new()),
+        });
+        let pumps = [
+            child
+                .stdout
+                .take()
+                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stdout"))),
+            child
+                .stderr
+                .take()
+                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stderr"))),
+        ];
+        let caller = Caller {
+            plugin: shared.spec.plugin.clone(),
+            python_version: hello.python,
+        };
+        tokio::spawn(read_loop(
+            rd,
+            child,
+            pumps,
+            shared.clone(),
+            services,
+            caller,
+            on_crash,
+        ));
+        Ok(Arc::new(Worker { shared }))
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.shared.pid
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.shared.exit.get().is_none()
+    }
+
+    /// Sends a request and waits for its answer, at most `deadline`.
+    pub(crate) async fn request(
+        &self,
+        method: &'static str,
+        params: &Value,
+        args: Option<&Value>,
+        deadline: Duration,
+    ) -> Result<Reply, TimedOut> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pending.closed {
+                drop(pending);
+                return Ok(Reply::Gone(self.wait_exit_now()));
+            }
+            pending.map.insert(
+                id,
+                Pending {
+                    tx: Some(tx),
+                    method,
+                    args: args.cloned(),
+                },
+            );
+        }
+        let frame = encode_request(id, method, params);
+        let sent = {
+            let mut w = self.shared.writer.lock().await;
+            w.write_all(&frame).await
+        };
+        if sent.is_err() {
+            // The reader will notice the closed channel and answer the slot.
+            tracing::debug!(target: "server", plugin = %self.shared.spec.plugin, "write to worker failed");
+        }
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            // The sender is only dropped after the map is closed.
+            Ok(Err(_)) => Ok(Reply::Gone(self.wait_exit_now())),
+            Err(_) => {
+                let mut pending = self
+                    .shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(slot) = pending.map.get_mut(&id) {
+                    slot.tx = None;
+                }
+                Err(TimedOut { id })
+            }
+        }
+    }
+
+    /// The exit record, for callers that learnt the worker is gone.
+    fn wait_exit_now(&self) -> Arc<Exit> {
+        self.shared.exit.get().cloned().unwrap_or_else(|| {
+            Arc::new(Exit {
+                description: "the worker's channel closed".into(),
+                dump: None,
+            })
+        })
+    }
+
+    /// Waits until the worker is gone.
+    pub(crate) async fn wait_exit(&self) -> Arc<Exit> {
+        loop {
+            let notified = self.shared.exited.notified();
+            if let Some(e) = self.shared.exit.get() {
+                return e.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether request `id` is still being served.
+    pub(crate) fn is_pending(&self, id: u64) -> bool {
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.map.contains_key(&id)
+    }
+
+    /// Kills the worker's whole process group, saying why in its dump.
+    pub(crate) fn kill(&self, reason: &str) {
+        *self
+            .shared
+            .kill_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        self.signal_group();
+    }
+
+    fn signal_group(&self) {
+        if self.shared.pid > 0 && !self.shared.reaped.load(Ordering::Acquire) {
+            // SAFETY: plain syscall; the group exists until its leader is
+            // reaped, which `reaped` guards against.
+            unsafe {
+                libc::killpg(self.shared.pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Asks the worker to exit, then kills its group if it lingers. Its exit
+    /// is not a crash.
+    pub(crate) async fn shutdown(&self, grace: Duration) {
+        self.shared.closing.store(true, Ordering::Release);
+        if self.is_alive() {
+            let _ = self
+                .request(method::SHUTDOWN, &Value::Null, None, grace)
+                .await;
+            if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
+                self.signal_group();
+            }
+        }
+        // The whole group goes, including anything the plugin started.
+        self.signal_group();
+        self.wait_exit().await;
+    }
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    mut child: tokio::process::Child,
+    pumps: [Option<tokio::task::JoinHandle<()>>; 2],
+    shared: Arc<Shared>,
+    services: Arc<Services>,
+    caller: Caller,
+    on_crash: Option<OnCrash>,
+) {
+    let caller = Arc::new(caller);
+    let end = loop {
+        match read_message(&mut rd, shared.spec.max_frame).await {
+            Ok(None) => break None,
+            Err(e) => break Some(format!("broke the protocol: {e}")),
+            Ok(Some(Message::Response { id, body, output })) => {
+                let slot = shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .map
+                    .remove(&id);
+                if let Some(tx) = slot.and_then(|s| s.tx) {
+                    let _ = tx.send(Reply::Response { body, output });
+                }
+            }
+            Ok(Some(Message::Request { id, method, params })) => {
+                let shared = shared.clone();
+                let services = services.clone();
+                let caller = caller.clone();
+                tokio::spawn(async move {
+                    let body = match services.handle(&caller, &method, params).await {
+                        Ok(v) => ResponseBody::Ok(v),
+                        Err(e) => ResponseBody::Err(e),
+                    };
+                    let frame = encode_frame(
+                        &Message::Response {
+                            id,
+                            body,
+                            output: None,
+                        }
+                        .to_json(),
+                    );
+                    let mut w = shared.writer.lock().await;
+                    let _ = w.write_all(&frame).await;
+                });
+            }
+            Ok(Some(Message::Notification { method, params })) => {
+                if method == method::LOG {
+                    log_record(&shared.spec.plugin, params);
+                }
+            }
+        }
+    };
+    if end.is_some() {
+        // A worker that writes garbage is not trusted to stop by itself.
+        // SAFETY: plain syscall on a child we have not reaped yet.
+        unsafe {
+            libc::killpg(shared.pid, libc::SIGKILL);
+        }
+    }
+    let status = child.wait().await;
+    shared.reaped.store(true, Ordering::Release);
+    for pump in pumps.into_iter().flatten() {
+        // A grandchild may hold the pipes open; do not wait for it forever.
+        let _ = tokio::time::timeout(Duration::from_millis(500), pump).await;
+    }
+    let expected = shared.closing.load(Ordering::Acquire);
+    let kill_reason = shared
+        .kill_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let status_text = match &status {
+        Ok(s) => describe_status(*s),
+        Err(e) => format!("could not be waited for: {e}"),
+    };
+    let description = match (end, kill_reason) {
+        (Some(protocol), _) => format!("{protocol}; the worker was killed"),
+        (None, Some(reason)) => format!("{reason}; the worker {status_text}"),
+        (None, None) => format!("the worker {status_text}"),
+    };
+    let in_flight: Vec<Pending> = {
+        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.closed = true;
+        pending.map.drain().map(|(_, p)| p).collect()
+    };
+    let dump = if expected {
+        None
+    } else {
+        let args: Vec<Value> = in_flight
+            .iter()
+            .filter_map(|p| {
+                p.args
+                    .clone()
+                    .map(|a| serde_json::json!({"method": p.method, "args": a}))
+            })
+            .collect();
+        let args = (!args.is_empty()).then_some(Value::Array(args));
+        let stdout = tail_text(&shared.stdout_tail);
+        let stderr = tail_text(&shared.stderr_tail);
+        let d = Dump {
+            plugin: &shared.spec.plugin,
+            file_hash: &shared.spec.file_hash,
+            phase: Phase::WorkerExit,
+            args: args.as_ref(),
+            error: &description,
+            traceback: Some(&status_text),
+            stdout: &stdout,
+            stderr: &stderr,
+        };
+        match dump::write(&shared.spec.dumps_dir, &d) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(target: "server", plugin = %shared.spec.plugin, "cannot write crash dump: {e}");
+                None
+            }
+        }
+    };
+    if !expected {
+        tracing::warn!(
+            target: "server",
+            plugin = %shared.spec.plugin,
+            pid = shared.pid,
+            dump = ?dump,
+            "worker ended unexpectedly: {description}"
+        );
+    }
+    let exit = Arc::new(Exit { description, dump });
+    let _ = shared.exit.set(exit.clone());
+    shared.exited.notify_waiters();
+    for p in in_flight {
+        if let Some(tx) = p.tx {
+            let _ = tx.send(Reply::Gone(exit.clone()));
+        }
+    }
+    if !expected && let Some(cb) = on_crash {
+        cb(&exit);
+    }
+}
+
+/// Reads the plugin's `plugin.py` hash for dumps.
+pub(crate) fn file_hash(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => crate::sdk::hex(&Sha256::digest(&bytes)),
+        Err(_) => "(unreadable)".into(),
+    }
+}

@@ -1,0 +1,114 @@
+//! Human and JSON output.
+
+use greffon_core::{Home, Permission};
+use greffon_host::{CheckReport, PluginInfo};
+use serde_json::Value;
+
+pub fn json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+pub fn permissions(perms: &[Permission]) -> String {
+    if perms.is_empty() {
+        "none".into()
+    } else {
+        perms
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub fn list(plugins: &[PluginInfo], home: &Home) {
+    if plugins.is_empty() {
+        println!("no plugins under {}", home.plugins_dir().display());
+        return;
+    }
+    let width = plugins
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:8}  {:24}  DESCRIPTION",
+        "NAME", "STATE", "PERMISSIONS"
+    );
+    for p in plugins {
+        println!(
+            "{:width$}  {:8}  {:24}  {}",
+            p.name,
+            p.state.as_str(),
+            permissions(&p.permissions),
+            p.description
+        );
+        if let Some(f) = &p.failure {
+            println!("{:width$}  reason: {}", "", f.reason);
+            if let Some(d) = &f.dump {
+                println!("{:width$}  crash dump: {}", "", d.display());
+            }
+        }
+    }
+}
+
+pub fn info(p: &PluginInfo) {
+    println!("name:        {}", p.name);
+    println!("state:       {}", p.state.as_str());
+    println!("folder:      {}", p.path.display());
+    println!("description: {}", p.description);
+    if let Some(v) = &p.version {
+        println!("version:     {v}");
+    }
+    println!("permissions: {}", permissions(&p.permissions));
+    if let Some(g) = &p.granted {
+        println!("granted:     {}", permissions(g));
+    }
+    println!("timeout:     {} s", p.timeout_s);
+    if let Some(f) = &p.failure {
+        println!("failure:     {}", f.reason);
+    }
+    println!(
+        "last dump:   {}",
+        p.last_dump
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "none".into())
+    );
+    if let Some(schema) = &p.schema {
+        println!("schema:");
+        for line in serde_json::to_string_pretty(schema)
+            .unwrap_or_default()
+            .lines()
+        {
+            println!("  {line}");
+        }
+    }
+}
+
+pub fn check(r: &CheckReport) {
+    if r.problems.is_empty() {
+        println!(
+            "{} (plugins/{}): ok; permissions: {}",
+            r.name,
+            r.folder,
+            permissions(&r.permissions)
+        );
+        return;
+    }
+    println!(
+        "{} (plugins/{}): {} problem(s)",
+        r.name,
+        r.folder,
+        r.problems.len()
+    );
+    for p in &r.problems {
+        println!("  - {p}");
+    }
+    if let Some(d) = &r.dump {
+        println!("  crash dump: {}", d.display());
+    }
+}

@@ -1,0 +1,300 @@
+"""The worker process: serves one plugin to the host over fd 3.
+
+Started by the host as ``python -I -B -c <bootstrap> <sdk dir>``; speaks
+the framed protocol of ``greffon._channel``. Threads follow a
+leader/follower pattern: one thread reads the channel at a time; when it
+reads a request it makes sure another thread is waiting to read, then
+serves the request itself. A call therefore never waits for a hand-off
+between threads, and a plugin may call host services mid-call (the next
+reader delivers their responses).
+"""
+
+import asyncio
+import importlib.util
+import inspect
+import io
+import os
+import platform
+import socket
+import sys
+import threading
+import traceback
+
+from greffon import _runtime
+from greffon._channel import Channel, ProtocolError
+from greffon._runtime import dumps
+
+PROTOCOL_VERSION = 1
+
+#: Python types an author may write in a simplified schema, as JSON types.
+PY_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}
+
+
+class WorkerError(Exception):
+    """An error with a protocol kind, answered as such."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+class CallContext:
+    """What one request printed, bounded: past ``limit`` characters only
+    the count is kept, so a plugin printing megabytes costs no memory."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.kept = 0
+        self.dropped = 0
+        self.parts = {"stdout": [], "stderr": []}
+
+    def write(self, stream, text):
+        room = self.limit - self.kept
+        if room > 0:
+            piece = text[:room]
+            self.parts[stream].append(piece)
+            self.kept += len(piece)
+            self.dropped += len(text) - len(piece)
+        else:
+            self.dropped += len(text)
+        return len(text)
+
+    def output(self):
+        return {"stdout": "".join(self.parts["stdout"]), "stderr": "".join(self.parts["stderr"]), "dropped": self.dropped}
+
+
+class Capture(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr: writes made while a request is
+    served go to that request's context; others to the real stream, which
+    the host reads from the worker's pipes."""
+
+    def __init__(self, stream, fallback):
+        self._stream = stream
+        self._fallback = fallback
+
+    def write(self, text):
+        ctx = getattr(_runtime.local, "ctx", None)
+        if ctx is None:
+            return self._fallback.write(text)
+        return ctx.write(self._stream, str(text))
+
+    def flush(self):
+        self._fallback.flush()
+
+    def fileno(self):
+        return self._fallback.fileno()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+
+def json_safe(value):
+    """``meta`` made JSON-safe: Pydantic classes and builtin types are
+    marked for the host to judge; anything else unrepresentable becomes
+    ``{"$unsupported": <type>}`` rather than an error here."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, type):
+        if value in PY_TYPES:
+            return PY_TYPES[value]
+        if callable(getattr(value, "model_json_schema", None)):
+            return {"$pydantic": {"name": value.__name__, "schema": value.model_json_schema()}}
+        return {"$unsupported": f"class {value.__name__}"}
+    return {"$unsupported": type(value).__name__}
+
+
+def schema_model(meta):
+    """The Pydantic model class of ``inputs.schema``, if that is what it is."""
+    inputs = meta.get("inputs")
+    schema = inputs.get("schema") if isinstance(inputs, dict) else meta.get("inputs.schema")
+    if isinstance(schema, type) and callable(getattr(schema, "model_validate", None)):
+        return schema
+    return None
+
+
+class Worker:
+    def __init__(self, channel):
+        self.channel = channel
+        self.plugin = None
+        self.model = None
+        self.capture_limit = 64 << 10
+        self.max_result = 16 << 20
+        self.read_lock = threading.Lock()
+        self.count_lock = threading.Lock()
+        self.idle = 0
+
+    # -- request handlers -------------------------------------------------
+
+    def load(self, params):
+        path = params["path"]
+        _runtime.plugin_config = params.get("config") or {}
+        self.capture_limit = int(params.get("capture_limit", self.capture_limit))
+        self.max_result = int(params.get("max_result_bytes", self.max_result))
+        folder = os.path.dirname(path)
+        # Sibling modules of plugin.py import as they would in the original.
+        sys.path.insert(0, folder)
+        sys.argv = [path]
+        name = "greffon_plugin_" + params["folder"].replace("-", "_")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        plugin = getattr(module, "plugin", None)
+        result = {"has_plugin": plugin is not None, "meta": None, "meta_type": None, "has_run": False, "has_start": False, "has_stop": False}
+        if plugin is None:
+            return result
+        self.plugin = plugin
+        meta = getattr(plugin, "meta", None)
+        if isinstance(meta, dict):
+            result["meta"] = json_safe(meta)
+            self.model = schema_model(meta)
+            if isinstance(meta.get("name"), str):
+                _runtime.plugin_name = meta["name"]
+        elif meta is not None:
+            result["meta_type"] = type(meta).__name__
+        for hook in ("run", "start", "stop"):
+            result["has_" + hook] = callable(getattr(plugin, hook, None))
+        return result
+
+    def hook(self, name):
+        if self.plugin is None:
+            raise WorkerError("protocol", "no plugin loaded")
+        fn = getattr(self.plugin, name, None)
+        if callable(fn):
+            awaited(fn())
+        return None
+
+    def run(self, params):
+        if self.plugin is None:
+            raise WorkerError("protocol", "no plugin loaded")
+        args = params.get("args") or {}
+        if params.get("pydantic") and self.model is not None:
+            args = self.validate_with_model(args)
+        return awaited(self.plugin.run(**args))
+
+    def validate_with_model(self, args):
+        try:
+            return self.model.model_validate(args).model_dump()
+        except Exception as e:  # pydantic.ValidationError without importing pydantic here
+            errors = getattr(e, "errors", None)
+            if not callable(errors):
+                raise
+            parts = []
+            for err in errors():
+                field = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+                parts.append(f"argument '{field}': {err.get('msg')} (rule: {err.get('type')})")
+            raise WorkerError("validation", "; ".join(parts)) from None
+
+    # -- serving ----------------------------------------------------------
+
+    def handle(self, message):
+        method = message.get("method")
+        request_id = message.get("id")
+        if request_id is None:
+            return  # host notifications carry nothing the worker must act on yet
+        handler = {
+            "load": self.load,
+            "start": lambda _p: self.hook("start"),
+            "stop": lambda _p: self.hook("stop"),
+            "run": self.run,
+            "shutdown": lambda _p: None,
+        }.get(method)
+        ctx = CallContext(self.capture_limit)
+        _runtime.local.ctx = ctx
+        try:
+            if handler is None:
+                raise WorkerError("unknown_method", f"unknown method {method!r}")
+            result = handler(message.get("params") or {})
+            body = self.encode_result(method, result)
+            error = None
+        except WorkerError as e:
+            body, error = None, {"kind": e.kind, "message": str(e)}
+        except BaseException as e:  # the plugin's failure is reported, never fatal
+            body = None
+            error = {
+                "kind": "exception",
+                "type": type(e).__name__,
+                "message": str(e),
+                "traceback": traceback.format_exc(),
+            }
+        finally:
+            _runtime.local.ctx = None
+        head = b'{"id":%d,' % request_id
+        output = dumps(ctx.output()).encode("utf-8")
+        if error is None:
+            frame = head + b'"result":' + body + b',"output":' + output + b"}"
+        else:
+            frame = head + b'"error":' + dumps(error).encode("utf-8") + b',"output":' + output + b"}"
+        self.channel.send_bytes(frame)
+        if method == "shutdown":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    def encode_result(self, method, result):
+        try:
+            body = dumps(result).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise WorkerError("not_serializable", f"the result of {method}() is not JSON-serializable: {e}") from None
+        if len(body) > self.max_result:
+            raise WorkerError("too_large", f"the result of {method}() is {len(body)} bytes, over the limit of {self.max_result} bytes (max_result_bytes)")
+        return body
+
+    def serve(self):
+        """The leader/follower loop; every worker thread runs it."""
+        with self.count_lock:
+            self.idle += 1
+        while True:
+            with self.read_lock:
+                try:
+                    message = self.channel.read()
+                except ProtocolError as e:
+                    print(f"greffon worker: {e}", file=sys.__stderr__, flush=True)
+                    os._exit(3)
+            if message is None:
+                os._exit(0)  # the host has gone
+            if "method" not in message:
+                self.channel.resolve(message)
+                continue
+            with self.count_lock:
+                self.idle -= 1
+                spawn = self.idle == 0
+            if spawn:
+                threading.Thread(target=self.serve, daemon=True).start()
+            self.handle(message)
+            with self.count_lock:
+                self.idle += 1
+
+
+def awaited(value):
+    """Runs a coroutine returned by an ``async def`` hook to completion."""
+    if inspect.iscoroutine(value):
+        return asyncio.run(value)
+    return value
+
+
+def main():
+    sock = socket.socket(fileno=3)
+    channel = Channel(sock)
+    _runtime.channel = channel
+    sys.stdout = Capture("stdout", sys.stdout)
+    sys.stderr = Capture("stderr", sys.stderr)
+    channel.notify("hello", {"protocol": PROTOCOL_VERSION, "python": platform.python_version(), "pid": os.getpid()})
+    Worker(channel).serve()
+
+
+if __name__ == "__main__":
+    main()
