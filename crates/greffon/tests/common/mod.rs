@@ -1,0 +1,138 @@
+//! A temporary greffon home and the real `greffon` binary run against it.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestHome {
+    dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> TestHome {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `plugins/<folder>/plugin.py`.
+    pub fn plugin(&self, folder: &str, code: &str) -> &TestHome {
+        let dir = self.path().join("plugins").join(folder);
+        std::fs::create_dir_all(&dir).expect("plugin dir");
+        std::fs::write(dir.join("plugin.py"), code).expect("plugin.py");
+        self
+    }
+
+    /// Copies a bundled plugin from the repository.
+    pub fn bundled(&self, folder: &str) -> &TestHome {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../plugins")
+            .join(folder)
+            .join("plugin.py");
+        let code = std::fs::read_to_string(&src).expect("bundled plugin");
+        self.plugin(folder, &code)
+    }
+
+    pub fn config(&self, text: &str) -> &TestHome {
+        std::fs::write(self.path().join("greffon.toml"), text).expect("greffon.toml");
+        self
+    }
+
+    pub fn greffon(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_greffon"))
+            .arg("--home")
+            .arg(self.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("GREFFON_HOME")
+            .output()
+            .expect("greffon runs")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.greffon(args);
+        assert!(
+            out.status.success(),
+            "greffon {args:?} failed ({:?})\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn enable(&self, name: &str) {
+        self.ok(&["plugin", "enable", name]);
+    }
+
+    /// `plugin run NAME --json ARGS`: (exit code, printed JSON).
+    pub fn run(&self, name: &str, args: &str) -> (i32, Value) {
+        let out = self.greffon(&["plugin", "run", name, "--json", args]);
+        let code = out.status.code().unwrap_or(-1);
+        let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "run printed no JSON ({e}); stdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, value)
+    }
+
+    /// The `{"error"}` message of a failed run, asserting exit code 1.
+    pub fn run_error(&self, name: &str, args: &str) -> String {
+        let (code, value) = self.run(name, args);
+        assert_eq!(code, 1, "expected an error, got {value}");
+        value["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {value}"))
+            .to_string()
+    }
+
+    pub fn list(&self) -> Vec<Value> {
+        let out = self.ok(&["plugin", "list", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .expect("list JSON")
+            .as_array()
+            .expect("array")
+            .clone()
+    }
+
+    pub fn info(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["plugin", "info", name, "--json"])).expect("info JSON")
+    }
+
+    pub fn dumps(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.path().join("app/logs/plugins"))
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn log(&self, category: &str) -> String {
+        std::fs::read_to_string(self.path().join("app/logs").join(format!("{category}.log")))
+            .unwrap_or_default()
+    }
+}
+
+/// The entry of `name` in a `plugin list --json` answer.
+pub fn entry<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin {name} in {list:?}"))
+}
+
+/// A plugin whose `run` echoes its arguments, with the given meta body.
+pub fn echo_plugin(meta: &str) -> String {
+    format!(
+        "class Plugin:\n    meta = {meta}\n\n    def run(self, **kwargs):\n        return {{'args': kwargs}}\n\n\nplugin = Plugin()\n"
+    )
+}
