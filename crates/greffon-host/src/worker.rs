@@ -33,6 +33,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 const TAIL_BYTES: usize = 64 << 10;
 /// Longest line of raw worker output written to the plugin log.
 const LOG_LINE_BYTES: usize = 4 << 10;
+/// Raw output one worker may write into the plugin log over its life; past
+/// it only the crash-dump tail keeps the output, so a flood cannot fill
+/// the disk.
+const LOG_BUDGET_BYTES: usize = 4 << 20;
 
 /// What a worker needs to start.
 #[derive(Debug, Clone)]
@@ -214,9 +218,17 @@ async fn pump_output<R: AsyncRead + Unpin>(mut pipe: R, shared: Arc<Shared>, str
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
     let plugin = shared.spec.plugin.clone();
-    let log = |bytes: &[u8]| {
+    let mut budget = LOG_BUDGET_BYTES;
+    let mut log = |bytes: &[u8]| {
+        if budget == 0 {
+            return;
+        }
+        budget = budget.saturating_sub(bytes.len());
         let text = String::from_utf8_lossy(bytes);
         tracing::info!(target: "plugin", plugin = %plugin, stream, "{}", text.trim_end());
+        if budget == 0 {
+            tracing::warn!(target: "plugin", plugin = %plugin, stream, "output log budget spent; further {stream} output of this worker is not logged");
+        }
     };
     loop {
         let n = match pipe.read(&mut buf).await {

@@ -1,0 +1,235 @@
+//! The host engine with real workers, for what the CLI cannot show:
+//! concurrency inside one worker, calls in flight when a worker dies,
+//! memory under output floods, and process clean-up.
+
+use greffon_core::Config;
+use greffon_host::{Host, State};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+fn write_plugin(root: &Path, folder: &str, code: &str) {
+    let dir = root.join("plugins").join(folder);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("plugin.py"), code).expect("write");
+}
+
+async fn host_with(root: &Path, config: &str) -> Host {
+    let config = Config::parse(config, Path::new("greffon.toml")).expect("config");
+    Host::open_with(root, config).await.expect("host opens")
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is gone for our purpose: check /proc state, not kill(0).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+const GATE: &str = "import threading\nGATE = threading.Event()\nclass P:\n    meta = {'name': 'gate', 'timeout': 20, 'inputs': {'schema': {'op': 'string'}}}\n    def run(self, op):\n        if op == 'wait':\n            return 'released' if GATE.wait(15) else 'not released'\n        if op == 'open':\n            GATE.set()\n            return 'opened'\n        if op == 'die':\n            import os; os._exit(1)\n        return op\nplugin = P()\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_concurrent_calls_in_threads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "gate", GATE);
+    let host = host_with(tmp.path(), "").await;
+    host.enable("gate").await.expect("enabled");
+    let pid = host.worker_pid("gate").await;
+    // If calls were serialized, `wait` would hold the worker and `open`
+    // could never run: `wait` would answer "not released".
+    let waiting = host.call("gate", json!({"op": "wait"}));
+    let opening = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        host.call("gate", json!({"op": "open"})).await
+    };
+    let (waited, opened) = tokio::join!(waiting, opening);
+    assert_eq!(opened.expect("open"), json!("opened"));
+    assert_eq!(waited.expect("wait"), json!("released"));
+    assert_eq!(
+        host.worker_pid("gate").await,
+        pid,
+        "both calls ran in one worker"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_in_flight_is_answered_when_the_worker_dies() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "gate", GATE);
+    let host = host_with(tmp.path(), "").await;
+    host.enable("gate").await.expect("enabled");
+    let waiters = futures_join(&host, 3).await;
+    for w in waiters {
+        let e = w.expect_err("the worker died under it");
+        assert!(
+            e.message
+                .contains("its worker ended during the call (the worker exited with code 1)"),
+            "{}",
+            e.message
+        );
+        assert!(e.dump.is_some());
+    }
+    // Restarted on the next call.
+    assert_eq!(
+        host.call("gate", json!({"op": "hi"}))
+            .await
+            .expect("restarted"),
+        json!("hi")
+    );
+    host.shutdown().await;
+}
+
+/// Starts `n` waiting calls, then kills the worker with a `die` call.
+async fn futures_join(
+    host: &Host,
+    n: usize,
+) -> Vec<Result<serde_json::Value, greffon_host::CallError>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let h = host.clone();
+        set.spawn(async move { h.call("gate", json!({"op": "wait"})).await });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let h = host.clone();
+    set.spawn(async move { h.call("gate", json!({"op": "die"})).await });
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_crashes_in_a_short_window_fail_the_plugin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "gate", GATE);
+    let host = host_with(tmp.path(), "max_crashes = 3\ncrash_window_s = 60\n").await;
+    host.enable("gate").await.expect("enabled");
+    for _ in 0..3 {
+        let e = host
+            .call("gate", json!({"op": "die"}))
+            .await
+            .expect_err("crash");
+        assert_eq!(
+            e.kind,
+            greffon_protocol::ErrorKind::WorkerCrashed,
+            "{}",
+            e.message
+        );
+    }
+    let info = host.plugin("gate").expect("entry");
+    assert_eq!(info.state, State::Failed);
+    let reason = info.failure.expect("failure").reason;
+    assert!(reason.contains("crashed 3 times within 60 s"), "{reason}");
+    let e = host
+        .call("gate", json!({"op": "hi"}))
+        .await
+        .expect_err("failed");
+    assert!(
+        e.message.contains("is failed") && e.message.contains("greffon plugin enable gate"),
+        "{}",
+        e.message
+    );
+    // Enabling again is how an operator retries.
+    host.enable("gate").await.expect("re-enabled");
+    assert_eq!(
+        host.call("gate", json!({"op": "hi"})).await.expect("works"),
+        json!("hi")
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_call_is_killed_after_its_grace_and_the_plugin_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(
+        tmp.path(),
+        "stuck",
+        "import time\nclass P:\n    meta = {'name': 'stuck', 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        time.sleep(s)\n        return s\nplugin = P()\n",
+    );
+    let host = host_with(
+        tmp.path(),
+        "kill_grace_s = 0.3\n[plugins.stuck]\ntimeout_s = 0.3\n",
+    )
+    .await;
+    host.enable("stuck").await.expect("enabled");
+    let pid = host.worker_pid("stuck").await.expect("running");
+    let e = host
+        .call("stuck", json!({"s": 60}))
+        .await
+        .expect_err("timeout");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Timeout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "the stuck worker was killed");
+    assert_eq!(
+        host.call("stuck", json!({"s": 0}))
+            .await
+            .expect("recovered"),
+        json!(0)
+    );
+    assert_ne!(host.worker_pid("stuck").await, Some(pid));
+    host.shutdown().await;
+}
+
+fn max_rss_kib() -> i64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init().ru_maxrss
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_floods_do_not_grow_host_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(
+        tmp.path(),
+        "flood",
+        "import sys, threading\nCHUNK = 'y' * (1 << 20) + '\\n'\ndef spew():\n    for _ in range(64):\n        sys.stdout.write(CHUNK)\n    sys.stdout.flush()\nclass P:\n    meta = {'name': 'flood'}\n    def run(self):\n        for _ in range(64):\n            print(CHUNK)\n        t = threading.Thread(target=spew)\n        t.start(); t.join()\n        return 'done'\nplugin = P()\n",
+    );
+    let host = host_with(tmp.path(), "").await;
+    host.enable("flood").await.expect("enabled");
+    let before = max_rss_kib();
+    for _ in 0..2 {
+        assert_eq!(
+            host.call("flood", json!({})).await.expect("call"),
+            json!("done")
+        );
+    }
+    let grown_mib = (max_rss_kib() - before) / 1024;
+    assert!(
+        grown_mib < 48,
+        "256 MiB printed; host peak RSS grew by {grown_mib} MiB"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_worker_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "gate", GATE);
+    write_plugin(tmp.path(), "other", &GATE.replace("'gate'", "'other'"));
+    let host = host_with(tmp.path(), "").await;
+    host.enable("gate").await.expect("enabled");
+    host.enable("other").await.expect("enabled");
+    let pids = [
+        host.worker_pid("gate").await.expect("pid"),
+        host.worker_pid("other").await.expect("pid"),
+    ];
+    assert!(pids.iter().all(|p| alive(*p)));
+    host.shutdown().await;
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} still running after shutdown");
+    }
+}
