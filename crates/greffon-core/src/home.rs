@@ -151,8 +151,10 @@ mod tests {
 
     #[test]
     fn layout_follows_config() {
-        let mut c = Config::default();
-        c.logs_dir = PathBuf::from("var/log");
+        let c = Config {
+            logs_dir: PathBuf::from("var/log"),
+            ..Config::default()
+        };
         let h = Home::new(Path::new("/srv/g"), &c);
         assert_eq!(h.dumps_dir(), PathBuf::from("/srv/g/var/log/plugins"));
         assert_eq!(h.data_dir("w"), PathBuf::from("/srv/g/data/w"));

@@ -143,6 +143,13 @@ impl Inner {
                     dump,
                 ))
             }
+            Ok(Reply::NotDelivered) => {
+                let exit = worker.wait_exit().await;
+                Err(LoadError::one(
+                    format!("{} before plugin.py was imported", exit.description),
+                    exit.dump.clone(),
+                ))
+            }
             Ok(Reply::Gone(exit)) => Err(LoadError::one(
                 format!("{} while importing plugin.py", exit.description),
                 exit.dump.clone(),

@@ -538,13 +538,23 @@ impl Host {
             .acquire()
             .await
             .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?;
-        let worker = inner.worker_for(&plugin, deadline).await?;
         let params =
             json!({ "args": args, "pydantic": meta.schema.source() == SchemaSource::Pydantic });
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reply = worker
-            .request(method::RUN, &params, Some(&args), remaining)
-            .await;
+        // A worker that died between calls is only noticed when the
+        // request cannot be written; the call then goes to a new worker.
+        let mut attempts = 0;
+        let (worker, reply) = loop {
+            attempts += 1;
+            let worker = inner.worker_for(&plugin, deadline).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match worker
+                .request(method::RUN, &params, Some(&args), remaining)
+                .await
+            {
+                Ok(Reply::NotDelivered) if attempts < 2 => continue,
+                reply => break (worker, reply),
+            }
+        };
         match reply {
             Ok(Reply::Response { body, output }) => {
                 log_output(&plugin.key, output.as_ref());
@@ -555,6 +565,12 @@ impl Host {
                     }
                 }
             }
+            Ok(Reply::NotDelivered) => Err(CallError::new(
+                ErrorKind::WorkerCrashed,
+                format!(
+                    "plugin '{name}': its worker ended before the call could be delivered, twice"
+                ),
+            )),
             Ok(Reply::Gone(exit)) => Err(CallError {
                 kind: ErrorKind::WorkerCrashed,
                 message: format!(
@@ -857,6 +873,10 @@ impl Inner {
                 reason: format!("its worker ended during start() ({})", exit.description),
                 dump: exit.dump.clone(),
             },
+            Ok(Reply::NotDelivered) => Failure {
+                reason: "its worker ended before start() could be called".into(),
+                dump: worker.wait_exit().await.dump.clone(),
+            },
             Err(_) => {
                 worker.kill(&format!(
                     "start() did not finish within {} s",
@@ -899,7 +919,7 @@ impl Inner {
                     tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {what}");
                 }
                 Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
-                Ok(Reply::Gone(_)) => {}
+                Ok(Reply::Gone(_) | Reply::NotDelivered) => {}
                 Err(_) => {
                     tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
                 }

@@ -71,6 +71,9 @@ pub(crate) enum Reply {
         output: Option<Output>,
     },
     Gone(Arc<Exit>),
+    /// The worker was already gone: the request never reached it, so it
+    /// may safely be sent to a new worker.
+    NotDelivered,
 }
 
 /// A request whose answer did not come in time.
@@ -105,6 +108,9 @@ struct Shared {
     next_id: AtomicU64,
     /// The host asked the worker to go; its exit is not a crash.
     closing: AtomicBool,
+    /// A write to the channel failed: the worker is dead even if the
+    /// reader has not noticed yet.
+    broken: AtomicBool,
     /// Set when the host killed the worker itself, to say why in the dump.
     kill_reason: Mutex<Option<String>>,
     /// The process has been reaped: its pid may be reused, never signal it.
@@ -159,6 +165,14 @@ fn child_setup(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// A dead peer shows as end of file or as a reset, depending on timing.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    )
+}
+
 async fn read_message<R: AsyncRead + Unpin>(
     rd: &mut R,
     max: usize,
@@ -166,14 +180,14 @@ async fn read_message<R: AsyncRead + Unpin>(
     let mut header = [0u8; FRAME_HEADER_LEN];
     match rd.read_exact(&mut header).await {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if is_closed(&e) => return Ok(None),
         Err(e) => return Err(format!("channel read failed: {e}")),
     }
     let len = decode_header(header, max).map_err(|e| e.to_string())?;
     let mut body = vec![0u8; len];
     match rd.read_exact(&mut body).await {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if is_closed(&e) => return Ok(None),
         Err(e) => return Err(format!("channel read failed: {e}")),
     }
     Message::from_json(&body).map(Some)
@@ -378,6 +392,7 @@ impl Worker {
             pending: Mutex::new(PendingMap::default()),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             kill_reason: Mutex::new(None),
             reaped: AtomicBool::new(false),
             exit: OnceLock::new(),
@@ -416,7 +431,7 @@ impl Worker {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.shared.exit.get().is_none()
+        self.shared.exit.get().is_none() && !self.shared.broken.load(Ordering::Acquire)
     }
 
     /// Sends a request and waits for its answer, at most `deadline`.
@@ -436,8 +451,7 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if pending.closed {
-                drop(pending);
-                return Ok(Reply::Gone(self.wait_exit_now()));
+                return Ok(Reply::NotDelivered);
             }
             pending.map.insert(
                 id,
@@ -454,8 +468,17 @@ impl Worker {
             w.write_all(&frame).await
         };
         if sent.is_err() {
-            // The reader will notice the closed channel and answer the slot.
-            tracing::debug!(target: "server", plugin = %self.shared.spec.plugin, "write to worker failed");
+            // The peer end is closed: the worker died before this request.
+            self.shared.broken.store(true, Ordering::Release);
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Whether or not the reader already answered the slot, the
+            // worker never saw this request.
+            pending.map.remove(&id);
+            return Ok(Reply::NotDelivered);
         }
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -628,6 +651,7 @@ async fn read_loop(
     let in_flight: Vec<Pending> = {
         let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.closed = true;
+        shared.broken.store(true, Ordering::Release);
         pending.map.drain().map(|(_, p)| p).collect()
     };
     let dump = if expected {
@@ -672,15 +696,17 @@ async fn read_loop(
         );
     }
     let exit = Arc::new(Exit { description, dump });
+    // The registry learns of the crash before any caller does, so a caller
+    // that sees its call fail also sees the plugin's new state.
+    if !expected && let Some(cb) = on_crash {
+        cb(&exit);
+    }
     let _ = shared.exit.set(exit.clone());
     shared.exited.notify_waiters();
     for p in in_flight {
         if let Some(tx) = p.tx {
             let _ = tx.send(Reply::Gone(exit.clone()));
         }
-    }
-    if !expected && let Some(cb) = on_crash {
-        cb(&exit);
     }
 }
 

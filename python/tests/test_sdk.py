@@ -1,0 +1,136 @@
+"""The SDK's pure parts, in-process."""
+
+import logging
+import socket
+import threading
+
+import pytest
+
+import greffon
+from greffon import _runtime, log, system
+from greffon._channel import Channel, ProtocolError
+from greffon.worker import CallContext, json_safe, schema_model
+
+
+def test_capture_keeps_up_to_the_limit_and_counts_the_rest():
+    ctx = CallContext(limit=10)
+    ctx.write("stdout", "hello ")
+    ctx.write("stderr", "world!!")
+    ctx.write("stdout", "x" * 1000)
+    out = ctx.output()
+    assert out["stdout"] == "hello "
+    assert out["stderr"] == "worl"
+    assert out["dropped"] == 3 + 1000
+
+
+def test_json_safe_marks_types_for_the_host():
+    pydantic = pytest.importorskip("pydantic")
+
+    class Args(pydantic.BaseModel):
+        n: int
+
+    meta = {"name": "x", "inputs": {"schema": {"a": str, "b": int, "c": {"type": float}}}, "perms": {"net"}}
+    safe = json_safe(meta)
+    assert safe["inputs"]["schema"] == {"a": "string", "b": "integer", "c": {"type": "number"}}
+    assert safe["perms"] == ["net"]
+    model = json_safe(Args)["$pydantic"]
+    assert model["name"] == "Args"
+    assert model["schema"]["required"] == ["n"]
+    assert json_safe(lambda: 1) == {"$unsupported": "function"}
+    assert json_safe(object) == {"$unsupported": "class object"}
+    assert json_safe(float("nan")) == "nan"
+
+
+def test_schema_model_finds_the_pydantic_class_in_both_spellings():
+    pydantic = pytest.importorskip("pydantic")
+
+    class Args(pydantic.BaseModel):
+        n: int
+
+    assert schema_model({"inputs": {"schema": Args}}) is Args
+    assert schema_model({"inputs.schema": Args}) is Args
+    assert schema_model({"inputs": {"schema": {"n": "integer"}}}) is None
+
+
+def test_outside_a_worker_services_say_so_and_logging_still_works(caplog):
+    assert _runtime.channel is None
+    with pytest.raises(greffon.NotInWorker, match="only available inside a greffon worker"):
+        system.info()
+    assert greffon.config() == {}
+    logger = log.get_logger("llm")
+    with caplog.at_level(logging.INFO):
+        logger.info("visible")
+    assert "visible" in caplog.text
+    with pytest.raises(ValueError, match="unknown log category"):
+        log.get_logger("secrets")
+
+
+def test_compat_logger_module_reexports_get_logger():
+    from app.core import logger as compat
+
+    assert compat.get_logger is log.get_logger
+    assert compat.logger.name.startswith("greffon.plugin")
+    assert set(compat.CATEGORIES) == {"server", "plugin", "llm", "audit"}
+
+
+def test_config_is_a_copy():
+    _runtime.plugin_config = {"nested": {"a": 1}}
+    try:
+        got = greffon.config()
+        got["nested"]["a"] = 2
+        assert greffon.config() == {"nested": {"a": 1}}
+    finally:
+        _runtime.plugin_config = {}
+
+
+def frame(obj_bytes):
+    return len(obj_bytes).to_bytes(4, "big") + obj_bytes
+
+
+def test_channel_matches_responses_to_calls_and_refuses_bad_frames():
+    ours, theirs = socket.socketpair()
+    chan = Channel(ours)
+    result = {}
+
+    def caller():
+        result["value"] = chan.call("system.info", {}, timeout=5)
+
+    t = threading.Thread(target=caller)
+    t.start()
+    peer = theirs.makefile("rb")
+    size = int.from_bytes(peer.read(4), "big")
+    request = __import__("json").loads(peer.read(size))
+    assert request["method"] == "system.info"
+    theirs.sendall(frame(b'{"id":%d,"result":{"ok":true}}' % request["id"]))
+    message = chan.read()
+    chan.resolve(message)
+    t.join(5)
+    assert result["value"] == {"ok": True}
+
+    theirs.sendall((1 << 30).to_bytes(4, "big"))
+    with pytest.raises(ProtocolError, match="refused"):
+        chan.read()
+    theirs.close()
+    ours.close()
+
+
+def test_a_host_error_answer_raises_host_error():
+    ours, theirs = socket.socketpair()
+    chan = Channel(ours)
+    errors = []
+
+    def caller():
+        try:
+            chan.call("nope", {}, timeout=5)
+        except greffon.HostError as e:
+            errors.append((str(e), e.kind))
+
+    t = threading.Thread(target=caller)
+    t.start()
+    peer = theirs.makefile("rb")
+    size = int.from_bytes(peer.read(4), "big")
+    request_id = __import__("json").loads(peer.read(size))["id"]
+    theirs.sendall(frame(b'{"id":%d,"error":{"kind":"unknown_method","message":"unknown host service"}}' % request_id))
+    chan.resolve(chan.read())
+    t.join(5)
+    assert errors == [("unknown host service", "unknown_method")]
