@@ -5,9 +5,7 @@
 - ``greffon.system.info()``: facts about the machine.
 """
 
-import copy
-
-from greffon import _runtime, log, system
+from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
 __all__ = ["HostError", "NotInWorker", "config", "log", "system"]
@@ -15,4 +13,16 @@ __all__ = ["HostError", "NotInWorker", "config", "log", "system"]
 
 def config():
     """A copy of the plugin's ``[plugins.NAME.config]`` table ({} if none)."""
+    import copy
+
     return copy.deepcopy(_runtime.plugin_config)
+
+
+def __getattr__(name):
+    # Submodules load on first use: a worker whose plugin does not log does
+    # not pay for importing logging.
+    if name in ("log", "system"):
+        import importlib
+
+        return importlib.import_module(f"greffon.{name}")
+    raise AttributeError(f"module 'greffon' has no attribute {name!r}")

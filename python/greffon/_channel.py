@@ -1,5 +1,10 @@
-"""The framed connection to the host on fd 3: 4-byte big-endian length,
-then a JSON object. Requests go both ways and are matched by id."""
+"""The framed connection to the host: 4-byte big-endian length, then a JSON
+object. Requests go both ways and are matched by id.
+
+Two sockets: fd 3 (main) carries everything the worker sends, and the
+host's requests while the main thread is free; fd 4 (side) carries the
+host's overlapping requests and its answers to the worker's host calls.
+"""
 
 import itertools
 import json
@@ -15,25 +20,11 @@ class ProtocolError(Exception):
     """The host sent something that is not a frame."""
 
 
-class Channel:
+class FrameReader:
+    """Reads frames from one socket; one thread at a time."""
+
     def __init__(self, sock):
-        self._sock = sock
         self._rfile = sock.makefile("rb", buffering=1 << 16)
-        self._wlock = threading.Lock()
-        self._ids = itertools.count(1)
-        # id -> [threading.Event, response dict or None]
-        self._pending = {}
-
-    def send_bytes(self, body):
-        header = len(body).to_bytes(4, "big")
-        with self._wlock:
-            self._sock.sendall(header + body)
-
-    def send(self, message):
-        self.send_bytes(dumps(message).encode("utf-8"))
-
-    def notify(self, method, params):
-        self.send({"method": method, "params": params})
 
     def read(self):
         """Returns the next message, or None when the host has gone."""
@@ -54,6 +45,31 @@ class Channel:
             raise ProtocolError("frame is not a JSON object")
         return message
 
+
+class Channel:
+    def __init__(self, sock, side=None):
+        self._sock = sock
+        self.main = FrameReader(sock)
+        self.side = FrameReader(side) if side is not None else None
+        self._wlock = threading.Lock()
+        self._ids = itertools.count(1)
+        # id -> [threading.Event, response dict or None]
+        self._pending = {}
+
+    def send_bytes(self, body):
+        header = len(body).to_bytes(4, "big")
+        with self._wlock:
+            self._sock.sendall(header + body)
+
+    def send(self, message):
+        self.send_bytes(dumps(message).encode("utf-8"))
+
+    def notify(self, method, params):
+        self.send({"method": method, "params": params})
+
+    def read(self):
+        """The next message on the main socket, or None at end."""
+        return self.main.read()
     def call(self, method, params, timeout=None):
         """Sends a request to the host and blocks until its response."""
         request_id = next(self._ids)

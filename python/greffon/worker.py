@@ -1,24 +1,26 @@
-"""The worker process: serves one plugin to the host over fd 3.
+"""The worker process: serves one plugin to the host over fds 3 and 4.
 
 Started by the host as ``python -I -B -c <bootstrap> <sdk dir>``; speaks
-the framed protocol of ``greffon._channel``. Threads follow a
-leader/follower pattern: one thread reads the channel at a time; when it
-reads a request it makes sure another thread is waiting to read, then
-serves the request itself. A call therefore never waits for a hand-off
-between threads, and a plugin may call host services mid-call (the next
-reader delivers their responses).
+the framed protocol of ``greffon._channel``. The main thread serves the
+requests of the main channel itself, one at a time, with no hand-off
+between threads; a side thread reads the side channel, where the host puts
+requests that overlap a running one (handed to a pool of threads) and its
+answers to the plugin's host calls (so a plugin may call the host
+mid-call, whichever thread it runs on).
 """
 
-import asyncio
+# Imports are kept to what every worker needs: a worker's start-up is on
+# the path from enable to first call (asyncio, inspect, platform and
+# traceback alone cost tens of milliseconds).
 import importlib.util
-import inspect
 import io
 import os
-import platform
+import queue
 import socket
 import sys
 import threading
-import traceback
+import types
+
 
 from greffon import _runtime
 from greffon._channel import Channel, ProtocolError
@@ -42,17 +44,24 @@ class CallContext:
     """What one request printed, bounded: past ``limit`` characters only
     the count is kept, so a plugin printing megabytes costs no memory."""
 
+    __slots__ = ("limit", "kept", "dropped", "stdout", "stderr")
+
     def __init__(self, limit):
         self.limit = limit
         self.kept = 0
         self.dropped = 0
-        self.parts = {"stdout": [], "stderr": []}
+        self.stdout = None
+        self.stderr = None
 
     def write(self, stream, text):
         room = self.limit - self.kept
         if room > 0:
             piece = text[:room]
-            self.parts[stream].append(piece)
+            parts = getattr(self, stream)
+            if parts is None:
+                parts = []
+                setattr(self, stream, parts)
+            parts.append(piece)
             self.kept += len(piece)
             self.dropped += len(text) - len(piece)
         else:
@@ -60,7 +69,18 @@ class CallContext:
         return len(text)
 
     def output(self):
-        return {"stdout": "".join(self.parts["stdout"]), "stderr": "".join(self.parts["stderr"]), "dropped": self.dropped}
+        return {
+            "stdout": "".join(self.stdout or ()),
+            "stderr": "".join(self.stderr or ()),
+            "dropped": self.dropped,
+        }
+
+    def encoded(self):
+        """``,"output":{...}`` for the response frame; nothing when the
+        request printed nothing (the common, fast case)."""
+        if self.kept == 0 and self.dropped == 0:
+            return b""
+        return b',"output":' + dumps(self.output()).encode("utf-8")
 
 
 class Capture(io.TextIOBase):
@@ -132,8 +152,16 @@ class Worker:
         self.model = None
         self.capture_limit = 64 << 10
         self.max_result = 16 << 20
-        self.read_lock = threading.Lock()
+        self.handlers = {
+            "load": self.load,
+            "start": lambda _params: self.hook("start"),
+            "stop": lambda _params: self.hook("stop"),
+            "run": self.run,
+            "shutdown": lambda _params: None,
+        }
+        self.queue = queue.SimpleQueue()
         self.count_lock = threading.Lock()
+        # Handler threads free to take a request from the queue.
         self.idle = 0
 
     # -- request handlers -------------------------------------------------
@@ -201,44 +229,32 @@ class Worker:
     # -- serving ----------------------------------------------------------
 
     def handle(self, message):
-        method = message.get("method")
         request_id = message.get("id")
         if request_id is None:
             return  # host notifications carry nothing the worker must act on yet
-        handler = {
-            "load": self.load,
-            "start": lambda _p: self.hook("start"),
-            "stop": lambda _p: self.hook("stop"),
-            "run": self.run,
-            "shutdown": lambda _p: None,
-        }.get(method)
+        method = message.get("method")
+        handler = self.handlers.get(method)
         ctx = CallContext(self.capture_limit)
-        _runtime.local.ctx = ctx
+        local = _runtime.local
+        local.ctx = ctx
         try:
             if handler is None:
                 raise WorkerError("unknown_method", f"unknown method {method!r}")
             result = handler(message.get("params") or {})
-            body = self.encode_result(method, result)
-            error = None
+            frame = b'{"id":%d,"result":%s' % (request_id, self.encode_result(method, result))
         except WorkerError as e:
-            body, error = None, {"kind": e.kind, "message": str(e)}
+            frame = b'{"id":%d,"error":%s' % (request_id, dumps({"kind": e.kind, "message": str(e)}).encode("utf-8"))
         except BaseException as e:  # the plugin's failure is reported, never fatal
-            body = None
             error = {
                 "kind": "exception",
                 "type": type(e).__name__,
                 "message": str(e),
-                "traceback": traceback.format_exc(),
+                "traceback": format_exc(),
             }
+            frame = b'{"id":%d,"error":%s' % (request_id, dumps(error).encode("utf-8"))
         finally:
-            _runtime.local.ctx = None
-        head = b'{"id":%d,' % request_id
-        output = dumps(ctx.output()).encode("utf-8")
-        if error is None:
-            frame = head + b'"result":' + body + b',"output":' + output + b"}"
-        else:
-            frame = head + b'"error":' + dumps(error).encode("utf-8") + b',"output":' + output + b"}"
-        self.channel.send_bytes(frame)
+            local.ctx = None
+        self.channel.send_bytes(frame + ctx.encoded() + b"}")
         if method == "shutdown":
             sys.stdout.flush()
             sys.stderr.flush()
@@ -254,45 +270,73 @@ class Worker:
         return body
 
     def serve(self):
-        """The leader/follower loop; every worker thread runs it."""
-        with self.count_lock:
-            self.idle += 1
+        """The main thread: serves each request of the main channel itself
+        (the host sends one there only while the previous is answered), so
+        the common call costs no hand-off between threads."""
+        threading.Thread(target=self.serve_side, daemon=True).start()
+        self.loop(self.channel.main, self.handle)
+
+    def serve_side(self):
+        """The side channel: overlapping requests go to handler threads;
+        answers to host calls go to the threads waiting for them."""
+        self.loop(self.channel.side, self.dispatch)
+
+    def loop(self, reader, on_request):
         while True:
-            with self.read_lock:
-                try:
-                    message = self.channel.read()
-                except ProtocolError as e:
-                    print(f"greffon worker: {e}", file=sys.__stderr__, flush=True)
-                    os._exit(3)
+            try:
+                message = reader.read()
+            except ProtocolError as e:
+                print(f"greffon worker: {e}", file=sys.__stderr__, flush=True)
+                os._exit(3)
             if message is None:
                 os._exit(0)  # the host has gone
             if "method" not in message:
                 self.channel.resolve(message)
-                continue
-            with self.count_lock:
+            else:
+                on_request(message)
+
+    def dispatch(self, message):
+        # Each queued request reserves a thread before it is queued: an idle
+        # one, or a new one. Counting a thread idle until it has picked a
+        # request up would let two requests share one thread, the second
+        # waiting behind the first however long it runs.
+        with self.count_lock:
+            reserved = self.idle > 0
+            if reserved:
                 self.idle -= 1
-                spawn = self.idle == 0
-            if spawn:
-                threading.Thread(target=self.serve, daemon=True).start()
-            self.handle(message)
+        if not reserved:
+            threading.Thread(target=self.handler_loop, daemon=True).start()
+        self.queue.put(message)
+
+    def handler_loop(self):
+        while True:
+            self.handle(self.queue.get())
             with self.count_lock:
                 self.idle += 1
 
 
 def awaited(value):
     """Runs a coroutine returned by an ``async def`` hook to completion."""
-    if inspect.iscoroutine(value):
+    if isinstance(value, types.CoroutineType):
+        import asyncio
+
         return asyncio.run(value)
     return value
 
 
+def format_exc():
+    import traceback
+
+    return traceback.format_exc()
+
+
 def main():
-    sock = socket.socket(fileno=3)
-    channel = Channel(sock)
+    channel = Channel(socket.socket(fileno=3), socket.socket(fileno=4))
     _runtime.channel = channel
     sys.stdout = Capture("stdout", sys.stdout)
     sys.stderr = Capture("stderr", sys.stderr)
-    channel.notify("hello", {"protocol": PROTOCOL_VERSION, "python": platform.python_version(), "pid": os.getpid()})
+    python = "%d.%d.%d" % sys.version_info[:3]
+    channel.notify("hello", {"protocol": PROTOCOL_VERSION, "python": python, "pid": os.getpid()})
     Worker(channel).serve()
 
 

@@ -24,17 +24,25 @@ class Peer:
         (plugin_dir / "plugin.py").write_text(textwrap.dedent(code))
         self.path = str(plugin_dir / "plugin.py")
         ours, theirs = socket.socketpair()
-        os.set_inheritable(theirs.fileno(), True)
+        side, side_theirs = socket.socketpair()
+
+        def place_fds():
+            main_fd, side_fd = os.dup(theirs.fileno()), os.dup(side_theirs.fileno())
+            os.dup2(main_fd, 3)
+            os.dup2(side_fd, 4)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-B", "-c", BOOTSTRAP, SDK],
             close_fds=False,
-            preexec_fn=lambda: os.dup2(theirs.fileno(), 3),
+            preexec_fn=place_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         theirs.close()
+        side_theirs.close()
         self.sock = ours
+        self.side = side
         self.rfile = ours.makefile("rb")
         self.next_id = 0
         self.lock = threading.Lock()
@@ -42,10 +50,10 @@ class Peer:
         assert hello["method"] == "hello"
         assert hello["params"]["protocol"] == 1
 
-    def send(self, obj):
+    def send(self, obj, side=False):
         body = json.dumps(obj).encode()
         with self.lock:
-            self.sock.sendall(len(body).to_bytes(4, "big") + body)
+            (self.side if side else self.sock).sendall(len(body).to_bytes(4, "big") + body)
 
     def read(self):
         header = self.rfile.read(4)
@@ -53,9 +61,11 @@ class Peer:
             return None
         return json.loads(self.rfile.read(int.from_bytes(header, "big")))
 
-    def request(self, method, params=None):
+    def request(self, method, params=None, side=False):
+        """Sends a request; as the host does, on the side channel when it
+        overlaps one in flight."""
         self.next_id += 1
-        self.send({"id": self.next_id, "method": method, "params": params or {}})
+        self.send({"id": self.next_id, "method": method, "params": params or {}}, side)
         return self.next_id
 
     def wait_response(self, request_id, notes=None):
@@ -168,12 +178,12 @@ def test_a_plugin_calls_the_host_mid_call_while_other_calls_run(peer_for):
     """)
     peer.load()
     waiting = peer.request("run", {"args": {"op": "wait"}})
-    asking = peer.request("run", {"args": {"op": "ask"}})
+    asking = peer.request("run", {"args": {"op": "ask"}}, side=True)
     answers = {}
     while len(answers) < 2:
         message = peer.read()
         if message.get("method") == "system.info":
-            peer.send({"id": message["id"], "result": {"python": "3.x"}})
+            peer.send({"id": message["id"], "result": {"python": "3.x"}}, side=True)
         elif "id" in message:
             answers[message["id"]] = message["result"]
     assert answers == {waiting: True, asking: "3.x"}
@@ -251,3 +261,34 @@ def test_shutdown_exits_zero_and_garbage_exits_three(peer_for):
     peer.sock.sendall(b"\x00\x00\x00\x05notjs")
     assert peer.proc.wait(5) == 3
     assert b"invalid JSON frame" in peer.proc.stderr.read()
+
+
+def test_overlapping_requests_never_wait_behind_each_other(peer_for):
+    peer = peer_for("""
+        import threading, time
+        GATE = threading.Event()
+        STARTED = []
+        class P:
+            meta = {"name": "gate"}
+            def run(self, op):
+                if op == "wait":
+                    STARTED.append(1)
+                    return GATE.wait(10)
+                deadline = time.monotonic() + 5
+                while len(STARTED) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                GATE.set()
+                return "opened" if len(STARTED) == 3 else "a waiter never started"
+        plugin = P()
+    """)
+    peer.load()
+    # Three blocked requests at once, then the one that frees them: each
+    # must get a thread of its own, whatever the timing.
+    first = peer.request("run", {"args": {"op": "wait"}})
+    waits = [peer.request("run", {"args": {"op": "wait"}}, side=True) for _ in range(2)]
+    opener = peer.request("run", {"args": {"op": "open"}}, side=True)
+    answers = {}
+    while len(answers) < 4:
+        message = peer.read()
+        answers[message["id"]] = message["result"]
+    assert answers == {first: True, waits[0]: True, waits[1]: True, opener: "opened"}

@@ -9,9 +9,9 @@ use crate::services::Services;
 use crate::store::Store;
 use crate::worker::{OnCrash, Reply, Worker};
 use greffon_core::{Config, Home, Permission, PluginMeta, SchemaSource};
-use greffon_protocol::method;
+use greffon_protocol::method::{self, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -511,9 +511,7 @@ impl Host {
                 }
             }
         };
-        let size = serde_json::to_vec(&args)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = json_size(&args);
         if size > inner.config.max_args_bytes {
             return Err(CallError::new(
                 ErrorKind::TooLarge,
@@ -538,8 +536,12 @@ impl Host {
             .acquire()
             .await
             .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?;
-        let params =
-            json!({ "args": args, "pydantic": meta.schema.source() == SchemaSource::Pydantic });
+        let pydantic = meta.schema.source() == SchemaSource::Pydantic;
+        let args = Arc::new(args);
+        let params = RunParams {
+            args: &args,
+            pydantic,
+        };
         // A worker that died between calls is only noticed when the
         // request cannot be written; the call then goes to a new worker.
         let mut attempts = 0;
@@ -548,7 +550,7 @@ impl Host {
             let worker = inner.worker_for(&plugin, deadline).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             match worker
-                .request(method::RUN, &params, Some(&args), remaining)
+                .request(method::RUN, &params, Some(args.clone()), remaining)
                 .await
             {
                 Ok(Reply::NotDelivered) if attempts < 2 => continue,
@@ -635,6 +637,25 @@ impl Host {
         let plugin = self.lookup(name).ok()?;
         let slot = plugin.worker.lock().await;
         slot.as_ref().filter(|w| w.is_alive()).map(|w| w.pid())
+    }
+}
+
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 

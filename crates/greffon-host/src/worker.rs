@@ -1,10 +1,21 @@
-//! One Python worker process and the framed channel to it on fd 3.
+//! One Python worker process and the framed channels to it.
 //!
 //! A [`Worker`] multiplexes requests by id: each caller registers a slot,
 //! writes its frame and awaits its own answer, while one reader task
 //! delivers answers, serves the worker's host-service requests, and, when
 //! the channel closes, answers every call still in flight and writes the
 //! crash dump.
+//!
+//! Two socketpairs, so that the common call costs no thread hand-off in
+//! the worker:
+//! - fd 3, the main channel: everything the worker sends, and requests the
+//!   host sends while no other main-channel request is in flight. The
+//!   worker's main thread reads it and serves each request itself.
+//! - fd 4, the side channel (host → worker only): requests that overlap one
+//!   already in flight, and the answers to the worker's host-service calls.
+//!   A worker thread reads it and hands requests to a pool of threads, so
+//!   overlapping calls run concurrently and a plugin may call the host
+//!   while its own request occupies the main thread.
 
 use crate::dump::{self, Dump, Phase};
 use crate::services::{Caller, Services};
@@ -86,8 +97,11 @@ struct Pending {
     /// Taken when the caller gives up (timeout): the slot stays until the
     /// worker answers, so a watchdog can tell the call is still running.
     tx: Option<oneshot::Sender<Reply>>,
+    /// Sent on the main channel: its answer frees the main thread.
+    on_main: bool,
     method: &'static str,
-    args: Option<Value>,
+    /// A `run`'s arguments, kept for the crash dump.
+    args: Option<Arc<Value>>,
 }
 
 #[derive(Default)]
@@ -104,6 +118,11 @@ struct Shared {
     spec: SpawnSpec,
     pid: i32,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    side: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// A request sent on the main channel is unanswered: the worker's main
+    /// thread is busy with it, so further requests take the side channel.
+    main_busy: AtomicBool,
+
     pending: Mutex<PendingMap>,
     next_id: AtomicU64,
     /// The host asked the worker to go; its exit is not a crash.
@@ -145,7 +164,7 @@ pub(crate) struct SpawnError {
 
 /// Runs between fork and exec: only async-signal-safe syscalls, no
 /// allocation, no panic.
-fn child_setup(fd: RawFd) -> io::Result<()> {
+fn child_setup(main: RawFd, side: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on integers; nothing is allocated or locked.
     unsafe {
         // Its own session and process group: terminal signals do not reach
@@ -153,14 +172,37 @@ fn child_setup(fd: RawFd) -> io::Result<()> {
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
         }
-        if fd == 3 {
-            // Already in place, but socketpair set close-on-exec.
-            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, 3) < 0 {
+        // Moving main to 3 must not clobber side.
+        let side = if side == 3 {
+            libc::fcntl(side, libc::F_DUPFD_CLOEXEC, 5)
+        } else {
+            side
+        };
+        if side < 0 {
             return Err(io::Error::last_os_error());
         }
+        place_fd(main, 3)?;
+        place_fd(side, 4)?;
+    }
+    Ok(())
+}
+
+/// Puts `fd` at `target` without close-on-exec.
+///
+/// # Safety
+/// Only syscalls; callable between fork and exec.
+unsafe fn place_fd(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls on integers.
+    let rc = unsafe {
+        if fd == target {
+            // Already in place, but socketpair set close-on-exec.
+            libc::fcntl(target, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, target)
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -307,11 +349,15 @@ impl Worker {
             message,
             stderr: String::new(),
         };
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| fail(format!("cannot create the worker channel: {e}")))?;
-        ours.set_nonblocking(true)
-            .map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
-        let fd = theirs.as_raw_fd();
+        let pair = || {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            ours.set_nonblocking(true)?;
+            Ok::<_, io::Error>((ours, theirs))
+        };
+        let channel_error = |e: io::Error| fail(format!("cannot create the worker channel: {e}"));
+        let (ours, theirs) = pair().map_err(channel_error)?;
+        let (side_ours, side_theirs) = pair().map_err(channel_error)?;
+        let (fd, side_fd) = (theirs.as_raw_fd(), side_theirs.as_raw_fd());
         let mut cmd = tokio::process::Command::new(&spec.python);
         cmd.arg("-I")
             .arg("-B")
@@ -328,7 +374,7 @@ impl Worker {
             .kill_on_drop(true);
         // SAFETY: child_setup only makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(move || child_setup(fd));
+            cmd.pre_exec(move || child_setup(fd, side_fd));
         }
         let mut child = cmd.spawn().map_err(|e| {
             fail(format!(
@@ -337,10 +383,17 @@ impl Worker {
             ))
         })?;
         drop(theirs);
+        drop(side_theirs);
+
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let stream = tokio::net::UnixStream::from_std(ours)
             .map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
         let (mut rd, wr) = stream.into_split();
+        // The side channel only carries host → worker frames.
+        let _ = side_ours.shutdown(std::net::Shutdown::Read);
+        let side = tokio::net::UnixStream::from_std(side_ours)
+            .map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
+        let (_, side_wr) = side.into_split();
 
         let hello =
             tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut rd, spec.max_frame)).await;
@@ -389,6 +442,9 @@ impl Worker {
             spec,
             pid,
             writer: tokio::sync::Mutex::new(wr),
+            side: tokio::sync::Mutex::new(side_wr),
+            main_busy: AtomicBool::new(false),
+
             pending: Mutex::new(PendingMap::default()),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -435,15 +491,18 @@ impl Worker {
     }
 
     /// Sends a request and waits for its answer, at most `deadline`.
-    pub(crate) async fn request(
+    /// `keep` is held for the crash dump should the worker die meanwhile.
+    pub(crate) async fn request<P: serde::Serialize + ?Sized>(
         &self,
         method: &'static str,
-        params: &Value,
-        args: Option<&Value>,
+        params: &P,
+        keep: Option<Arc<Value>>,
         deadline: Duration,
     ) -> Result<Reply, TimedOut> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
+
         {
             let mut pending = self
                 .shared
@@ -451,21 +510,26 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if pending.closed {
+                if on_main {
+                    self.shared.main_busy.store(false, Ordering::Release);
+                }
                 return Ok(Reply::NotDelivered);
             }
             pending.map.insert(
                 id,
                 Pending {
                     tx: Some(tx),
+                    on_main,
                     method,
-                    args: args.cloned(),
+                    args: keep,
                 },
             );
         }
         let frame = encode_request(id, method, params);
-        let sent = {
-            let mut w = self.shared.writer.lock().await;
-            w.write_all(&frame).await
+        let sent = if on_main {
+            self.shared.writer.lock().await.write_all(&frame).await
+        } else {
+            self.shared.side.lock().await.write_all(&frame).await
         };
         if sent.is_err() {
             // The peer end is closed: the worker died before this request.
@@ -568,7 +632,7 @@ impl Worker {
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut child: tokio::process::Child,
     pumps: [Option<tokio::task::JoinHandle<()>>; 2],
     shared: Arc<Shared>,
@@ -577,6 +641,8 @@ async fn read_loop(
     on_crash: Option<OnCrash>,
 ) {
     let caller = Arc::new(caller);
+    // One read syscall usually brings a whole frame, header and body.
+    let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
     let end = loop {
         match read_message(&mut rd, shared.spec.max_frame).await {
             Ok(None) => break None,
@@ -588,8 +654,13 @@ async fn read_loop(
                     .unwrap_or_else(|p| p.into_inner())
                     .map
                     .remove(&id);
-                if let Some(tx) = slot.and_then(|s| s.tx) {
-                    let _ = tx.send(Reply::Response { body, output });
+                if let Some(slot) = slot {
+                    if slot.on_main {
+                        shared.main_busy.store(false, Ordering::Release);
+                    }
+                    if let Some(tx) = slot.tx {
+                        let _ = tx.send(Reply::Response { body, output });
+                    }
                 }
             }
             Ok(Some(Message::Request { id, method, params })) => {
@@ -609,7 +680,9 @@ async fn read_loop(
                         }
                         .to_json(),
                     );
-                    let mut w = shared.writer.lock().await;
+                    // The plugin's thread may be the worker's main thread,
+                    // busy with its request: answers take the side channel.
+                    let mut w = shared.side.lock().await;
                     let _ = w.write_all(&frame).await;
                 });
             }
@@ -660,9 +733,8 @@ async fn read_loop(
         let args: Vec<Value> = in_flight
             .iter()
             .filter_map(|p| {
-                p.args
-                    .clone()
-                    .map(|a| serde_json::json!({"method": p.method, "args": a}))
+                let args = p.args.as_deref()?;
+                Some(serde_json::json!({"method": p.method, "args": args}))
             })
             .collect();
         let args = (!args.is_empty()).then_some(Value::Array(args));

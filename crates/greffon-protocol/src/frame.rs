@@ -43,12 +43,12 @@ pub fn encode_frame(body: &[u8]) -> Vec<u8> {
 
 /// Frames a request without copying its parameters: length prefix, then
 /// `{"id":..,"method":..,"params":..}`.
-pub fn encode_request(id: u64, method: &str, params: &serde_json::Value) -> Vec<u8> {
+pub fn encode_request<P: serde::Serialize + ?Sized>(id: u64, method: &str, params: &P) -> Vec<u8> {
     #[derive(serde::Serialize)]
-    struct Request<'a> {
+    struct Request<'a, P: ?Sized> {
         id: u64,
         method: &'a str,
-        params: &'a serde_json::Value,
+        params: &'a P,
     }
     let mut out = vec![0u8; FRAME_HEADER_LEN];
     // Writing JSON values into a Vec cannot fail.

@@ -66,10 +66,11 @@ pub struct LoadResult {
     pub has_stop: bool,
 }
 
-/// Parameters of [`RUN`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunParams {
-    pub args: Value,
+/// Parameters of [`RUN`], borrowed: the host serializes them straight into
+/// the frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunParams<'a> {
+    pub args: &'a Value,
     /// Validate through the plugin's Pydantic model before `run`, for its
     /// defaults and coercions (the host has already checked the schema).
     #[serde(default)]

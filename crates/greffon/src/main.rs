@@ -19,7 +19,13 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the CLI runs one command at a time, and measured on this
+    // kind of machine a current-thread runtime answers a worker's frame
+    // sooner than a multi-thread one (no hop between threads).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
