@@ -183,9 +183,17 @@ fn child_setup(main: RawFd, side: RawFd) -> io::Result<()> {
         }
         place_fd(main, 3)?;
         place_fd(side, 4)?;
+        // Nothing else the host holds open may reach the plugin. CLOEXEC,
+        // not close: std's own error pipe must survive until exec.
+        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }
+
+/// `close_range` flag (linux/close_range.h), absent from older libc crates.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// Puts `fd` at `target` without close-on-exec.
 ///

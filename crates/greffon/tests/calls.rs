@@ -422,3 +422,15 @@ fn system_info_reports_the_machine_through_the_host_service() {
     assert_eq!(only.as_object().map(|o| o.len()), Some(1));
     assert!(home.log("audit").contains("\"service\":\"system.info\""));
 }
+
+#[test]
+fn a_worker_inherits_no_descriptor_beyond_its_channels() {
+    let home = TestHome::new();
+    home.plugin(
+        "fds",
+        "import os\nclass P:\n    meta = {'name': 'fds'}\n    def run(self):\n        def is_open(fd):\n            try:\n                os.fstat(fd)\n                return True\n            except OSError:\n                return False\n        return [fd for fd in range(1024) if is_open(fd)]\nplugin = P()\n",
+    );
+    home.enable("fds");
+    // stdin, stdout, stderr, the main channel and the side channel.
+    assert_eq!(home.run("fds", "{}"), (0, json!([0, 1, 2, 3, 4])));
+}
