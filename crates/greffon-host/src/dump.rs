@@ -7,23 +7,21 @@ use std::path::{Path, PathBuf};
 
 /// The lifecycle phase an incident happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Import,
     Start,
     Run,
     Stop,
-    Reload,
     WorkerExit,
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Import => "import",
             Phase::Start => "start",
             Phase::Run => "run",
             Phase::Stop => "stop",
-            Phase::Reload => "reload",
             Phase::WorkerExit => "worker exit",
         }
     }

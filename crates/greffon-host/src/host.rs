@@ -169,10 +169,7 @@ impl Host {
             .store
             .enabled()
             .await
-            .map_err(|source| HostError::Database {
-                path: inner.home.db_file(),
-                source,
-            })?;
+            .map_err(|source| inner.db_error(source))?;
         let mut registry = BTreeMap::new();
         for ((folder, path), outcome) in folders.into_iter().zip(outcomes) {
             let outcome = outcome.unwrap_or_else(|| {
@@ -252,14 +249,7 @@ impl Host {
 
     /// Every plugin, by name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
-        let plugins: Vec<Arc<Plugin>> = self
-            .inner
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let plugins = self.inner.all_plugins();
         plugins.iter().map(|p| self.info_of(p)).collect()
     }
 
@@ -346,10 +336,7 @@ impl Host {
                     .store
                     .set_enabled(&plugin.key, &granted)
                     .await
-                    .map_err(|source| HostError::Database {
-                        path: self.inner.home.db_file(),
-                        source,
-                    })?;
+                    .map_err(|source| self.inner.db_error(source))?;
                 let names: Vec<&str> = granted.iter().map(|p| p.as_str()).collect();
                 tracing::info!(target: "audit", event = "enable", plugin = %plugin.key, permissions = ?names);
                 Ok(self.info_of(&plugin))
@@ -385,10 +372,7 @@ impl Host {
             .store
             .set_disabled(&plugin.key)
             .await
-            .map_err(|source| HostError::Database {
-                path: self.inner.home.db_file(),
-                source,
-            })?;
+            .map_err(|source| self.inner.db_error(source))?;
         tracing::info!(target: "audit", event = "disable", plugin = %plugin.key);
         Ok(self.info_of(&plugin))
     }
@@ -422,10 +406,8 @@ impl Host {
                 report.permissions = loaded.meta.permissions.clone();
                 let others: Vec<String> = self
                     .inner
-                    .plugins
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
+                    .all_plugins()
+                    .iter()
                     .filter(|p| {
                         p.folder != folder
                             && p.status()
@@ -609,14 +591,7 @@ impl Host {
 
     /// Stops every running worker (`stop()`, bounded by `stop_timeout_s`).
     pub async fn shutdown(&self) {
-        let plugins: Vec<Arc<Plugin>> = self
-            .inner
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let plugins = self.inner.all_plugins();
         let mut tasks = tokio::task::JoinSet::new();
         for plugin in plugins {
             let inner = self.inner.clone();
@@ -723,6 +698,19 @@ fn log_output(plugin: &str, output: Option<&Output>) {
 }
 
 impl Inner {
+    /// A snapshot of the registry's entries.
+    pub(crate) fn all_plugins(&self) -> Vec<Arc<Plugin>> {
+        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
+        plugins.values().cloned().collect()
+    }
+
+    fn db_error(&self, source: sqlx::Error) -> HostError {
+        HostError::Database {
+            path: self.home.db_file(),
+            source,
+        }
+    }
+
     /// The live worker of an enabled plugin, started on first need (and
     /// restarted after a crash, with backoff).
     async fn worker_for(

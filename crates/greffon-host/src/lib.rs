@@ -27,7 +27,6 @@ mod store;
 mod sysinfo;
 mod worker;
 
-pub use dump::Phase;
 pub use error::{CallError, HostError};
 pub use host::{CheckReport, Host};
 pub use registry::{Failure, PluginInfo, State};

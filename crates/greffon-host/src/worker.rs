@@ -140,6 +140,12 @@ struct Shared {
     stderr_tail: Mutex<Vec<u8>>,
 }
 
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingMap> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A live worker process.
 pub(crate) struct Worker {
     shared: Arc<Shared>,
@@ -512,11 +518,7 @@ impl Worker {
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
 
         {
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.shared.pending();
             if pending.closed {
                 if on_main {
                     self.shared.main_busy.store(false, Ordering::Release);
@@ -542,11 +544,7 @@ impl Worker {
         if sent.is_err() {
             // The peer end is closed: the worker died before this request.
             self.shared.broken.store(true, Ordering::Release);
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.shared.pending();
             // Whether or not the reader already answered the slot, the
             // worker never saw this request.
             pending.map.remove(&id);
@@ -557,11 +555,7 @@ impl Worker {
             // The sender is only dropped after the map is closed.
             Ok(Err(_)) => Ok(Reply::Gone(self.wait_exit_now())),
             Err(_) => {
-                let mut pending = self
-                    .shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut pending = self.shared.pending();
                 if let Some(slot) = pending.map.get_mut(&id) {
                     slot.tx = None;
                 }
@@ -593,11 +587,7 @@ impl Worker {
 
     /// Whether request `id` is still being served.
     pub(crate) fn is_pending(&self, id: u64) -> bool {
-        let pending = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let pending = self.shared.pending();
         pending.map.contains_key(&id)
     }
 
@@ -656,12 +646,7 @@ async fn read_loop(
             Ok(None) => break None,
             Err(e) => break Some(format!("broke the protocol: {e}")),
             Ok(Some(Message::Response { id, body, output })) => {
-                let slot = shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map
-                    .remove(&id);
+                let slot = shared.pending().map.remove(&id);
                 if let Some(slot) = slot {
                     if slot.on_main {
                         shared.main_busy.store(false, Ordering::Release);
@@ -730,7 +715,7 @@ async fn read_loop(
         (None, None) => format!("the worker {status_text}"),
     };
     let in_flight: Vec<Pending> = {
-        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = shared.pending();
         pending.closed = true;
         shared.broken.store(true, Ordering::Release);
         pending.map.drain().map(|(_, p)| p).collect()
