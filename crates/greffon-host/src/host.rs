@@ -467,22 +467,7 @@ impl Host {
             let s = plugin.status();
             match (s.state, &s.meta) {
                 (State::Enabled, Some(meta)) => meta.clone(),
-                (State::Failed, _) => {
-                    let f = s.failure.clone().unwrap_or(Failure {
-                        reason: "unknown".into(),
-                        dump: None,
-                    });
-                    let dump = f
-                        .dump
-                        .as_ref()
-                        .map(|d| format!(" (crash dump: {})", d.display()))
-                        .unwrap_or_default();
-                    return Err(CallError {
-                        kind: ErrorKind::PluginFailed,
-                        message: format!("plugin '{name}' is failed: {}{dump}", f.reason),
-                        dump: f.dump,
-                    });
-                }
+                (State::Failed, _) => return Err(failed_error(&plugin.key, &s)),
                 _ => {
                     return Err(CallError::new(
                         ErrorKind::NotEnabled,
@@ -615,6 +600,22 @@ impl Host {
     }
 }
 
+/// The answer to a call on a failed plugin: why, and where the dump is.
+fn failed_error(name: &str, status: &Status) -> CallError {
+    let failure = status.failure.as_ref();
+    let reason = failure.map_or("unknown", |f| f.reason.as_str());
+    let dump = failure.and_then(|f| f.dump.clone());
+    let at = dump
+        .as_ref()
+        .map(|d| format!(" (crash dump: {})", d.display()))
+        .unwrap_or_default();
+    CallError {
+        kind: ErrorKind::PluginFailed,
+        message: format!("plugin '{name}' is failed: {reason}{at}"),
+        dump,
+    }
+}
+
 /// Bytes of `value` as JSON, counted without building the text.
 fn json_size(value: &Value) -> usize {
     struct Count(usize);
@@ -727,16 +728,7 @@ impl Inner {
         {
             let s = plugin.status();
             if s.state == State::Failed {
-                let reason = s
-                    .failure
-                    .as_ref()
-                    .map(|f| f.reason.clone())
-                    .unwrap_or_default();
-                return Err(CallError {
-                    kind: ErrorKind::PluginFailed,
-                    message: format!("plugin '{}' is failed: {reason}", plugin.key),
-                    dump: s.failure.as_ref().and_then(|f| f.dump.clone()),
-                });
+                return Err(failed_error(&plugin.key, &s));
             }
         }
         let backoff = plugin.restart_backoff(window);
