@@ -436,6 +436,18 @@ impl Host {
         Ok(report)
     }
 
+    /// Creates `plugins/NAME/` from the template (see [`crate::scaffold`]),
+    /// refusing a name some plugin already declares, whatever its folder.
+    pub fn scaffold(&self, name: &str) -> Result<PathBuf, HostError> {
+        if let Ok(existing) = self.lookup(name) {
+            return Err(HostError::Scaffold {
+                name: name.to_string(),
+                reason: format!("plugins/{} already declares that name", existing.folder),
+            });
+        }
+        crate::scaffold::scaffold(&self.inner.home, name)
+    }
+
     /// Runs the plugin with `args`: the plugin's result (a returned
     /// `{"error"}` included) or a [`CallError`].
     pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {

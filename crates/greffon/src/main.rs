@@ -50,14 +50,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     greffon_host::logging::init(home.logs_dir(), verbosity)
         .with_context(|| format!("cannot open the logs under {}", home.logs_dir().display()))?;
 
-    if let PluginCommand::Scaffold { name } = &command {
-        let path = greffon_host::scaffold(&home, name)?;
-        println!("created {}", path.join("plugin.py").display());
-        println!(
-            "next: edit it, then `greffon plugin check {name}` and `greffon plugin enable {name}`"
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
     let host = match Host::open_with(&root, config).await {
@@ -154,7 +146,14 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                 }
             }
         }
-        PluginCommand::Scaffold { .. } => unreachable!("handled before the host opens"),
+        PluginCommand::Scaffold { name } => {
+            let path = host.scaffold(&name)?;
+            println!("created {}", path.join("plugin.py").display());
+            println!(
+                "next: edit it, then `greffon plugin check {name}` and `greffon plugin enable {name}`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -326,3 +326,17 @@ fn unknown_plugin_commands_say_which_plugins_exist() {
     let err = home.run_error("nope", "{}");
     assert!(err.contains("unknown plugin 'nope'"), "{err}");
 }
+
+#[test]
+fn scaffold_refuses_a_name_another_folder_declares() {
+    let home = TestHome::new();
+    home.plugin("elsewhere", &echo_plugin("{'name': 'wanted'}"));
+    let out = home.greffon(&["plugin", "scaffold", "wanted"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugins/elsewhere already declares that name"),
+        "{err}"
+    );
+    assert!(!home.path().join("plugins/wanted").exists());
+}
