@@ -290,7 +290,11 @@ fn scaffold_creates_a_working_plugin_from_the_template() {
 
     let again = home.greffon(&["plugin", "scaffold", "greeter"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("plugins/greeter already declares that name"),
+        "{err}"
+    );
     let bad = home.greffon(&["plugin", "scaffold", "Not-valid"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase identifier"));
