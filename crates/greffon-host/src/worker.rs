@@ -144,6 +144,18 @@ impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, PendingMap> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// SIGKILLs the worker's whole process group (it is a session leader),
+    /// unless it was already reaped and its pid may belong to someone else.
+    fn kill_group(&self) {
+        // A pid of 0 would name greffon's own group.
+        if self.pid > 0 && !self.reaped.load(Ordering::Acquire) {
+            // SAFETY: plain syscall on a group we created.
+            unsafe {
+                libc::killpg(self.pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// A live worker process.
@@ -436,7 +448,12 @@ impl Worker {
         let hello = match hello {
             Ok(h) => h,
             Err(message) => {
-                let _ = child.start_kill();
+                if pid > 0 {
+                    // SAFETY: plain syscall on the group we just created.
+                    unsafe {
+                        libc::killpg(pid, libc::SIGKILL);
+                    }
+                }
                 let mut stderr = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     let mut buf = Vec::new();
@@ -458,7 +475,6 @@ impl Worker {
             writer: tokio::sync::Mutex::new(wr),
             side: tokio::sync::Mutex::new(side_wr),
             main_busy: AtomicBool::new(false),
-
             pending: Mutex::new(PendingMap::default()),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -602,13 +618,7 @@ impl Worker {
     }
 
     fn signal_group(&self) {
-        if self.shared.pid > 0 && !self.shared.reaped.load(Ordering::Acquire) {
-            // SAFETY: plain syscall; the group exists until its leader is
-            // reaped, which `reaped` guards against.
-            unsafe {
-                libc::killpg(self.shared.pid, libc::SIGKILL);
-            }
-        }
+        self.shared.kill_group();
     }
 
     /// Asks the worker to exit, then kills its group if it lingers. Its exit
@@ -688,10 +698,7 @@ async fn read_loop(
     };
     if end.is_some() {
         // A worker that writes garbage is not trusted to stop by itself.
-        // SAFETY: plain syscall on a child we have not reaped yet.
-        unsafe {
-            libc::killpg(shared.pid, libc::SIGKILL);
-        }
+        shared.kill_group();
     }
     let status = child.wait().await;
     shared.reaped.store(true, Ordering::Release);

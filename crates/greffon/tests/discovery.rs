@@ -344,3 +344,33 @@ fn scaffold_refuses_a_name_another_folder_declares() {
     );
     assert!(!home.path().join("plugins/wanted").exists());
 }
+
+#[test]
+fn a_missing_interpreter_is_named_with_the_way_to_set_one() {
+    let home = TestHome::new();
+    home.config("python = \"/nonexistent/python3\"\n");
+    let out = home.greffon(&["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'/nonexistent/python3' (config key `python`) not found")
+            && err.contains("GREFFON_PYTHON"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_interpreter_that_never_says_hello_fails_the_plugin_not_the_host() {
+    let home = TestHome::new();
+    home.config("python = \"/bin/true\"\n");
+    home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    let list = home.list();
+    let reason = entry(&list, "p")["failure"]["reason"]
+        .as_str()
+        .expect("reason")
+        .to_string();
+    assert!(
+        reason.contains("cannot start its worker: the worker exited before saying hello"),
+        "{reason}"
+    );
+}
