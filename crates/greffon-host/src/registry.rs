@@ -104,7 +104,10 @@ impl Plugin {
     /// Records an unexpected worker exit; `max` crashes within `window`
     /// mark the plugin failed.
     pub(crate) fn record_crash(&self, exit: &Exit, max: u32, window: Duration) {
-        let now = Instant::now();
+        self.record_crash_at(exit, max, window, Instant::now());
+    }
+
+    fn record_crash_at(&self, exit: &Exit, max: u32, window: Duration, now: Instant) {
         let mut s = self.status();
         s.crashes.push_back(now);
         while s
@@ -133,8 +136,11 @@ impl Plugin {
     /// How long to wait before restarting a worker that crashed: 100 ms
     /// doubled per recent crash, at most 5 s.
     pub(crate) fn restart_backoff(&self, window: Duration) -> Duration {
+        self.restart_backoff_at(window, Instant::now())
+    }
+
+    fn restart_backoff_at(&self, window: Duration, now: Instant) -> Duration {
         let s = self.status();
-        let now = Instant::now();
         let recent = s
             .crashes
             .iter()
@@ -148,5 +154,94 @@ impl Plugin {
         }
         let delay = Duration::from_millis(100 << (recent - 1).min(6)).min(Duration::from_secs(5));
         delay.saturating_sub(now.duration_since(*last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> Plugin {
+        Plugin {
+            key: "p".into(),
+            folder: "p".into(),
+            dir: PathBuf::from("/nonexistent"),
+            status: Mutex::new(Status {
+                meta: None,
+                file_hash: String::new(),
+                state: State::Enabled,
+                failure: None,
+                granted: Some(Vec::new()),
+                crashes: VecDeque::new(),
+                duplicate: false,
+            }),
+            worker: tokio::sync::Mutex::new(None),
+            calls: Semaphore::new(1),
+        }
+    }
+
+    fn exit() -> Exit {
+        Exit {
+            description: "the worker exited with code 1".into(),
+            dump: Some(PathBuf::from("/dumps/p-1.log")),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_recent_crashes() {
+        let p = plugin();
+        let window = Duration::from_secs(60);
+        assert_eq!(p.restart_backoff(window), Duration::ZERO);
+        p.record_crash(&exit(), 10, window);
+        let first = p.restart_backoff(window);
+        assert!(
+            first > Duration::ZERO && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        p.record_crash(&exit(), 10, window);
+        let second = p.restart_backoff(window);
+        assert!(
+            second > Duration::from_millis(100) && second <= Duration::from_millis(200),
+            "{second:?}"
+        );
+        assert_eq!(p.status().state, State::Enabled);
+    }
+
+    #[test]
+    fn crashes_outside_the_window_do_not_count() {
+        let p = plugin();
+        let window = Duration::from_secs(60);
+        let start = Instant::now();
+        p.record_crash_at(&exit(), 2, window, start);
+        let later = start + Duration::from_secs(61);
+        p.record_crash_at(&exit(), 2, window, later);
+        assert_eq!(p.status().state, State::Enabled, "the first crash aged out");
+        assert_eq!(
+            p.restart_backoff_at(window, later + Duration::from_secs(61)),
+            Duration::ZERO
+        );
+        let backoff = p.restart_backoff_at(window, later + Duration::from_millis(40));
+        assert_eq!(
+            backoff,
+            Duration::from_millis(60),
+            "100 ms after one recent crash, 40 ms of it spent"
+        );
+    }
+
+    #[test]
+    fn max_crashes_in_the_window_fail_the_plugin_with_the_last_dump() {
+        let p = plugin();
+        let window = Duration::from_secs(60);
+        p.record_crash(&exit(), 2, window);
+        p.record_crash(&exit(), 2, window);
+        let s = p.status();
+        assert_eq!(s.state, State::Failed);
+        let failure = s.failure.as_ref().expect("failure");
+        assert!(
+            failure.reason.contains("crashed 2 times within 60 s"),
+            "{}",
+            failure.reason
+        );
+        assert_eq!(failure.dump, Some(PathBuf::from("/dumps/p-1.log")));
     }
 }

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 /// `{"error"}` or a failed operation, 2 a usage error.
 const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+/// The shell's convention for a command ended by SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,9 +62,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let code = plugin_command(&host, command).await;
+    // Ctrl-C or SIGTERM still stops what was started: every plugin's
+    // stop() runs before exit.
+    let code = tokio::select! {
+        code = plugin_command(&host, command) => code,
+        signal = interrupted() => {
+            eprintln!("greffon: {signal}; stopping plugins");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+    };
     host.shutdown().await;
     code
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = term.recv() => "terminated",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupted"
+        }
+    }
 }
 
 async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<ExitCode> {

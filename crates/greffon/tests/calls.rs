@@ -434,3 +434,42 @@ fn a_worker_inherits_no_descriptor_beyond_its_channels() {
     // stdin, stdout, stderr, the main channel and the side channel.
     assert_eq!(home.run("fds", "{}"), (0, json!([0, 1, 2, 3, 4])));
 }
+
+#[test]
+fn sigterm_during_a_call_still_runs_stop() {
+    let home = TestHome::new();
+    home.plugin(
+        "slow",
+        "import time\nfrom greffon.log import get_logger\nlog = get_logger('plugin')\nclass P:\n    meta = {'name': 'slow'}\n    def stop(self):\n        log.info('slow stopped cleanly')\n    def run(self):\n        log.info('slow running')\n        time.sleep(30)\nplugin = P()\n",
+    );
+    home.enable("slow");
+    let before = home.log("plugin").matches("slow stopped cleanly").count();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["plugin", "run", "slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("greffon runs");
+    // Signal only once the call is running in the worker.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !home.log("plugin").contains("slow running") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: plain syscall on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("terminated; stopping plugins"));
+    assert_eq!(
+        home.log("plugin").matches("slow stopped cleanly").count(),
+        before + 1
+    );
+}
