@@ -333,6 +333,9 @@ def format_exc():
 def main():
     channel = Channel(socket.socket(fileno=3), socket.socket(fileno=4))
     _runtime.channel = channel
+    # Output written outside a call goes straight to the host's pipes, line
+    # by line, so a crash dump holds what was printed just before it.
+    sys.stdout.reconfigure(line_buffering=True)
     sys.stdout = Capture("stdout", sys.stdout)
     sys.stderr = Capture("stderr", sys.stderr)
     python = "%d.%d.%d" % sys.version_info[:3]

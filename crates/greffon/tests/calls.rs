@@ -473,3 +473,17 @@ fn sigterm_during_a_call_still_runs_stop() {
         before + 1
     );
 }
+
+#[test]
+fn output_printed_outside_a_call_reaches_the_crash_dump() {
+    let home = TestHome::new();
+    home.plugin(
+        "bg",
+        "import os, threading\nclass P:\n    meta = {'name': 'bg'}\n    def run(self):\n        t = threading.Thread(target=lambda: print('bg-before-crash'))\n        t.start(); t.join()\n        os._exit(3)\nplugin = P()\n",
+    );
+    home.enable("bg");
+    let err = home.run_error("bg", "{}");
+    assert!(err.contains("exited with code 3"), "{err}");
+    let text = std::fs::read_to_string(home.dumps().last().expect("dump")).expect("dump");
+    assert!(text.contains("bg-before-crash"), "{text}");
+}
