@@ -2,6 +2,7 @@
 //! lines on stderr.
 
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
@@ -44,7 +45,9 @@ pub fn init(logs_dir: &Path, verbosity: i8) -> std::io::Result<()> {
     let console = EnvFilter::builder()
         .with_default_directive(level.into())
         .from_env_lossy();
+    // Colours only for a person at a terminal, not in captured output.
     let stderr = fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(console)
         .boxed();

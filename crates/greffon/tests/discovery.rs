@@ -374,3 +374,25 @@ fn an_interpreter_that_never_says_hello_fails_the_plugin_not_the_host() {
         "{reason}"
     );
 }
+
+#[test]
+fn verbosity_flags_shape_the_human_log_on_stderr() {
+    let home = TestHome::new();
+    home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    let verbose = home.greffon(&["-v", "plugin", "list"]);
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        err.contains("INFO audit: event=\"discovered\" plugin=p"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
+    let quiet = home.greffon(&["-q", "plugin", "list"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
