@@ -190,7 +190,11 @@ impl Host {
                             meta.name,
                             listed.join(" and ")
                         );
-                        let mut status = failed_status(reason, None, hash);
+                        // The meta stays, so `check` and `scaffold` still
+                        // see which name the folder declares.
+                        let mut status = settled_status(meta, hash, None);
+                        status.state = State::Failed;
+                        status.failure = Some(Failure { reason, dump: None });
                         status.duplicate = true;
                         (folder.clone(), status)
                     } else {
@@ -363,7 +367,8 @@ impl Host {
         {
             let mut s = plugin.status();
             s.granted = None;
-            if s.meta.is_some() {
+            // Disabling fixes neither a broken file nor a shared name.
+            if s.meta.is_some() && !s.duplicate {
                 s.state = State::Disabled;
                 s.failure = None;
             }
@@ -406,15 +411,9 @@ impl Host {
                 report.permissions = loaded.meta.permissions.clone();
                 let others: Vec<String> = self
                     .inner
-                    .all_plugins()
+                    .declaring(&loaded.meta.name)
                     .iter()
-                    .filter(|p| {
-                        p.folder != folder
-                            && p.status()
-                                .meta
-                                .as_ref()
-                                .is_some_and(|m| m.name == loaded.meta.name)
-                    })
+                    .filter(|p| p.folder != folder)
                     .map(|p| format!("plugins/{}", p.folder))
                     .collect();
                 if !others.is_empty() {
@@ -439,7 +438,7 @@ impl Host {
     /// Creates `plugins/NAME/` from the template (see [`crate::scaffold`]),
     /// refusing a name some plugin already declares, whatever its folder.
     pub fn scaffold(&self, name: &str) -> Result<PathBuf, HostError> {
-        if let Ok(existing) = self.lookup(name) {
+        if let Some(existing) = self.inner.declaring(name).first() {
             return Err(HostError::Scaffold {
                 name: name.to_string(),
                 reason: format!("plugins/{} already declares that name", existing.folder),
@@ -715,6 +714,15 @@ impl Inner {
     pub(crate) fn all_plugins(&self) -> Vec<Arc<Plugin>> {
         let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
         plugins.values().cloned().collect()
+    }
+
+    /// The entries that answer to `name`: its registry key, or the name
+    /// their meta declares (duplicates are keyed by folder).
+    fn declaring(&self, name: &str) -> Vec<Arc<Plugin>> {
+        self.all_plugins()
+            .into_iter()
+            .filter(|p| p.key == name || p.status().meta.as_ref().is_some_and(|m| m.name == name))
+            .collect()
     }
 
     fn db_error(&self, source: sqlx::Error) -> HostError {

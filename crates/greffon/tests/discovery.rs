@@ -173,6 +173,26 @@ fn two_plugins_with_one_name_both_fail_naming_both_folders() {
     }
     let out = home.greffon(&["plugin", "enable", "one"]);
     assert_eq!(out.status.code(), Some(1), "a duplicate cannot be enabled");
+
+    // check and scaffold see the shared name too, although both entries
+    // are keyed by folder.
+    let out = home.greffon(&["plugin", "check", "one"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("plugin name 'same' is also declared by plugins/two"),
+        "{report}"
+    );
+    let out = home.greffon(&["plugin", "scaffold", "same"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already declares that name"));
+    assert!(!home.path().join("plugins/same").exists());
+    home.ok(&["plugin", "disable", "one"]);
+    assert_eq!(
+        entry(&home.list(), "one")["state"],
+        "failed",
+        "disabling does not clear a shared name"
+    );
 }
 
 #[test]
