@@ -67,9 +67,7 @@ class Channel:
     def notify(self, method, params):
         self.send({"method": method, "params": params})
 
-    def read(self):
-        """The next message on the main socket, or None at end."""
-        return self.main.read()
+
     def call(self, method, params, timeout=None):
         """Sends a request to the host and blocks until its response."""
         request_id = next(self._ids)

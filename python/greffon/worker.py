@@ -181,7 +181,7 @@ class Worker:
         sys.modules[name] = module
         spec.loader.exec_module(module)
         plugin = getattr(module, "plugin", None)
-        result = {"has_plugin": plugin is not None, "meta": None, "meta_type": None, "has_run": False, "has_start": False, "has_stop": False}
+        result = {"has_plugin": plugin is not None, "meta": None, "meta_type": None, "has_run": False}
         if plugin is None:
             return result
         self.plugin = plugin
@@ -193,8 +193,7 @@ class Worker:
                 _runtime.plugin_name = meta["name"]
         elif meta is not None:
             result["meta_type"] = type(meta).__name__
-        for hook in ("run", "start", "stop"):
-            result["has_" + hook] = callable(getattr(plugin, hook, None))
+        result["has_run"] = callable(getattr(plugin, "run", None))
         return result
 
     def hook(self, name):

@@ -102,14 +102,14 @@ def test_channel_matches_responses_to_calls_and_refuses_bad_frames():
     request = __import__("json").loads(peer.read(size))
     assert request["method"] == "system.info"
     theirs.sendall(frame(b'{"id":%d,"result":{"ok":true}}' % request["id"]))
-    message = chan.read()
+    message = chan.main.read()
     chan.resolve(message)
     t.join(5)
     assert result["value"] == {"ok": True}
 
     theirs.sendall((1 << 30).to_bytes(4, "big"))
     with pytest.raises(ProtocolError, match="refused"):
-        chan.read()
+        chan.main.read()
     theirs.close()
     ours.close()
 
@@ -131,6 +131,6 @@ def test_a_host_error_answer_raises_host_error():
     size = int.from_bytes(peer.read(4), "big")
     request_id = __import__("json").loads(peer.read(size))["id"]
     theirs.sendall(frame(b'{"id":%d,"error":{"kind":"unknown_method","message":"unknown host service"}}' % request_id))
-    chan.resolve(chan.read())
+    chan.resolve(chan.main.read())
     t.join(5)
     assert errors == [("unknown host service", "unknown_method")]

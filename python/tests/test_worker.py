@@ -116,7 +116,7 @@ ECHO = """
 def test_load_reports_meta_and_hooks(peer_for):
     peer = peer_for(ECHO)
     r = peer.load()["result"]
-    assert r["has_plugin"] and r["has_run"] and not r["has_start"]
+    assert r["has_plugin"] and r["has_run"]
     assert r["meta"]["inputs"]["schema"] == {"x": "integer"}
 
 

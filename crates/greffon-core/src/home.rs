@@ -10,20 +10,11 @@ pub struct Home {
     logs_dir: PathBuf,
 }
 
-/// Where the home came from, for `doctor` and error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HomeSource {
-    Flag,
-    Env,
-    CurrentDir,
-    DataDir,
-}
-
 impl Home {
     /// `--home DIR` > `GREFFON_HOME` > the current directory when it holds
     /// `greffon.toml` or `plugins/` > `$XDG_DATA_HOME/greffon` (or
     /// `~/.local/share/greffon`).
-    pub fn resolve(flag: Option<&Path>) -> (PathBuf, HomeSource) {
+    pub fn resolve(flag: Option<&Path>) -> PathBuf {
         Self::resolve_with(
             flag,
             std::env::var_os("GREFFON_HOME").map(PathBuf::from),
@@ -39,23 +30,23 @@ impl Home {
         cwd: Option<PathBuf>,
         xdg: Option<PathBuf>,
         user_home: Option<PathBuf>,
-    ) -> (PathBuf, HomeSource) {
+    ) -> PathBuf {
         if let Some(dir) = flag {
-            return (dir.to_path_buf(), HomeSource::Flag);
+            return dir.to_path_buf();
         }
         if let Some(dir) = env.filter(|d| !d.as_os_str().is_empty()) {
-            return (dir, HomeSource::Env);
+            return dir;
         }
         if let Some(cwd) =
             cwd.filter(|d| d.join("greffon.toml").is_file() || d.join("plugins").is_dir())
         {
-            return (cwd, HomeSource::CurrentDir);
+            return cwd;
         }
         let data = xdg
             .filter(|d| d.is_absolute())
             .or_else(|| user_home.map(|h| h.join(".local/share")))
             .unwrap_or_else(|| PathBuf::from("."));
-        (data.join("greffon"), HomeSource::DataDir)
+        data.join("greffon")
     }
 
     /// Lays out a home rooted at `root` (made absolute) with `config`'s
@@ -100,10 +91,6 @@ impl Home {
     pub fn sdk_root(&self) -> PathBuf {
         self.root.join("app").join("sdk")
     }
-
-    pub fn models_dir(&self) -> PathBuf {
-        self.root.join("models")
-    }
 }
 
 #[cfg(test)]
@@ -123,30 +110,17 @@ mod tests {
                 Some(PathBuf::from("/home/u")),
             )
         };
-        assert_eq!(
-            r(Some(flag), Some("/env")),
-            (PathBuf::from("/flag"), HomeSource::Flag)
-        );
-        assert_eq!(
-            r(None, Some("/env")),
-            (PathBuf::from("/env"), HomeSource::Env)
-        );
-        assert_eq!(
-            r(None, None),
-            (PathBuf::from("/xdg/greffon"), HomeSource::DataDir)
-        );
+        assert_eq!(r(Some(flag), Some("/env")), PathBuf::from("/flag"));
+        assert_eq!(r(None, Some("/env")), PathBuf::from("/env"));
+        assert_eq!(r(None, None), PathBuf::from("/xdg/greffon"));
         std::fs::create_dir(cwd.path().join("plugins")).expect("mkdir");
-        assert_eq!(
-            r(None, None),
-            (cwd.path().to_path_buf(), HomeSource::CurrentDir)
-        );
+        assert_eq!(r(None, None), cwd.path().to_path_buf());
     }
 
     #[test]
     fn data_dir_falls_back_to_local_share() {
-        let (dir, src) = Home::resolve_with(None, None, None, None, Some(PathBuf::from("/home/u")));
+        let dir = Home::resolve_with(None, None, None, None, Some(PathBuf::from("/home/u")));
         assert_eq!(dir, PathBuf::from("/home/u/.local/share/greffon"));
-        assert_eq!(src, HomeSource::DataDir);
     }
 
     #[test]

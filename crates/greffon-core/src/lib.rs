@@ -20,7 +20,7 @@ mod permission;
 mod schema;
 
 pub use config::{Config, ConfigError, PluginConfig};
-pub use home::{Home, HomeSource};
+pub use home::Home;
 pub use meta::{MetaError, PluginMeta, is_valid_name};
 pub use permission::Permission;
 pub use schema::{InputSchema, SchemaSource, Violation, describe, is_string_property, normalize};

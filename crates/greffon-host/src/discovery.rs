@@ -2,8 +2,8 @@
 //! discovery (worker stopped right after), `check`, and enable (worker
 //! kept).
 
-use crate::dump::{self, Dump, Phase};
-use crate::host::Inner;
+use crate::dump::Phase;
+use crate::host::{Inner, exception_text};
 use crate::worker::{OnCrash, Reply, SpawnSpec, Worker};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
@@ -87,16 +87,10 @@ impl Inner {
         let params = LoadParams {
             path: script.to_string_lossy().into_owned(),
             folder: folder.to_string(),
-            config: serde_json::Value::Null,
+            config: self.config.plugin_config(&self.config_name_for(folder)),
             capture_limit: self.config.capture_limit_bytes,
             max_result_bytes: self.config.max_result_bytes,
         };
-        // The config table belongs to the plugin's registry name, which is
-        // only known after import; discovery passes none, enable passes it.
-        let mut params = serde_json::to_value(params).unwrap_or_default();
-        if let Some(name) = self.config_name_for(folder) {
-            params["config"] = self.config.plugin_config(&name);
-        }
         let import_timeout = Duration::from_secs_f64(self.config.default_timeout_s);
         let reply = worker
             .request(method::LOAD, &params, None, import_timeout)
@@ -116,26 +110,10 @@ impl Inner {
                 output,
             }) => {
                 let output = output.unwrap_or_default();
-                let what = match &e.exc_type {
-                    Some(t) => format!("{t}: {}", e.message),
-                    None => e.message.clone(),
-                };
+                let what = exception_text(&e);
                 let dump = (e.kind == ErrorKind::Exception)
                     .then(|| {
-                        dump::write(
-                            &self.home.dumps_dir(),
-                            &Dump {
-                                plugin: folder,
-                                file_hash: &file_hash,
-                                phase: Phase::Import,
-                                args: None,
-                                error: &what,
-                                traceback: e.traceback.as_deref(),
-                                stdout: &output.stdout,
-                                stderr: &output.stderr,
-                            },
-                        )
-                        .ok()
+                        self.write_dump(folder, &file_hash, Phase::Import, None, &what, &e, &output)
                     })
                     .flatten();
                 Err(LoadError::one(
@@ -154,20 +132,13 @@ impl Inner {
                 format!("{} while importing plugin.py", exit.description),
                 exit.dump.clone(),
             )),
-            Err(timed_out) => {
-                let _ = timed_out;
-                worker.kill(&format!(
+            Err(_) => {
+                let reason = format!(
                     "importing plugin.py did not finish within {} s",
                     import_timeout.as_secs_f64()
-                ));
-                let exit = worker.wait_exit().await;
-                Err(LoadError::one(
-                    format!(
-                        "importing plugin.py did not finish within {} s",
-                        import_timeout.as_secs_f64()
-                    ),
-                    exit.dump.clone(),
-                ))
+                );
+                let exit = worker.kill_and_wait(&reason).await;
+                Err(LoadError::one(reason, exit.dump.clone()))
             }
         };
         let judged = result.and_then(|r| judge(&r));
@@ -186,13 +157,12 @@ impl Inner {
 
     /// Which `[plugins.NAME]` table applies to a folder: the registry name
     /// once known, else the folder name.
-    fn config_name_for(&self, folder: &str) -> Option<String> {
+    fn config_name_for(&self, folder: &str) -> String {
         let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
         plugins
             .values()
             .find(|p| p.folder == folder)
-            .map(|p| p.key.clone())
-            .or_else(|| Some(folder.to_string()))
+            .map_or_else(|| folder.to_string(), |p| p.key.clone())
     }
 }
 

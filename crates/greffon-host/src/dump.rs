@@ -93,21 +93,45 @@ pub(crate) fn write(dir: &Path, dump: &Dump<'_>) -> io::Result<PathBuf> {
     unreachable!("u32 range of suffixes exhausted")
 }
 
-/// The newest dump of `plugin`, for `plugin info`.
-pub(crate) fn latest(dir: &Path, plugin: &str) -> Option<PathBuf> {
-    let prefix = format!("{plugin}-");
+/// Writes `dump`, logging rather than failing when it cannot: a dump that
+/// cannot be written must not change the answer to the call.
+pub(crate) fn write_logged(dir: &Path, dump: &Dump<'_>) -> Option<PathBuf> {
+    match write(dir, dump) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(target: "server", plugin = dump.plugin, "cannot write crash dump: {e}");
+            None
+        }
+    }
+}
+
+/// The dump files present, read once for any number of [`latest`] calls.
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.ends_with(".log")
-                    && n.strip_prefix(&prefix)
-                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The newest dump written under any of `names` (a plugin's registry name
+/// and its folder), by timestamp.
+pub(crate) fn latest(dir: &Path, listing: &[String], names: &[&str]) -> Option<PathBuf> {
+    listing
+        .iter()
+        .filter_map(|file| {
+            names.iter().find_map(|name| {
+                let stamp = file.strip_prefix(name)?.strip_prefix('-')?;
+                stamp
+                    .starts_with(|c: char| c.is_ascii_digit())
+                    .then_some((stamp, file))
             })
         })
-        .max()
+        .max_by_key(|(stamp, _)| *stamp)
+        .map(|(_, file)| dir.join(file))
 }
 
 #[cfg(test)]
@@ -148,8 +172,31 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing");
         }
-        assert_eq!(latest(dir.path(), "p"), paths.iter().max().cloned());
-        assert_eq!(latest(dir.path(), "other"), None);
+        let files = listing(dir.path());
+        assert_eq!(
+            latest(dir.path(), &files, &["p"]),
+            paths.iter().max().cloned()
+        );
+        assert_eq!(latest(dir.path(), &files, &["other"]), None);
+    }
+
+    #[test]
+    fn latest_is_the_newest_across_the_name_and_the_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = sample(Phase::Import);
+        d.plugin = "folder";
+        write(dir.path(), &d).expect("written");
+        d.plugin = "name";
+        let newest = write(dir.path(), &d).expect("written");
+        let files = listing(dir.path());
+        assert_eq!(
+            latest(dir.path(), &files, &["folder", "name"]),
+            Some(newest.clone())
+        );
+        assert_eq!(
+            latest(dir.path(), &files, &["name", "folder"]),
+            Some(newest)
+        );
     }
 
     #[test]
@@ -158,6 +205,6 @@ mod tests {
         let mut d = sample(Phase::Import);
         d.plugin = "p-x";
         write(dir.path(), &d).expect("written");
-        assert_eq!(latest(dir.path(), "p"), None);
+        assert_eq!(latest(dir.path(), &listing(dir.path()), &["p"]), None);
     }
 }

@@ -2,7 +2,13 @@
 
 use greffon_protocol::ErrorKind;
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// ` (crash dump: PATH)` when there is a dump, for the end of a message.
+pub(crate) fn dump_note(dump: Option<&Path>) -> String {
+    dump.map(|d| format!(" (crash dump: {})", d.display()))
+        .unwrap_or_default()
+}
 
 /// Why a management operation (open, enable, disable, scaffold) failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +27,7 @@ pub enum HostError {
     Database { path: PathBuf, source: sqlx::Error },
     #[error("{0}")]
     UnknownPlugin(String),
-    #[error("plugin '{name}' failed: {reason}{}", dump.as_ref().map(|d| format!(" (crash dump: {})", d.display())).unwrap_or_default())]
+    #[error("plugin '{name}' failed: {reason}{}", dump_note(dump.as_deref()))]
     Failed {
         name: String,
         reason: String,

@@ -3,7 +3,7 @@
 
 use crate::discovery::{LoadError, Loaded};
 use crate::dump::{self, Dump, Phase};
-use crate::error::{CallError, HostError};
+use crate::error::{CallError, HostError, dump_note};
 use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
 use crate::services::Services;
 use crate::store::Store;
@@ -52,12 +52,6 @@ pub struct CheckReport {
 }
 
 impl Host {
-    /// Opens the home at `root` with its `greffon.toml` (if any).
-    pub async fn open(root: &Path) -> Result<Host, HostError> {
-        let config = Config::load(&Home::config_file(root))?;
-        Host::open_with(root, config).await
-    }
-
     /// Opens the home at `root` with an explicit configuration.
     pub async fn open_with(root: &Path, config: Config) -> Result<Host, HostError> {
         let home = Home::new(root, &config);
@@ -92,10 +86,6 @@ impl Host {
 
     pub fn home(&self) -> &Home {
         &self.inner.home
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.inner.config
     }
 
     /// The interpreter workers run on.
@@ -253,16 +243,18 @@ impl Host {
 
     /// Every plugin, by name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
+        let dumps = dump::listing(&self.inner.home.dumps_dir());
         let plugins = self.inner.all_plugins();
-        plugins.iter().map(|p| self.info_of(p)).collect()
+        plugins.iter().map(|p| self.info_of(p, &dumps)).collect()
     }
 
     /// One plugin's entry.
     pub fn plugin(&self, name: &str) -> Result<PluginInfo, HostError> {
-        self.lookup(name).map(|p| self.info_of(&p))
+        let plugin = self.lookup(name)?;
+        Ok(self.info_of(&plugin, &dump::listing(&self.inner.home.dumps_dir())))
     }
 
-    fn info_of(&self, p: &Plugin) -> PluginInfo {
+    fn info_of(&self, p: &Plugin, dumps: &[String]) -> PluginInfo {
         let running = p
             .worker
             .try_lock()
@@ -288,8 +280,7 @@ impl Host {
             meta: meta.map(|m| m.raw.clone()),
             failure: s.failure.clone(),
             running,
-            last_dump: dump::latest(&self.inner.home.dumps_dir(), &p.key)
-                .or_else(|| dump::latest(&self.inner.home.dumps_dir(), &p.folder)),
+            last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),
         }
     }
 
@@ -343,7 +334,7 @@ impl Host {
                     .map_err(|source| self.inner.db_error(source))?;
                 let names: Vec<&str> = granted.iter().map(|p| p.as_str()).collect();
                 tracing::info!(target: "audit", event = "enable", plugin = %plugin.key, permissions = ?names);
-                Ok(self.info_of(&plugin))
+                self.plugin(&plugin.key)
             }
             Err(failure) => {
                 drop(slot);
@@ -379,7 +370,7 @@ impl Host {
             .await
             .map_err(|source| self.inner.db_error(source))?;
         tracing::info!(target: "audit", event = "disable", plugin = %plugin.key);
-        Ok(self.info_of(&plugin))
+        self.plugin(&plugin.key)
     }
 
     /// Loads a plugin in a fresh worker (by name or folder) and reports
@@ -556,10 +547,7 @@ impl Host {
                 message: format!(
                     "plugin '{name}': its worker ended during the call ({}){}",
                     exit.description,
-                    exit.dump
-                        .as_ref()
-                        .map(|d| format!("; crash dump: {}", d.display()))
-                        .unwrap_or_default()
+                    dump_note(exit.dump.as_deref())
                 ),
                 dump: exit.dump.clone(),
             }),
@@ -616,10 +604,7 @@ fn failed_error(name: &str, status: &Status) -> CallError {
     let failure = status.failure.as_ref();
     let reason = failure.map_or("unknown", |f| f.reason.as_str());
     let dump = failure.and_then(|f| f.dump.clone());
-    let at = dump
-        .as_ref()
-        .map(|d| format!(" (crash dump: {})", d.display()))
-        .unwrap_or_default();
+    let at = dump_note(dump.as_deref());
     CallError {
         kind: ErrorKind::PluginFailed,
         message: format!("plugin '{name}' is failed: {reason}{at}"),
@@ -646,32 +631,35 @@ fn json_size(value: &Value) -> usize {
     }
 }
 
+/// Why a plugin may not run with what it was granted: the permissions it
+/// declares beyond the grant, and the reason shown to the operator.
+fn ungranted(
+    name: &str,
+    declared: &[Permission],
+    granted: &[Permission],
+) -> Option<(Vec<&'static str>, String)> {
+    let extra: Vec<&'static str> = declared
+        .iter()
+        .filter(|p| !granted.contains(p))
+        .map(|p| p.as_str())
+        .collect();
+    if extra.is_empty() {
+        return None;
+    }
+    let reason = format!(
+        "it now declares permissions that were not granted ({}); run `greffon plugin enable {name}` to grant them",
+        extra.join(", ")
+    );
+    Some((extra, reason))
+}
+
 fn settled_status(meta: PluginMeta, file_hash: String, granted: Option<Vec<Permission>>) -> Status {
     let (state, failure) = match &granted {
         None => (State::Disabled, None),
-        Some(g) => {
-            let extra: Vec<&str> = meta
-                .permissions
-                .iter()
-                .filter(|p| !g.contains(p))
-                .map(|p| p.as_str())
-                .collect();
-            if extra.is_empty() {
-                (State::Enabled, None)
-            } else {
-                (
-                    State::Failed,
-                    Some(Failure {
-                        reason: format!(
-                            "it now declares permissions that were not granted ({}); run `greffon plugin enable {}` to grant them",
-                            extra.join(", "),
-                            meta.name
-                        ),
-                        dump: None,
-                    }),
-                )
-            }
-        }
+        Some(g) => match ungranted(&meta.name, &meta.permissions, g) {
+            None => (State::Enabled, None),
+            Some((_, reason)) => (State::Failed, Some(Failure { reason, dump: None })),
+        },
     };
     Status {
         meta: Some(Arc::new(meta)),
@@ -776,10 +764,7 @@ impl Inner {
                     "plugin '{}' could not start: {}{}",
                     plugin.key,
                     f.reason,
-                    f.dump
-                        .as_ref()
-                        .map(|d| format!(" (crash dump: {})", d.display()))
-                        .unwrap_or_default()
+                    dump_note(f.dump.as_deref())
                 ),
                 dump: f.dump,
             }),
@@ -833,19 +818,9 @@ impl Inner {
             None
         } else {
             let granted = plugin.status().granted.clone().unwrap_or_default();
-            let extra: Vec<&str> = meta
-                .permissions
-                .iter()
-                .filter(|p| !granted.contains(p))
-                .map(|p| p.as_str())
-                .collect();
-            (!extra.is_empty()).then(|| {
+            ungranted(&plugin.key, &meta.permissions, &granted).map(|(extra, reason)| {
                 tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
-                format!(
-                    "it now declares permissions that were not granted ({}); run `greffon plugin enable {}` to grant them",
-                    extra.join(", "),
-                    plugin.key
-                )
+                reason
             })
         };
         if let Some(reason) = problem {
@@ -899,13 +874,10 @@ impl Inner {
                 dump: worker.wait_exit().await.dump.clone(),
             },
             Err(_) => {
-                worker.kill(&format!(
-                    "start() did not finish within {} s",
-                    timeout.as_secs_f64()
-                ));
-                let exit = worker.wait_exit().await;
+                let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
+                let exit = worker.kill_and_wait(&reason).await;
                 Failure {
-                    reason: format!("start() did not finish within {} s", timeout.as_secs_f64()),
+                    reason,
                     dump: exit.dump.clone(),
                 }
             }
@@ -962,9 +934,7 @@ impl Inner {
                     kind: ErrorKind::Exception,
                     message: format!(
                         "plugin '{name}' raised {what}{}",
-                        dump.as_ref()
-                            .map(|d| format!(" (crash dump: {})", d.display()))
-                            .unwrap_or_default()
+                        dump_note(dump.as_deref())
                     ),
                     dump,
                 }
@@ -978,7 +948,7 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write_dump(
+    pub(crate) fn write_dump(
         &self,
         plugin: &str,
         file_hash: &str,
@@ -998,17 +968,12 @@ impl Inner {
             stdout: &output.stdout,
             stderr: &output.stderr,
         };
-        match dump::write(&self.home.dumps_dir(), &d) {
-            Ok(p) => Some(p),
-            Err(err) => {
-                tracing::error!(target: "server", plugin, "cannot write crash dump: {err}");
-                None
-            }
-        }
+        dump::write_logged(&self.home.dumps_dir(), &d)
     }
 }
 
-fn exception_text(e: &WireError) -> String {
+/// `Type: message` of an exception answered by the worker.
+pub(crate) fn exception_text(e: &WireError) -> String {
     match &e.exc_type {
         Some(t) => format!("{t}: {}", e.message),
         None => e.message.clone(),

@@ -532,7 +532,6 @@ impl Worker {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
-
         {
             let mut pending = self.shared.pending();
             if pending.closed {
@@ -614,11 +613,13 @@ impl Worker {
             .kill_reason
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-        self.signal_group();
+        self.shared.kill_group();
     }
 
-    fn signal_group(&self) {
-        self.shared.kill_group();
+    /// Kills the worker (see [`Worker::kill`]) and waits until it is gone.
+    pub(crate) async fn kill_and_wait(&self, reason: &str) -> Arc<Exit> {
+        self.kill(reason);
+        self.wait_exit().await
     }
 
     /// Asks the worker to exit, then kills its group if it lingers. Its exit
@@ -630,11 +631,11 @@ impl Worker {
                 .request(method::SHUTDOWN, &Value::Null, None, grace)
                 .await;
             if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
-                self.signal_group();
+                self.shared.kill_group();
             }
         }
         // The whole group goes, including anything the plugin started.
-        self.signal_group();
+        self.shared.kill_group();
         self.wait_exit().await;
     }
 }
@@ -750,13 +751,7 @@ async fn read_loop(
             stdout: &stdout,
             stderr: &stderr,
         };
-        match dump::write(&shared.spec.dumps_dir, &d) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(target: "server", plugin = %shared.spec.plugin, "cannot write crash dump: {e}");
-                None
-            }
-        }
+        dump::write_logged(&shared.spec.dumps_dir, &d)
     };
     if !expected {
         tracing::warn!(

@@ -62,8 +62,6 @@ pub struct LoadResult {
     /// Python type name of `plugin.meta` when it is not a dict.
     pub meta_type: Option<String>,
     pub has_run: bool,
-    pub has_start: bool,
-    pub has_stop: bool,
 }
 
 /// Parameters of [`RUN`], borrowed: the host serializes them straight into

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let (root, _) = Home::resolve(cli.home.as_deref());
+    let root = Home::resolve(cli.home.as_deref());
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
     let Command::Plugin { command } = cli.command;
     let config = Config::load(&Home::config_file(&root))?;
