@@ -32,7 +32,35 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-const GATE: &str = "import threading\nGATE = threading.Event()\nclass P:\n    meta = {'name': 'gate', 'timeout': 20, 'inputs': {'schema': {'op': 'string'}}}\n    def run(self, op):\n        if op == 'wait':\n            return 'released' if GATE.wait(15) else 'not released'\n        if op == 'open':\n            GATE.set()\n            return 'opened'\n        if op == 'die':\n            import os; os._exit(1)\n        return op\nplugin = P()\n";
+/// `wait` blocks until `open`; `open` and `die` first wait (at most 10 s)
+/// until `n` calls are blocked in `wait`, so the tests need no sleeps and
+/// can tell calls that ran together from calls that ran one after another.
+const GATE: &str = "import os, threading
+COND = threading.Condition()
+WAITING = [0]
+GATE = threading.Event()
+def waiters(n):
+    with COND:
+        return COND.wait_for(lambda: WAITING[0] >= n, timeout=10)
+class P:
+    meta = {'name': 'gate', 'timeout': 20, 'inputs': {'schema': {'op': 'string', 'n': {'type': 'integer', 'default': 0}}}}
+    def run(self, op, n):
+        if op == 'wait':
+            with COND:
+                WAITING[0] += 1
+                COND.notify_all()
+            return 'released' if GATE.wait(15) else 'not released'
+        if op == 'open':
+            ready = waiters(n)
+            GATE.set()
+            return 'opened' if ready else 'a waiter never started'
+        if op == 'die':
+            if waiters(n):
+                os._exit(1)
+            return 'a waiter never started'
+        return op
+plugin = P()
+";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_serves_concurrent_calls_in_threads() {
@@ -41,14 +69,12 @@ async fn one_worker_serves_concurrent_calls_in_threads() {
     let host = host_with(tmp.path(), "").await;
     host.enable("gate").await.expect("enabled");
     let pid = host.worker_pid("gate").await;
-    // If calls were serialized, `wait` would hold the worker and `open`
-    // could never run: `wait` would answer "not released".
-    let waiting = host.call("gate", json!({"op": "wait"}));
-    let opening = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        host.call("gate", json!({"op": "open"})).await
-    };
-    let (waited, opened) = tokio::join!(waiting, opening);
+    // Run one after the other, either order fails: `wait` first answers
+    // "not released", `open` first answers "a waiter never started".
+    let (waited, opened) = tokio::join!(
+        host.call("gate", json!({"op": "wait"})),
+        host.call("gate", json!({"op": "open", "n": 1}))
+    );
     assert_eq!(opened.expect("open"), json!("opened"));
     assert_eq!(waited.expect("wait"), json!("released"));
     assert_eq!(
@@ -86,7 +112,8 @@ async fn every_call_in_flight_is_answered_when_the_worker_dies() {
     host.shutdown().await;
 }
 
-/// Starts `n` waiting calls, then kills the worker with a `die` call.
+/// Starts `n` waiting calls and a `die` call that ends the worker once all
+/// `n` are blocked in it.
 async fn futures_join(
     host: &Host,
     n: usize,
@@ -96,9 +123,8 @@ async fn futures_join(
         let h = host.clone();
         set.spawn(async move { h.call("gate", json!({"op": "wait"})).await });
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let h = host.clone();
-    set.spawn(async move { h.call("gate", json!({"op": "die"})).await });
+    set.spawn(async move { h.call("gate", json!({"op": "die", "n": n})).await });
     let mut out = Vec::new();
     while let Some(r) = set.join_next().await {
         out.push(r.expect("task"));

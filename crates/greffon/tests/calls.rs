@@ -487,3 +487,20 @@ fn output_printed_outside_a_call_reaches_the_crash_dump() {
     let text = std::fs::read_to_string(home.dumps().last().expect("dump")).expect("dump");
     assert!(text.contains("bg-before-crash"), "{text}");
 }
+
+#[test]
+fn a_result_over_the_size_limit_is_an_error() {
+    let home = TestHome::new();
+    home.config("max_result_bytes = 1000\n");
+    home.plugin(
+        "big",
+        "class P:\n    meta = {'name': 'big', 'inputs': {'schema': {'n': 'integer'}}}\n    def run(self, n):\n        return 'x' * n\nplugin = P()\n",
+    );
+    home.enable("big");
+    let err = home.run_error("big", r#"{"n": 5000}"#);
+    assert_eq!(
+        err,
+        "plugin 'big': the result of run() is 5002 bytes, over the limit of 1000 bytes (max_result_bytes)"
+    );
+    assert_eq!(home.run("big", r#"{"n": 3}"#), (0, json!("xxx")));
+}

@@ -416,3 +416,27 @@ fn verbosity_flags_shape_the_human_log_on_stderr() {
         String::from_utf8_lossy(&quiet.stderr)
     );
 }
+
+#[test]
+fn a_home_where_the_sdk_or_the_database_cannot_live_is_refused_clearly() {
+    let home = TestHome::new();
+    std::fs::create_dir_all(home.path().join("app")).expect("app");
+    std::fs::write(home.path().join("app/sdk"), "not a folder").expect("file");
+    let out = home.greffon(&["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write the Python SDK under") && err.contains("app/sdk"),
+        "{err}"
+    );
+
+    let home = TestHome::new();
+    std::fs::create_dir_all(home.path().join("greffon.db")).expect("a folder where the file goes");
+    let out = home.greffon(&["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database ") && err.contains("greffon.db"),
+        "{err}"
+    );
+}
