@@ -1,6 +1,7 @@
 //! `greffon.toml`: every key optional, every default documented here and
 //! in the README.
 
+use crate::allowlist::Pattern;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,8 +37,29 @@ pub struct Config {
     /// Write argument values into audit records (off: they may hold
     /// secrets).
     pub audit_args: bool,
+    /// `enforce`: plugins run only inside the kernel sandbox, and refuse
+    /// to start when the kernel lacks what it needs. `off`: an explicit
+    /// opt-out, warned about at every start and in the audit log.
+    pub sandbox: SandboxMode,
+    /// Hosts any plugin may reach (entries as in `meta.allowlist_domains`).
+    /// Unset: each plugin gets what it declares, shown at enable. Set: a
+    /// ceiling that narrows what plugins declare.
+    pub allowlist_domains: Option<Vec<String>>,
+    /// Largest HTTP response body the broker hands to a plugin.
+    pub http_max_response_bytes: usize,
+    /// Longest an HTTP request may take when the plugin gives no timeout.
+    pub http_timeout_s: f64,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `sandbox = "enforce" | "off"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    Enforce,
+    Off,
 }
 
 /// `[plugins.NAME]`.
@@ -46,6 +68,11 @@ pub struct Config {
 pub struct PluginConfig {
     /// Overrides `meta["timeout"]` and `default_timeout_s`.
     pub timeout_s: Option<f64>,
+    /// Override `meta["limits"]` and the defaults (2048 MiB, 3600 CPU
+    /// seconds, 256 open files).
+    pub memory_mb: Option<u64>,
+    pub cpu_s: Option<u64>,
+    pub max_open_files: Option<u64>,
     /// Free table handed to the plugin as `greffon.config()`.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -65,6 +92,10 @@ impl Default for Config {
             crash_window_s: 60.0,
             max_concurrent_calls: 32,
             audit_args: false,
+            sandbox: SandboxMode::Enforce,
+            allowlist_domains: None,
+            http_max_response_bytes: 10 << 20,
+            http_timeout_s: 30.0,
             plugins: BTreeMap::new(),
         }
     }
@@ -144,9 +175,26 @@ impl Config {
         positive("stop_timeout_s", self.stop_timeout_s);
         positive("kill_grace_s", self.kill_grace_s);
         positive("crash_window_s", self.crash_window_s);
+        positive("http_timeout_s", self.http_timeout_s);
         for (name, p) in &self.plugins {
             if let Some(t) = p.timeout_s {
                 positive(&format!("plugins.{name}.timeout_s"), t);
+            }
+        }
+        for (name, p) in &self.plugins {
+            for (key, v) in [
+                ("memory_mb", p.memory_mb),
+                ("cpu_s", p.cpu_s),
+                ("max_open_files", p.max_open_files),
+            ] {
+                if bad.is_none() && v == Some(0) {
+                    bad = Some((format!("plugins.{name}.{key}"), "must be at least 1".into()));
+                }
+            }
+        }
+        for entry in self.allowlist_domains.iter().flatten() {
+            if let (None, Err(why)) = (&bad, Pattern::parse(entry)) {
+                bad = Some(("allowlist_domains".into(), why));
             }
         }
         for (key, v) in [
@@ -154,6 +202,7 @@ impl Config {
             ("max_result_bytes", self.max_result_bytes),
             ("max_concurrent_calls", self.max_concurrent_calls),
             ("max_crashes", self.max_crashes as usize),
+            ("http_max_response_bytes", self.http_max_response_bytes),
         ] {
             if bad.is_none() && v == 0 {
                 bad = Some((key.to_string(), "must be at least 1".into()));
@@ -177,6 +226,13 @@ impl Config {
             .and_then(|p| p.timeout_s)
             .or(meta_timeout_s)
             .unwrap_or(self.default_timeout_s)
+    }
+
+    /// The global allowlist, parsed (entries were checked at load).
+    pub fn global_allowlist(&self) -> Option<Vec<Pattern>> {
+        self.allowlist_domains
+            .as_ref()
+            .map(|l| l.iter().filter_map(|e| Pattern::parse(e).ok()).collect())
     }
 
     /// The plugin's `config` table as JSON, for `greffon.config()`.
@@ -273,6 +329,27 @@ mod tests {
     fn syntax_error_has_a_line() {
         let e = parse("a = 1\nb = [\n").expect_err("refused");
         assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn sandbox_allowlist_and_limits_are_read() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.sandbox, SandboxMode::Enforce);
+        assert!(c.global_allowlist().is_none());
+        let c = parse(
+            "sandbox = \"off\"\nallowlist_domains = [\"*.example.com\"]\n[plugins.w]\nmemory_mb = 300\n",
+        )
+        .expect("valid");
+        assert_eq!(c.sandbox, SandboxMode::Off);
+        assert_eq!(c.global_allowlist().map(|l| l.len()), Some(1));
+        assert_eq!(c.plugins["w"].memory_mb, Some(300));
+        let e = parse("sandbox = \"lax\"\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("sandbox"));
+        let e = parse("allowlist_domains = [\"ok.com\", \"*.com\"]\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("allowlist_domains"));
+        assert!(e.message.contains("'*.com'"), "{e}");
+        let e = parse("[plugins.w]\ncpu_s = 0\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("plugins.w.cpu_s"));
     }
 
     #[test]

@@ -9,18 +9,22 @@
 //! - [`InputSchema`]: `inputs.schema` (Pydantic, JSON Schema or the
 //!   simplified dict) as one compiled JSON Schema that checks arguments and
 //!   fills defaults.
+//! - [`Allowlist`]: which URLs a plugin's HTTP requests may reach, and
+//!   [`is_public`] for the addresses they may connect to.
 //! - [`Config`]: `greffon.toml` with a default for every key, and errors
 //!   that name the file, line and key.
 //! - [`Home`]: where the home is and what lives inside it.
 
+mod allowlist;
 mod config;
 mod home;
 mod meta;
 mod permission;
 mod schema;
 
-pub use config::{Config, ConfigError, PluginConfig};
+pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};
+pub use config::{Config, ConfigError, PluginConfig, SandboxMode};
 pub use home::Home;
-pub use meta::{MetaError, PluginMeta, is_valid_name};
+pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name};
 pub use permission::Permission;
 pub use schema::{InputSchema, SchemaSource, Violation, describe, is_string_property, normalize};

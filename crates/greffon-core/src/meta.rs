@@ -1,5 +1,6 @@
 //! `Plugin.meta` as reported by a worker, judged and normalized.
 
+use crate::allowlist::Pattern;
 use crate::permission::Permission;
 use crate::schema::{self, InputSchema};
 use serde_json::Value;
@@ -17,8 +18,24 @@ pub struct PluginMeta {
     /// `meta["timeout"]` in seconds; config `[plugins.NAME] timeout_s` wins.
     pub timeout_s: Option<f64>,
     pub schema: InputSchema,
+    /// `meta["paths"]["read"]` / `["write"]`, as written (relative to the
+    /// greffon home or absolute); empty means the plugin's `data/<name>/`.
+    pub paths_read: Vec<String>,
+    pub paths_write: Vec<String>,
+    /// `meta["allowlist_domains"]`: the hosts the plugin needs.
+    pub allowlist: Option<Vec<Pattern>>,
+    /// `meta["limits"]`; config `[plugins.NAME]` wins.
+    pub limits: DeclaredLimits,
     /// The meta exactly as the worker reported it, for `plugin info`.
     pub raw: Value,
+}
+
+/// `meta["limits"]`: each unset one takes the config or the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeclaredLimits {
+    pub memory_mb: Option<u64>,
+    pub cpu_s: Option<u64>,
+    pub max_open_files: Option<u64>,
 }
 
 /// Every problem found in a meta, so an author fixes them in one pass.
@@ -186,6 +203,10 @@ impl PluginMeta {
             }
         };
 
+        let (paths_read, paths_write) = parse_paths(map.get("paths"), &permissions, &mut problems);
+        let allowlist = parse_allowlist(map.get("allowlist_domains"), &permissions, &mut problems);
+        let limits = parse_limits(map.get("limits"), &mut problems);
+
         match schema {
             Some(schema) if problems.is_empty() => Ok(PluginMeta {
                 name,
@@ -194,11 +215,136 @@ impl PluginMeta {
                 permissions,
                 timeout_s,
                 schema,
+                paths_read,
+                paths_write,
+                allowlist,
+                limits,
                 raw: meta.clone(),
             }),
             _ => Err(MetaError { problems }),
         }
     }
+}
+
+fn string_list(v: &Value, what: &str, problems: &mut Vec<String>) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                other => {
+                    problems.push(format!(
+                        "{what}: each entry must be a string, got {}",
+                        schema::describe(other)
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        other => {
+            problems.push(format!(
+                "{what} must be a list of strings, got {}",
+                schema::describe(other)
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn parse_paths(
+    v: Option<&Value>,
+    permissions: &[Permission],
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let map = match v {
+        None | Some(Value::Null) => return (Vec::new(), Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            problems.push(format!(
+                "meta.paths must be a dict like {{\"read\": [...], \"write\": [...]}}, got {}",
+                schema::describe(other)
+            ));
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let mut out = [Vec::new(), Vec::new()];
+    for (key, list) in map {
+        let (slot, needs) = match key.as_str() {
+            "read" => (0, Permission::FsRead),
+            "write" => (1, Permission::FsWrite),
+            other => {
+                problems.push(format!(
+                    "meta.paths: unknown key '{other}' (expected 'read' and 'write')"
+                ));
+                continue;
+            }
+        };
+        out[slot] = string_list(list, &format!("meta.paths.{key}"), problems);
+        if !out[slot].is_empty() && !permissions.contains(&needs) {
+            problems.push(format!(
+                "meta.paths.{key} is declared but '{}' is not in meta.permissions",
+                needs.as_str()
+            ));
+        }
+    }
+    let [read, write] = out;
+    (read, write)
+}
+
+fn parse_allowlist(
+    v: Option<&Value>,
+    permissions: &[Permission],
+    problems: &mut Vec<String>,
+) -> Option<Vec<Pattern>> {
+    let v = v.filter(|v| !v.is_null())?;
+    let entries = string_list(v, "meta.allowlist_domains", problems);
+    if !permissions.contains(&Permission::Net) {
+        problems
+            .push("meta.allowlist_domains is declared but 'net' is not in meta.permissions".into());
+    }
+    let mut patterns = Vec::new();
+    for e in entries {
+        match Pattern::parse(&e) {
+            Ok(p) => patterns.push(p),
+            Err(why) => problems.push(format!("meta.allowlist_domains: {why}")),
+        }
+    }
+    Some(patterns)
+}
+
+fn parse_limits(v: Option<&Value>, problems: &mut Vec<String>) -> DeclaredLimits {
+    let map = match v {
+        None | Some(Value::Null) => return DeclaredLimits::default(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            problems.push(format!(
+                "meta.limits must be a dict, got {}",
+                schema::describe(other)
+            ));
+            return DeclaredLimits::default();
+        }
+    };
+    let mut limits = DeclaredLimits::default();
+    for (key, value) in map {
+        let slot = match key.as_str() {
+            "memory_mb" => &mut limits.memory_mb,
+            "cpu_s" => &mut limits.cpu_s,
+            "max_open_files" => &mut limits.max_open_files,
+            other => {
+                problems.push(format!(
+                    "meta.limits: unknown limit '{other}' (expected memory_mb, cpu_s, max_open_files)"
+                ));
+                continue;
+            }
+        };
+        match value.as_u64().filter(|&n| n > 0) {
+            Some(n) => *slot = Some(n),
+            None => problems.push(format!(
+                "meta.limits.{key} must be a positive integer, got {value}"
+            )),
+        }
+    }
+    limits
 }
 
 #[cfg(test)]
@@ -257,6 +403,44 @@ mod tests {
             "each permission",
             "meta.timeout",
             "'strng'",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn paths_allowlist_and_limits_are_parsed_and_checked() {
+        let raw = json!({
+            "name": "w",
+            "permissions": ["net", "fs_read", "fs_write"],
+            "paths": {"read": ["data/shared", "/srv/maps"], "write": ["data/w/out"]},
+            "allowlist_domains": ["api.open-meteo.com", "*.example.com"],
+            "limits": {"memory_mb": 512, "cpu_s": 60},
+        });
+        let m = PluginMeta::parse(Some(&raw), None).expect("valid");
+        assert_eq!(m.paths_read, ["data/shared", "/srv/maps"]);
+        assert_eq!(m.paths_write, ["data/w/out"]);
+        assert_eq!(m.allowlist.as_ref().map(Vec::len), Some(2));
+        assert_eq!(m.limits.memory_mb, Some(512));
+        assert_eq!(m.limits.max_open_files, None);
+
+        let raw = json!({
+            "name": "w",
+            "permissions": [],
+            "paths": {"read": ["x"], "exec": []},
+            "allowlist_domains": ["*.com"],
+            "limits": {"memory_mb": -1, "disk": 3},
+        });
+        let text = PluginMeta::parse(Some(&raw), None)
+            .expect_err("refused")
+            .to_string();
+        for needle in [
+            "meta.paths.read is declared but 'fs_read'",
+            "unknown key 'exec'",
+            "'net' is not in meta.permissions",
+            "top-level domain",
+            "meta.limits.memory_mb must be a positive integer",
+            "unknown limit 'disk'",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
