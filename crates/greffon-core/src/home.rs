@@ -49,10 +49,13 @@ impl Home {
         data.join("greffon")
     }
 
-    /// Lays out a home rooted at `root` (made absolute) with `config`'s
-    /// `logs_dir`.
+    /// Lays out a home rooted at `root` with `config`'s `logs_dir`. An
+    /// existing root is made canonical: sandbox grants under it are opened
+    /// refusing every symlink, so the root must not go through one.
     pub fn new(root: &Path, config: &Config) -> Home {
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let root = std::fs::canonicalize(root)
+            .or_else(|_| std::path::absolute(root))
+            .unwrap_or_else(|_| root.to_path_buf());
         let logs_dir = root.join(&config.logs_dir);
         Home { root, logs_dir }
     }
@@ -87,9 +90,19 @@ impl Home {
         self.root.join("greffon.db")
     }
 
+    /// greffon's own state: SDK, logs by default, temp folders, token.
+    pub fn app_dir(&self) -> PathBuf {
+        self.root.join("app")
+    }
+
     /// Where the embedded Python SDK is materialized.
     pub fn sdk_root(&self) -> PathBuf {
-        self.root.join("app").join("sdk")
+        self.app_dir().join("sdk")
+    }
+
+    /// The workers' private temp folders.
+    pub fn tmp_root(&self) -> PathBuf {
+        self.app_dir().join("tmp")
     }
 }
 

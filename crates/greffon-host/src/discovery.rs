@@ -4,6 +4,7 @@
 
 use crate::dump::Phase;
 use crate::host::{Inner, exception_text};
+use crate::jail::Access;
 use crate::worker::{OnCrash, Reply, SpawnSpec, Worker};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
@@ -51,7 +52,7 @@ fn last_line(text: &str) -> &str {
 impl Inner {
     pub(crate) fn spawn_spec(&self, label: &str, dir: &Path, file_hash: &str) -> SpawnSpec {
         SpawnSpec {
-            python: self.python.clone(),
+            python: self.python.exe.clone(),
             sdk_dir: self.sdk_dir.clone(),
             plugin: label.to_string(),
             plugin_dir: dir.to_path_buf(),
@@ -65,17 +66,23 @@ impl Inner {
         }
     }
 
-    /// Spawns a worker for the plugin in `dir` and imports it there.
+    /// Spawns a worker for the plugin in `dir`, sandboxed to `access`, and
+    /// imports it there.
     pub(crate) async fn load(
         &self,
         folder: &str,
         dir: &Path,
+        access: &Access,
         on_crash: Option<OnCrash>,
     ) -> Result<Loaded, LoadError> {
         let script = dir.join("plugin.py");
         let file_hash = crate::worker::file_hash(&script);
+        let label = access.name.as_deref().unwrap_or(folder);
+        let jail = self
+            .jail(label, dir, access)
+            .map_err(|e| LoadError::one(format!("cannot sandbox its worker: {e}"), None))?;
         let spec = self.spawn_spec(folder, dir, &file_hash);
-        let worker = Worker::spawn(spec, self.services.clone(), on_crash)
+        let worker = Worker::spawn(spec, jail, self.services.clone(), on_crash)
             .await
             .map_err(|e| {
                 let mut problem = format!("cannot start its worker: {}", e.message);

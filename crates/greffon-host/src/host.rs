@@ -4,19 +4,32 @@
 use crate::discovery::{LoadError, Loaded};
 use crate::dump::{self, Dump, Phase};
 use crate::error::{CallError, HostError, dump_note};
+use crate::jail::Access;
+use crate::python::Interpreter;
 use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
 use crate::services::Services;
 use crate::store::Store;
 use crate::worker::{OnCrash, Reply, Worker};
-use greffon_core::{Config, Home, Permission, PluginMeta, SchemaSource};
+use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
 use greffon_protocol::method::{self, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
+use greffon_sandbox::Support;
+use greffon_sandbox::paths::Protected;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// What the kernel offers, lowered by `GREFFON_LANDLOCK_ABI_CAP` (which can
+/// only lower it) to check greffon's refusal on an older kernel.
+pub fn sandbox_support() -> Support {
+    let cap = std::env::var("GREFFON_LANDLOCK_ABI_CAP")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    greffon_sandbox::probe().capped(cap)
+}
 
 /// Discovery workers running at once.
 const DISCOVERY_PARALLELISM: usize = 4;
@@ -32,7 +45,13 @@ pub(crate) struct Inner {
     pub home: Home,
     pub config: Config,
     /// The resolved interpreter (never a shim).
-    pub python: PathBuf,
+    pub python: Interpreter,
+    /// What the kernel offers the sandbox.
+    pub support: Support,
+    /// The bootstrap's no-exec seccomp filter (hex).
+    pub noexec: String,
+    /// Paths no plugin may be granted.
+    pub protected: Protected,
     pub sdk_dir: PathBuf,
     pub store: Store,
     pub services: Arc<Services>,
@@ -54,8 +73,32 @@ pub struct CheckReport {
 impl Host {
     /// Opens the home at `root` with an explicit configuration.
     pub async fn open_with(root: &Path, config: Config) -> Result<Host, HostError> {
+        std::fs::create_dir_all(root).map_err(|source| HostError::Io {
+            context: format!("cannot create the home {}", root.display()),
+            source,
+        })?;
         let home = Home::new(root, &config);
         let python = crate::python::resolve(config.python.as_deref()).map_err(HostError::Python)?;
+        let support = sandbox_support();
+        match config.sandbox {
+            SandboxMode::Off => {
+                tracing::warn!(target: "server", "sandbox = \"off\": plugins run WITHOUT kernel isolation; their permissions are not enforced");
+                tracing::warn!(target: "audit", event = "sandbox_off", "plugins run without kernel isolation (sandbox = \"off\")");
+            }
+            SandboxMode::Enforce => {
+                let missing = support.missing();
+                if !missing.is_empty() {
+                    tracing::error!(target: "server", "the kernel cannot enforce the sandbox, so no plugin will start: {}; run `greffon doctor`", missing.join("; "));
+                }
+            }
+        }
+        let noexec = greffon_sandbox::noexec_program_hex().map_err(|e| HostError::Io {
+            context: "cannot build the no-exec filter".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let protected =
+            crate::jail::protected(&home, &Home::config_file(home.root()), &python.read_roots);
+        crate::jail::sweep_stale_scratch(&home.tmp_root());
         let sdk_root = home.sdk_root();
         let sdk_dir = crate::sdk::materialize(&sdk_root).map_err(|source| HostError::Sdk {
             path: sdk_root,
@@ -72,6 +115,9 @@ impl Host {
             home,
             config,
             python,
+            support,
+            noexec,
+            protected,
             sdk_dir,
             store,
             services: Arc::new(Services {
@@ -90,7 +136,17 @@ impl Host {
 
     /// The interpreter workers run on.
     pub fn python(&self) -> &Path {
-        &self.inner.python
+        &self.inner.python.exe
+    }
+
+    /// Its version (`3.11.7`).
+    pub fn python_version(&self) -> &str {
+        &self.inner.python.version
+    }
+
+    /// What the kernel offers the sandbox, as this host uses it.
+    pub fn sandbox_support(&self) -> Support {
+        self.inner.support
     }
 
     /// Scans `plugins/*/plugin.py` (folders starting with `_` skipped),
@@ -126,7 +182,7 @@ impl Host {
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let outcome = inner.load(&folder, &path, None).await;
+                let outcome = inner.load(&folder, &path, &Access::none(), None).await;
                 let outcome = match outcome {
                     Ok(loaded) => {
                         loaded.worker.shutdown(Duration::from_secs(1)).await;
@@ -394,7 +450,7 @@ impl Host {
             schema: None,
             permissions: Vec::new(),
         };
-        match self.inner.load(&folder, &dir, None).await {
+        match self.inner.load(&folder, &dir, &Access::none(), None).await {
             Ok(loaded) => {
                 loaded.worker.shutdown(Duration::from_secs(1)).await;
                 report.name = loaded.meta.name.clone();
@@ -791,42 +847,80 @@ impl Inner {
             self.config.max_crashes,
             Duration::from_secs_f64(self.config.crash_window_s),
         );
-        let on_crash: OnCrash = Box::new(move |exit| {
-            if let Some(p) = weak.upgrade() {
-                p.record_crash(exit, max, window);
-            }
-        });
-        let Loaded {
-            worker,
-            meta,
-            file_hash,
-        } = match self.load(&plugin.folder, &plugin.dir, Some(on_crash)).await {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(fail(Failure {
-                    reason: e.reason(),
-                    dump: e.dump,
-                }));
-            }
-        };
-        let problem = if meta.name != plugin.key {
-            Some(format!(
-                "plugin.py now declares the name '{}' instead of '{}'; restart greffon to rediscover it",
-                meta.name, plugin.key
-            ))
-        } else if granting {
-            None
-        } else {
-            let granted = plugin.status().granted.clone().unwrap_or_default();
-            ungranted(&plugin.key, &meta.permissions, &granted).map(|(extra, reason)| {
-                tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
-                reason
+        let on_crash = || -> OnCrash {
+            let weak = weak.clone();
+            Box::new(move |exit| {
+                if let Some(p) = weak.upgrade() {
+                    p.record_crash(exit, max, window);
+                }
             })
         };
-        if let Some(reason) = problem {
+        // Enable grants what the file declares; a restart keeps to what
+        // was granted.
+        let granted = plugin.status().granted.clone();
+        let grant_for = |meta: &PluginMeta| -> Vec<Permission> {
+            match (&granted, granting) {
+                (Some(g), false) => g.clone(),
+                _ => meta.permissions.clone(),
+            }
+        };
+        // The worker's sandbox comes from the meta seen at discovery; if the
+        // file now declares other paths, limits or permissions, it is
+        // loaded once more in a sandbox that matches.
+        let known = plugin.status().meta.clone();
+        let mut access = known.as_ref().map_or_else(Access::none, |m| {
+            Access::for_plugin(m, &grant_for(m), &self.config)
+        });
+        let mut attempts = 0;
+        let (worker, meta, file_hash) = loop {
+            attempts += 1;
+            let Loaded {
+                worker,
+                meta,
+                file_hash,
+            } = match self
+                .load(&plugin.folder, &plugin.dir, &access, Some(on_crash()))
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(fail(Failure {
+                        reason: e.reason(),
+                        dump: e.dump,
+                    }));
+                }
+            };
+            let problem = if meta.name != plugin.key {
+                Some(format!(
+                    "plugin.py now declares the name '{}' instead of '{}'; restart greffon to rediscover it",
+                    meta.name, plugin.key
+                ))
+            } else if granting {
+                None
+            } else {
+                let granted = granted.clone().unwrap_or_default();
+                ungranted(&plugin.key, &meta.permissions, &granted).map(|(extra, reason)| {
+                    tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
+                    reason
+                })
+            };
+            if let Some(reason) = problem {
+                worker.shutdown(Duration::from_secs(1)).await;
+                return Err(fail(Failure { reason, dump: None }));
+            }
+            let wanted = Access::for_plugin(&meta, &grant_for(&meta), &self.config);
+            if wanted == access {
+                break (worker, meta, file_hash);
+            }
             worker.shutdown(Duration::from_secs(1)).await;
-            return Err(fail(Failure { reason, dump: None }));
-        }
+            if attempts >= 2 {
+                return Err(fail(Failure {
+                    reason: "plugin.py kept changing while it was loaded; try again".into(),
+                    dump: None,
+                }));
+            }
+            access = wanted;
+        };
         let meta = Arc::new(meta);
         {
             let mut s = plugin.status();

@@ -7,7 +7,9 @@
 //!   runs calls (validation → worker → result or `{"error"}`), shuts down.
 //! - `registry`: the entries and their states ([`State`], [`PluginInfo`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
-//! - `worker`: one worker process and the framed channel on fd 3.
+//! - `worker`: one worker process and its framed channels (fds 3 and 4);
+//!   `jail`: its sandbox (permissions, paths, limits, temp folder);
+//!   `spawner`: the one thread that forks workers.
 //! - `services`: host services plugins call mid-call (`system.info`).
 //! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
 //!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
@@ -17,17 +19,19 @@ mod discovery;
 mod dump;
 mod error;
 mod host;
+mod jail;
 pub mod logging;
 mod python;
 mod registry;
 mod scaffold;
 mod sdk;
 mod services;
+mod spawner;
 mod store;
 mod sysinfo;
 mod worker;
 
 pub use error::{CallError, HostError};
-pub use host::{CheckReport, Host};
+pub use host::{CheckReport, Host, sandbox_support};
 pub use registry::{Failure, PluginInfo, State};
 pub use scaffold::scaffold;

@@ -16,6 +16,7 @@ macro_rules! sdk_files {
 const FILES: &[(&str, &str)] = sdk_files![
     "greffon/__init__.py",
     "greffon/_runtime.py",
+    "greffon/_seal.py",
     "greffon/_channel.py",
     "greffon/log.py",
     "greffon/system.py",
@@ -28,9 +29,11 @@ const FILES: &[(&str, &str)] = sdk_files![
 /// The plugin template copied by `scaffold` when the home has none.
 pub(crate) const TEMPLATE: &str = include_str!("../../../plugins/_template/plugin.py");
 
-/// What the worker process runs: put the SDK first on `sys.path`, serve.
-pub(crate) const BOOTSTRAP: &str =
-    "import sys; sys.path.insert(0, sys.argv[1]); from greffon.worker import main; main()";
+/// What the worker process runs: put the SDK first on `sys.path`, seal the
+/// process against `execve` unless `process` was granted (argument 2),
+/// serve.
+pub(crate) const BOOTSTRAP: &str = "import sys; sys.path.insert(0, sys.argv[1]); \
+    import greffon._seal; from greffon.worker import main; main()";
 
 fn content_hash() -> String {
     let mut h = Sha256::new();

@@ -18,12 +18,14 @@
 //!   while its own request occupies the main thread.
 
 use crate::dump::{self, Dump, Phase};
+use crate::jail::Jail;
 use crate::services::{Caller, Services};
 use greffon_protocol::method::{self, Hello, LogRecord};
 use greffon_protocol::{
     FRAME_HEADER_LEN, Message, Output, PROTOCOL_VERSION, ResponseBody, decode_header, encode_frame,
     encode_request,
 };
+use greffon_sandbox::Sandbox;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io;
@@ -138,6 +140,8 @@ struct Shared {
     exited: Notify,
     stdout_tail: Mutex<Vec<u8>>,
     stderr_tail: Mutex<Vec<u8>>,
+    /// The worker's private temp folder, removed once it has exited.
+    scratch: PathBuf,
 }
 
 impl Shared {
@@ -182,32 +186,39 @@ pub(crate) struct SpawnError {
 
 /// Runs between fork and exec: only async-signal-safe syscalls, no
 /// allocation, no panic.
-fn child_setup(main: RawFd, side: RawFd) -> io::Result<()> {
-    // SAFETY: plain syscalls on integers; nothing is allocated or locked.
+fn child_setup(main: RawFd, side: RawFd, sandbox: &mut Sandbox) -> io::Result<()> {
+    // SAFETY: plain syscall; nothing is allocated or locked.
     unsafe {
-        // Its own session and process group: terminal signals do not reach
-        // it, and the host can kill the whole group.
+        // Its own session and process group: no controlling terminal
+        // (no TIOCSTI), terminal signals do not reach it, and the host can
+        // kill the whole group.
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
         }
-        // Moving main to 3 must not clobber side.
-        let side = if side == 3 {
-            libc::fcntl(side, libc::F_DUPFD_CLOEXEC, 5)
-        } else {
-            side
-        };
-        if side < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        place_fd(main, 3)?;
-        place_fd(side, 4)?;
-        // Nothing else the host holds open may reach the plugin. CLOEXEC,
-        // not close: std's own error pipe must survive until exec.
-        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
-            return Err(io::Error::last_os_error());
-        }
     }
-    Ok(())
+    sandbox.apply(|| {
+        // SAFETY: plain syscalls on integers.
+        unsafe {
+            // Moving main to 3 must not clobber side.
+            let side = if side == 3 {
+                libc::fcntl(side, libc::F_DUPFD_CLOEXEC, 5)
+            } else {
+                side
+            };
+            if side < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            place_fd(main, 3)?;
+            place_fd(side, 4)?;
+            // Nothing else the host holds open may reach the plugin (an
+            // inherited fd bypasses Landlock). CLOEXEC, not close: std's
+            // own error pipe must survive until exec.
+            if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `close_range` flag (linux/close_range.h), absent from older libc crates.
@@ -259,6 +270,32 @@ async fn read_message<R: AsyncRead + Unpin>(
         Err(e) => return Err(format!("channel read failed: {e}")),
     }
     Message::from_json(&body).map(Some)
+}
+
+/// A pidfd for `pid`, None when the kernel has none (the channel's end of
+/// file then says the worker is gone).
+fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes integers; a valid result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: see above; the OwnedFd keeps it open for the AsyncFd's life.
+    unsafe {
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd as i32);
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
+    }
+}
+
+/// Waits until the pidfd says the process exited (forever without one).
+async fn wait_readable(fd: Option<&tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
+    match fd {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {
@@ -368,6 +405,7 @@ impl Worker {
     /// Starts a worker and waits for its `hello`.
     pub(crate) async fn spawn(
         spec: SpawnSpec,
+        jail: Jail,
         services: Arc<Services>,
         on_crash: Option<OnCrash>,
     ) -> Result<Arc<Worker>, SpawnError> {
@@ -384,29 +422,48 @@ impl Worker {
         let (ours, theirs) = pair().map_err(channel_error)?;
         let (side_ours, side_theirs) = pair().map_err(channel_error)?;
         let (fd, side_fd) = (theirs.as_raw_fd(), side_theirs.as_raw_fd());
+        let Jail {
+            mut sandbox,
+            scratch,
+            noexec,
+        } = jail;
+        let enforced = sandbox.enforced();
         let mut cmd = tokio::process::Command::new(&spec.python);
         cmd.arg("-I")
             .arg("-B")
             .arg("-c")
             .arg(crate::sdk::BOOTSTRAP)
             .arg(&spec.sdk_dir)
+            .arg(noexec.as_deref().unwrap_or(""))
             .current_dir(&spec.plugin_dir)
+            // Nothing of the host's environment (keys, tokens) leaks in.
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LC_ALL", "C.UTF-8")
+            .env("TMPDIR", &scratch)
+            .env("HOME", &scratch)
+            // Few allocator arenas, so RLIMIT_AS counts memory, not
+            // per-thread reservations.
+            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         // SAFETY: child_setup only makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(move || child_setup(fd, side_fd));
+            cmd.pre_exec(move || child_setup(fd, side_fd, &mut sandbox));
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            fail(format!(
-                "cannot start Python '{}': {e}",
-                spec.python.display()
-            ))
+        let spawned = crate::spawner::spawn(cmd).await;
+        let mut child = spawned.map_err(|e| {
+            let _ = std::fs::remove_dir_all(&scratch);
+            fail(if enforced {
+                format!(
+                    "cannot start Python '{}' in its sandbox: {e}",
+                    spec.python.display()
+                )
+            } else {
+                format!("cannot start Python '{}': {e}", spec.python.display())
+            })
         })?;
         drop(theirs);
         drop(side_theirs);
@@ -465,6 +522,7 @@ impl Worker {
                     stderr = String::from_utf8_lossy(&buf).into_owned();
                 }
                 let _ = child.wait().await;
+                let _ = std::fs::remove_dir_all(&scratch);
                 return Err(SpawnError { message, stderr });
             }
         };
@@ -485,6 +543,7 @@ impl Worker {
             exited: Notify::new(),
             stdout_tail: Mutex::new(Vec::new()),
             stderr_tail: Mutex::new(Vec::new()),
+            scratch,
         });
         let pumps = [
             child
@@ -652,8 +711,17 @@ async fn read_loop(
     let caller = Arc::new(caller);
     // One read syscall usually brings a whole frame, header and body.
     let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
+    // Readable once the worker has exited, before it is reaped: a child it
+    // forked (with `process`) may keep the channel open after its death.
+    let exited = pidfd(shared.pid);
     let end = loop {
-        match read_message(&mut rd, shared.spec.max_frame).await {
+        let next = tokio::select! {
+            // Frames the worker wrote before exiting are read first.
+            biased;
+            m = read_message(&mut rd, shared.spec.max_frame) => m,
+            _ = wait_readable(exited.as_ref()) => break None,
+        };
+        match next {
             Ok(None) => break None,
             Err(e) => break Some(format!("broke the protocol: {e}")),
             Ok(Some(Message::Response { id, body, output })) => {
@@ -701,8 +769,17 @@ async fn read_loop(
         // A worker that writes garbage is not trusted to stop by itself.
         shared.kill_group();
     }
+    // The leader has exited but is not reaped yet, so its group id still
+    // names its group: whatever it left behind dies with it.
+    if exited.is_some() {
+        wait_readable(exited.as_ref()).await;
+        shared.kill_group();
+    }
     let status = child.wait().await;
     shared.reaped.store(true, Ordering::Release);
+    // Its children (with `process`) may still hold it; they die with the
+    // group below or have already.
+    let _ = std::fs::remove_dir_all(&shared.scratch);
     for pump in pumps.into_iter().flatten() {
         // A grandchild may hold the pipes open; do not wait for it forever.
         let _ = tokio::time::timeout(Duration::from_millis(500), pump).await;

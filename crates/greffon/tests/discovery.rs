@@ -380,10 +380,18 @@ fn a_missing_interpreter_is_named_with_the_way_to_set_one() {
 }
 
 #[test]
-fn an_interpreter_that_never_says_hello_fails_the_plugin_not_the_host() {
+fn a_worker_that_never_says_hello_fails_the_plugin_not_the_host() {
     let home = TestHome::new();
-    home.config("python = \"/bin/true\"\n");
     home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    home.list();
+    // A damaged SDK: the worker exits before its hello.
+    let sdk = std::fs::read_dir(home.path().join("app/sdk"))
+        .expect("sdk root")
+        .flatten()
+        .next()
+        .expect("materialized sdk")
+        .path();
+    std::fs::write(sdk.join("greffon/worker.py"), "import sys\nsys.exit(3)\n").expect("write");
     let list = home.list();
     let reason = entry(&list, "p")["failure"]["reason"]
         .as_str()
@@ -392,6 +400,20 @@ fn an_interpreter_that_never_says_hello_fails_the_plugin_not_the_host() {
     assert!(
         reason.contains("cannot start its worker: the worker exited before saying hello"),
         "{reason}"
+    );
+}
+
+#[test]
+fn an_interpreter_that_is_not_python_is_a_clear_host_error() {
+    let home = TestHome::new();
+    home.config("python = \"/bin/true\"\n");
+    home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    let out = home.greffon(&["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Python interpreter '/bin/true'") && err.contains("did not report"),
+        "{err}"
     );
 }
 
