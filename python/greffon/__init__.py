@@ -3,12 +3,13 @@
 - ``greffon.config()``: the plugin's ``[plugins.NAME.config]`` table.
 - ``greffon.log.get_logger(category)``: logs into the host's categories.
 - ``greffon.system.info()``: facts about the machine.
+- ``greffon.http``: HTTP through the host, within the plugin's allowlist.
 """
 
 from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
-__all__ = ["HostError", "NotInWorker", "config", "log", "system"]
+__all__ = ["HostError", "NotInWorker", "config", "http", "log", "system"]
 
 
 def config():
@@ -21,7 +22,7 @@ def config():
 def __getattr__(name):
     # Submodules load on first use: a worker whose plugin does not log does
     # not pay for importing logging.
-    if name in ("log", "system"):
+    if name in ("http", "log", "system"):
         import importlib
 
         return importlib.import_module(f"greffon.{name}")

@@ -19,6 +19,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 import types
 
 
@@ -208,6 +209,9 @@ class Worker:
         if self.plugin is None:
             raise WorkerError("protocol", "no plugin loaded")
         args = params.get("args") or {}
+        timeout_ms = params.get("timeout_ms")
+        if timeout_ms:
+            _runtime.local.deadline = time.monotonic() + timeout_ms / 1000
         if params.get("pydantic") and self.model is not None:
             args = self.validate_with_model(args)
         return awaited(self.plugin.run(**args))
@@ -253,6 +257,7 @@ class Worker:
             frame = b'{"id":%d,"error":%s' % (request_id, dumps(error).encode("utf-8"))
         finally:
             local.ctx = None
+            local.deadline = None
         self.channel.send_bytes(frame + ctx.encoded() + b"}")
         if method == "shutdown":
             sys.stdout.flush()

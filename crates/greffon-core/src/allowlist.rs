@@ -175,7 +175,7 @@ impl fmt::Display for Deny {
             Deny::Host(h) => write!(f, "host '{h}' is not in the plugin's allowlist_domains"),
             Deny::Port { host, port } => write!(
                 f,
-                "port {port} of '{host}' is not allowed (an entry without a port allows 80 and 443; list 'host:{port}' to allow it)"
+                "port {port} of '{host}' is not allowed (an entry without a port allows 80 and 443; list '{host}:{port}' to allow it)"
             ),
         }
     }
@@ -221,6 +221,15 @@ impl Allowlist {
                 .collect(),
         };
         Allowlist { patterns }
+    }
+
+    /// Whether `name` (a host name as resolved) has an exact entry: the
+    /// operator named it, so its addresses need not be public.
+    pub fn names_exactly(&self, name: &str) -> bool {
+        let name = normalize_domain(&name.to_ascii_lowercase());
+        self.patterns
+            .iter()
+            .any(|p| matches!(&p.host, HostPattern::Exact(d) if *d == name))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -63,6 +63,7 @@ impl Inner {
             max_frame: self.config.max_result_bytes
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
+            net: None,
         }
     }
 
@@ -81,7 +82,8 @@ impl Inner {
         let jail = self
             .jail(label, dir, access)
             .map_err(|e| LoadError::one(format!("cannot sandbox its worker: {e}"), None))?;
-        let spec = self.spawn_spec(folder, dir, &file_hash);
+        let mut spec = self.spawn_spec(folder, dir, &file_hash);
+        spec.net = access.net.clone();
         let worker = Worker::spawn(spec, jail, self.services.clone(), on_crash)
             .await
             .map_err(|e| {

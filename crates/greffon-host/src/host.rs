@@ -111,6 +111,10 @@ impl Host {
                 path: db.clone(),
                 source,
             })?;
+        let http = crate::broker::HttpSettings {
+            max_response_bytes: config.http_max_response_bytes,
+            timeout: Duration::from_secs_f64(config.http_timeout_s),
+        };
         let inner = Arc::new(Inner {
             home,
             config,
@@ -122,6 +126,7 @@ impl Host {
             store,
             services: Arc::new(Services {
                 sys_root: PathBuf::from("/"),
+                http,
             }),
             plugins: RwLock::new(BTreeMap::new()),
         });
@@ -566,6 +571,7 @@ impl Host {
         let params = RunParams {
             args: &args,
             pydantic,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         // A worker that died between calls is only noticed when the
         // request cannot be written; the call then goes to a new worker.

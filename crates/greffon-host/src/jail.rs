@@ -2,7 +2,7 @@
 //! paths a plugin was granted, its limits, and its private temp folder.
 
 use crate::host::Inner;
-use greffon_core::{Config, Permission, PluginMeta, SandboxMode};
+use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,8 @@ pub(crate) struct Access {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub limits: Limits,
+    /// The effective allowlist, when `net` is granted.
+    pub net: Option<Allowlist>,
 }
 
 impl Access {
@@ -48,6 +50,7 @@ impl Access {
             read: Vec::new(),
             write: Vec::new(),
             limits: Limits::default(),
+            net: None,
         }
     }
 
@@ -90,6 +93,12 @@ impl Access {
             } else {
                 Vec::new()
             },
+            net: has(Permission::Net).then(|| {
+                Allowlist::effective(
+                    config.global_allowlist().as_deref(),
+                    meta.allowlist.as_deref(),
+                )
+            }),
             permissions,
             limits,
         }

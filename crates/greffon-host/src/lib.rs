@@ -10,11 +10,13 @@
 //! - `worker`: one worker process and its framed channels (fds 3 and 4);
 //!   `jail`: its sandbox (permissions, paths, limits, temp folder);
 //!   `spawner`: the one thread that forks workers.
-//! - `services`: host services plugins call mid-call (`system.info`).
+//! - `services`: host services plugins call mid-call (`system.info`,
+//!   `http.request` through the `broker`).
 //! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
 //!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
 //! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
 
+mod broker;
 mod discovery;
 mod dump;
 mod error;

@@ -18,6 +18,7 @@ const FILES: &[(&str, &str)] = sdk_files![
     "greffon/_runtime.py",
     "greffon/_seal.py",
     "greffon/_channel.py",
+    "greffon/http.py",
     "greffon/log.py",
     "greffon/system.py",
     "greffon/worker.py",

@@ -1,16 +1,19 @@
 //! Host services a plugin calls mid-call through its worker
-//! (`greffon.system`, and later `greffon.http`, `greffon.LLM`,
+//! (`greffon.system`, `greffon.http`, and later `greffon.LLM`,
 //! `greffon.tasks`). Every call is audited.
 
+use crate::broker::{self, HttpSettings, NetAccess};
 use greffon_protocol::{ErrorKind, WireError, method};
 use serde_json::Value;
 use std::path::PathBuf;
 
 /// Who is calling a service.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Caller {
     pub plugin: String,
     pub python_version: String,
+    /// Set when the worker was granted `net`.
+    pub net: Option<NetAccess>,
 }
 
 /// The services of one host.
@@ -19,6 +22,7 @@ pub(crate) struct Services {
     /// Root of the file system the facts are read from (`/`; a fake tree
     /// in tests).
     pub sys_root: PathBuf,
+    pub http: HttpSettings,
 }
 
 impl Services {
@@ -26,8 +30,12 @@ impl Services {
         &self,
         caller: &Caller,
         method: &str,
-        _params: Value,
+        params: Value,
     ) -> Result<Value, WireError> {
+        if method == method::HTTP_REQUEST {
+            // The broker writes its own, more detailed audit record.
+            return broker::request(&caller.plugin, caller.net.as_ref(), self.http, params).await;
+        }
         let outcome = match method {
             method::SYSTEM_INFO => {
                 let root = self.sys_root.clone();

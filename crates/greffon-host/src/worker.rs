@@ -17,9 +17,11 @@
 //!   overlapping calls run concurrently and a plugin may call the host
 //!   while its own request occupies the main thread.
 
+use crate::broker::NetAccess;
 use crate::dump::{self, Dump, Phase};
 use crate::jail::Jail;
 use crate::services::{Caller, Services};
+use greffon_core::Allowlist;
 use greffon_protocol::method::{self, Hello, LogRecord};
 use greffon_protocol::{
     FRAME_HEADER_LEN, Message, Output, PROTOCOL_VERSION, ResponseBody, decode_header, encode_frame,
@@ -65,6 +67,8 @@ pub(crate) struct SpawnSpec {
     pub file_hash: String,
     /// Largest frame accepted from the worker.
     pub max_frame: usize,
+    /// The effective allowlist when `net` is granted.
+    pub net: Option<Allowlist>,
 }
 
 /// Why a worker is gone, shared with every call it was serving.
@@ -558,6 +562,7 @@ impl Worker {
         let caller = Caller {
             plugin: shared.spec.plugin.clone(),
             python_version: hello.python,
+            net: shared.spec.net.clone().map(NetAccess::new),
         };
         tokio::spawn(read_loop(
             rd,

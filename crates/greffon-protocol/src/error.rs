@@ -32,6 +32,8 @@ pub enum ErrorKind {
     UnknownMethod,
     /// A host service called by the plugin failed.
     HostService,
+    /// A host service refused what the plugin was not granted.
+    PermissionDenied,
     /// Something in greffon itself failed (I/O, database).
     Internal,
 }
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::UnknownMethod => "unknown_method",
             ErrorKind::HostService => "host_service",
+            ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Internal => "internal",
         }
     }
@@ -107,6 +110,7 @@ mod tests {
             ErrorKind::Protocol,
             ErrorKind::UnknownMethod,
             ErrorKind::HostService,
+            ErrorKind::PermissionDenied,
             ErrorKind::Internal,
         ] {
             let json = serde_json::to_value(kind).expect("serializes");

@@ -2,7 +2,7 @@
 //!
 //! Host → worker: [`LOAD`], [`START`], [`RUN`], [`STOP`], [`SHUTDOWN`].
 //! Worker → host: [`HELLO`] and [`LOG`] (notifications), and host
-//! services such as [`SYSTEM_INFO`] (requests, possibly mid-call).
+//! services such as [`SYSTEM_INFO`] and [`HTTP_REQUEST`] (requests, possibly mid-call).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +23,8 @@ pub const STOP: &str = "stop";
 pub const SHUTDOWN: &str = "shutdown";
 /// Worker → host service: facts about the machine.
 pub const SYSTEM_INFO: &str = "system.info";
+/// Worker → host service: an HTTP request made by the host's broker.
+pub const HTTP_REQUEST: &str = "http.request";
 
 /// Parameters of [`HELLO`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,9 @@ pub struct RunParams<'a> {
     /// defaults and coercions (the host has already checked the schema).
     #[serde(default)]
     pub pydantic: bool,
+    /// The call's timeout, so host services the plugin calls (HTTP) can
+    /// end before the call does.
+    pub timeout_ms: u64,
 }
 
 /// Parameters of [`LOG`].
