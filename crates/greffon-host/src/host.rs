@@ -31,6 +31,11 @@ pub fn sandbox_support() -> Support {
     greffon_sandbox::probe().capped(cap)
 }
 
+/// The interpreter workers would run on (path and version), for `doctor`.
+pub fn python_facts(configured: Option<&Path>) -> Result<(PathBuf, String), String> {
+    crate::python::resolve(configured).map(|i| (i.exe, i.version))
+}
+
 /// Discovery workers running at once.
 const DISCOVERY_PARALLELISM: usize = 4;
 
@@ -342,6 +347,7 @@ impl Host {
             failure: s.failure.clone(),
             running,
             last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),
+            access: meta.map_or_else(Default::default, |m| self.inner.access_info(m)),
         }
     }
 

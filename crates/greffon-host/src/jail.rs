@@ -2,9 +2,11 @@
 //! paths a plugin was granted, its limits, and its private temp folder.
 
 use crate::host::Inner;
+use crate::registry::AccessInfo;
 use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -168,6 +170,28 @@ pub(crate) fn protected(
 static SPAWNS: AtomicU64 = AtomicU64::new(0);
 
 impl Inner {
+    /// What `meta`'s declared permissions would reach, for display.
+    pub(crate) fn access_info(&self, meta: &PluginMeta) -> AccessInfo {
+        let a = Access::for_plugin(meta, &meta.permissions, &self.config);
+        let shown = |declared: &[String], granted: bool| -> Vec<String> {
+            match (granted, declared.is_empty()) {
+                (false, _) => Vec::new(),
+                (true, true) => vec![format!("data/{}", meta.name)],
+                (true, false) => declared.to_vec(),
+            }
+        };
+        AccessInfo {
+            network: a.net.as_ref().map(Allowlist::entries),
+            read: shown(&a.read, a.has(Permission::FsRead)),
+            write: shown(&a.write, a.has(Permission::FsWrite)),
+            limits: BTreeMap::from([
+                ("memory_mb", a.limits.memory_mb),
+                ("cpu_s", a.limits.cpu_s),
+                ("max_open_files", a.limits.max_open_files),
+            ]),
+        }
+    }
+
     /// Builds the sandbox of a worker for the plugin in `dir` (`label` names
     /// it in messages). Any path problem refuses the spawn with a message
     /// naming the path and why.

@@ -34,6 +34,6 @@ mod sysinfo;
 mod worker;
 
 pub use error::{CallError, HostError};
-pub use host::{CheckReport, Host, sandbox_support};
-pub use registry::{Failure, PluginInfo, State};
+pub use host::{CheckReport, Host, python_facts, sandbox_support};
+pub use registry::{AccessInfo, Failure, PluginInfo, State};
 pub use scaffold::scaffold;

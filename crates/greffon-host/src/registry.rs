@@ -4,7 +4,7 @@ use crate::worker::{Exit, Worker};
 use greffon_core::{Permission, PluginMeta, SchemaSource};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +64,21 @@ pub struct PluginInfo {
     /// Whether a worker is up right now.
     pub running: bool,
     pub last_dump: Option<PathBuf>,
+    /// What the sandbox lets it reach with what it declares.
+    pub access: AccessInfo,
+}
+
+/// The reach of a plugin's declared permissions, shown at enable.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessInfo {
+    /// Hosts `greffon.http` may reach (the effective allowlist), when it
+    /// declares `net`.
+    pub network: Option<Vec<String>>,
+    /// Folders it may read / write (declared, or its data folder).
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    /// `memory_mb`, `cpu_s`, `max_open_files` as they apply.
+    pub limits: BTreeMap<&'static str, u64>,
 }
 
 /// The mutable part of an entry, behind one lock so that state, meta and

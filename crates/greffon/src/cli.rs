@@ -28,6 +28,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Check the interpreter and the kernel sandbox (exit 1 when plugins
+    /// cannot run as configured).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

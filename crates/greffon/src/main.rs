@@ -7,7 +7,7 @@ mod print;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, PluginCommand};
-use greffon_core::{Config, Home};
+use greffon_core::{Config, Home, SandboxMode};
 use greffon_host::Host;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
@@ -46,11 +46,14 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = Home::resolve(cli.home.as_deref());
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
-    let Command::Plugin { command } = cli.command;
     let config = Config::load(&Home::config_file(&root))?;
     let home = Home::new(&root, &config);
     greffon_host::logging::init(home.logs_dir(), verbosity)
         .with_context(|| format!("cannot open the logs under {}", home.logs_dir().display()))?;
+    let command = match cli.command {
+        Command::Plugin { command } => command,
+        Command::Doctor { json } => return Ok(doctor(&config, json)),
+    };
 
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
@@ -73,6 +76,71 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     host.shutdown().await;
     code
+}
+
+/// `greffon doctor`: what plugins need, and whether this machine has it.
+/// Needs no home: it checks the interpreter and the kernel only.
+fn doctor(config: &Config, json_out: bool) -> ExitCode {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let python = match greffon_host::python_facts(config.python.as_deref()) {
+        Ok((path, version)) => json!({"path": path, "version": version}),
+        Err(e) => {
+            problems.push(e);
+            json!({"path": null, "version": null})
+        }
+    };
+    let support = greffon_host::sandbox_support();
+    let missing = support.missing();
+    let enforce = config.sandbox == SandboxMode::Enforce;
+    let protections: Vec<&str> = if enforce && missing.is_empty() {
+        vec![
+            "Landlock file system rules (read: runtime and plugin folder; write: own temp folder and granted paths)",
+            "Landlock scopes (no signals or abstract UNIX sockets outside the worker)",
+            "seccomp: no socket(), io_uring, ptrace, namespaces, mounts, bpf, chmod/chown/xattr, module or clock changes",
+            "seccomp: no fork/exec/memfd unless `process` is granted",
+            "no-new-privs, no capabilities, own session, cleared environment, stdin /dev/null",
+            "rlimits (memory, CPU, open files, file size, no core dumps), parent-death signal",
+        ]
+    } else {
+        Vec::new()
+    };
+    if enforce {
+        problems.extend(
+            missing
+                .iter()
+                .map(|m| format!("{m}; plugins will not start (sandbox = \"enforce\")")),
+        );
+    } else {
+        warnings.push("sandbox = \"off\": plugins run WITHOUT kernel isolation; their permissions are not enforced".to_string());
+        warnings.extend(missing);
+    }
+    let report = json!({
+        "python": python,
+        "sandbox": {
+            "mode": if enforce { "enforce" } else { "off" },
+            "landlock_abi": support.landlock_abi,
+            "landlock_abi_required": greffon_sandbox::LANDLOCK_ABI_REQUIRED,
+            "seccomp": support.seccomp,
+            "protections": protections,
+        },
+        "problems": problems,
+        "warnings": warnings,
+        "ok": problems.is_empty(),
+    });
+    if !enforce {
+        tracing::warn!(target: "audit", event = "sandbox_off", "doctor: plugins run without kernel isolation (sandbox = \"off\")");
+    }
+    if json_out {
+        print::json(&report);
+    } else {
+        print::doctor(&report);
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
@@ -117,6 +185,9 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                 } else {
                     let granted = print::permissions(info.granted.as_deref().unwrap_or_default());
                     println!("enabled {}; permissions granted: {granted}", info.name);
+                    for line in print::access_lines(&info.access) {
+                        println!("  {line}");
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -1,7 +1,7 @@
 //! Human and JSON output.
 
 use greffon_core::{Home, Permission};
-use greffon_host::{CheckReport, PluginInfo};
+use greffon_host::{AccessInfo, CheckReport, PluginInfo};
 use serde_json::Value;
 
 pub fn json(value: &Value) {
@@ -68,6 +68,9 @@ pub fn info(p: &PluginInfo) {
         println!("granted:     {}", permissions(g));
     }
     println!("timeout:     {} s", p.timeout_s);
+    for line in access_lines(&p.access) {
+        println!("{line}");
+    }
     if let Some(f) = &p.failure {
         println!("failure:     {}", f.reason);
     }
@@ -110,5 +113,70 @@ pub fn check(r: &CheckReport) {
     }
     if let Some(d) = &r.dump {
         println!("  crash dump: {}", d.display());
+    }
+}
+
+/// What the declared permissions reach, one aligned line each.
+pub fn access_lines(a: &AccessInfo) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(hosts) = &a.network {
+        let shown = if hosts.is_empty() {
+            "none (no allowlist_domains: every request is refused)".to_string()
+        } else {
+            hosts.join(", ")
+        };
+        lines.push(format!("network:     {shown}"));
+    }
+    if !a.read.is_empty() {
+        lines.push(format!("reads:       {}", a.read.join(", ")));
+    }
+    if !a.write.is_empty() {
+        lines.push(format!("writes:      {}", a.write.join(", ")));
+    }
+    let limits: Vec<String> = a.limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    lines.push(format!("limits:      {}", limits.join(", ")));
+    lines
+}
+
+/// `greffon doctor`'s human report.
+pub fn doctor(report: &Value) {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    println!(
+        "python:      {} ({})",
+        text(&report["python"]["path"]),
+        text(&report["python"]["version"])
+    );
+    println!("sandbox:     {}", text(&report["sandbox"]["mode"]));
+    println!(
+        "landlock:    ABI {}",
+        text(&report["sandbox"]["landlock_abi"])
+    );
+    println!(
+        "seccomp:     {}",
+        if report["sandbox"]["seccomp"] == Value::Bool(true) {
+            "available"
+        } else {
+            "missing"
+        }
+    );
+    if let Some(list) = report["sandbox"]["protections"].as_array() {
+        println!("protections:");
+        for p in list {
+            println!("  - {}", text(p));
+        }
+    }
+    if let Some(list) = report["problems"].as_array() {
+        for p in list {
+            println!("problem:     {}", text(p));
+        }
+    }
+    if let Some(list) = report["warnings"].as_array() {
+        for p in list {
+            println!("warning:     {}", text(p));
+        }
     }
 }
