@@ -73,6 +73,8 @@ pub struct PluginConfig {
     pub memory_mb: Option<u64>,
     pub cpu_s: Option<u64>,
     pub max_open_files: Option<u64>,
+    /// Largest file the plugin may write (default 1024 MiB).
+    pub max_file_mb: Option<u64>,
     /// Free table handed to the plugin as `greffon.config()`.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -186,6 +188,7 @@ impl Config {
                 ("memory_mb", p.memory_mb),
                 ("cpu_s", p.cpu_s),
                 ("max_open_files", p.max_open_files),
+                ("max_file_mb", p.max_file_mb),
             ] {
                 if bad.is_none() && v == Some(0) {
                     bad = Some((format!("plugins.{name}.{key}"), "must be at least 1".into()));

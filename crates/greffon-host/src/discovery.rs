@@ -20,14 +20,17 @@ pub(crate) struct LoadError {
     pub dump: Option<PathBuf>,
     /// `meta["name"]` when the worker reported a usable one.
     pub name: Option<String>,
+    /// The worker's sandbox could not be built (the plugin never ran).
+    pub sandbox: bool,
 }
 
 impl LoadError {
-    fn one(problem: String, dump: Option<PathBuf>) -> LoadError {
+    pub(crate) fn one(problem: String, dump: Option<PathBuf>) -> LoadError {
         LoadError {
             problems: vec![problem],
             dump,
             name: None,
+            sandbox: false,
         }
     }
 
@@ -79,9 +82,10 @@ impl Inner {
         let script = dir.join("plugin.py");
         let file_hash = crate::worker::file_hash(&script);
         let label = access.name.as_deref().unwrap_or(folder);
-        let jail = self
-            .jail(label, dir, access)
-            .map_err(|e| LoadError::one(format!("cannot sandbox its worker: {e}"), None))?;
+        let jail = self.jail(label, dir, access).map_err(|e| LoadError {
+            sandbox: true,
+            ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
+        })?;
         let mut spec = self.spawn_spec(folder, dir, &file_hash);
         spec.net = access.net.clone();
         let worker = Worker::spawn(spec, jail, self.services.clone(), on_crash)
@@ -205,6 +209,7 @@ fn judge(r: &LoadResult) -> Result<PluginMeta, LoadError> {
             problems,
             dump: None,
             name,
+            sandbox: false,
         }),
     }
 }

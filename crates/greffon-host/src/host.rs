@@ -228,13 +228,8 @@ impl Host {
             .map_err(|source| inner.db_error(source))?;
         let mut registry = BTreeMap::new();
         for ((folder, path), outcome) in folders.into_iter().zip(outcomes) {
-            let outcome = outcome.unwrap_or_else(|| {
-                Err(LoadError {
-                    problems: vec!["discovery task failed".into()],
-                    dump: None,
-                    name: None,
-                })
-            });
+            let outcome = outcome
+                .unwrap_or_else(|| Err(LoadError::one("discovery task failed".into(), None)));
             let (key, status) = match outcome {
                 Ok((meta, hash)) => {
                     let dups = &by_name[&meta.name];
@@ -895,6 +890,13 @@ impl Inner {
                 .await
             {
                 Ok(l) => l,
+                // The sandbox of the meta seen at discovery cannot be built
+                // (a path it declared): read the file as it is now, in a
+                // worker with no permission, before giving up.
+                Err(e) if e.sandbox && access != Access::none() && attempts == 1 => {
+                    access = Access::none();
+                    continue;
+                }
                 Err(e) => {
                     return Err(fail(Failure {
                         reason: e.reason(),
@@ -925,7 +927,7 @@ impl Inner {
                 break (worker, meta, file_hash);
             }
             worker.shutdown(Duration::from_secs(1)).await;
-            if attempts >= 2 {
+            if attempts >= 3 {
                 return Err(fail(Failure {
                     reason: "plugin.py kept changing while it was loaded; try again".into(),
                     dump: None,

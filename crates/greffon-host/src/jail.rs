@@ -81,7 +81,7 @@ impl Access {
                 .and_then(|c| c.max_open_files)
                 .or(meta.limits.max_open_files)
                 .unwrap_or(d.max_open_files),
-            max_file_mb: d.max_file_mb,
+            max_file_mb: pc.and_then(|c| c.max_file_mb).unwrap_or(d.max_file_mb),
         };
         Access {
             name: Some(meta.name.clone()),
@@ -188,6 +188,7 @@ impl Inner {
                 ("memory_mb", a.limits.memory_mb),
                 ("cpu_s", a.limits.cpu_s),
                 ("max_open_files", a.limits.max_open_files),
+                ("max_file_mb", a.limits.max_file_mb),
             ]),
         }
     }

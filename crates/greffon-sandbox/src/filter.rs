@@ -83,7 +83,8 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_setdomainname,
     libc::SYS_memfd_create,
     libc::SYS_execveat,
-    // Landlock does not govern metadata: no chmod, chown, xattr changes.
+    // Landlock does not govern metadata: no chmod, chown, timestamp or
+    // xattr changes (so `shutil.copy2` fails; `shutil.copyfile` works).
     libc::SYS_chmod,
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
@@ -98,6 +99,10 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_utimensat,
+    libc::SYS_futimesat,
     libc::SYS_mknod,
     libc::SYS_mknodat,
     // The worker stays in the process group the host kills as a whole.
