@@ -87,20 +87,33 @@ struct Vetting {
 
 impl reqwest::dns::Resolve for Vetting {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
+        // `name.` and `name` are one host (the allowlist already matched
+        // them as such); the hosts file only knows the latter.
+        let host = name.as_str().trim_end_matches('.').to_string();
         let explicit = self.allowlist.names_exactly(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !explicit && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                return Err(Box::new(Refused(format!(
-                    "'{host}' resolves to the non-public address {}; list '{host}' exactly in allowlist_domains to allow it",
-                    bad.ip()
-                )))
-                    as Box<dyn std::error::Error + Send + Sync>);
-            }
+            vet(&host, explicit, &addrs)
+                .map_err(|r| Box::new(r) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+/// Refuses an answer holding any non-public address, unless the operator
+/// named the host exactly. Every address is checked, not just the first:
+/// the connection may go to any of them.
+fn vet(host: &str, explicit: bool, addrs: &[SocketAddr]) -> Result<(), Refused> {
+    if explicit {
+        return Ok(());
+    }
+    match addrs.iter().find(|a| !is_public(a.ip())) {
+        Some(bad) => Err(Refused(format!(
+            "'{host}' resolves to the non-public address {}; list '{host}' exactly in allowlist_domains to allow it",
+            bad.ip()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -364,4 +377,28 @@ fn source_text(e: &reqwest::Error) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(ips: &[&str]) -> Vec<SocketAddr> {
+        ips.iter()
+            .map(|ip| SocketAddr::new(ip.parse().expect("ip"), 0))
+            .collect()
+    }
+
+    #[test]
+    fn a_name_answering_a_private_address_is_refused_unless_named_exactly() {
+        // A rebinding answer: one public and one loopback address.
+        let answer = addrs(&["93.184.216.34", "127.0.0.1"]);
+        let e = vet("api.example.com", false, &answer).expect_err("refused");
+        assert!(e.0.contains("non-public address 127.0.0.1"), "{e}");
+        assert!(vet("api.example.com", true, &answer).is_ok());
+        assert!(vet("api.example.com", false, &addrs(&["93.184.216.34"])).is_ok());
+        for ip in ["169.254.169.254", "10.0.0.1", "::1", "::ffff:192.168.1.1"] {
+            assert!(vet("x.example.com", false, &addrs(&[ip])).is_err(), "{ip}");
+        }
+    }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -45,12 +47,18 @@ impl TestHome {
     }
 
     pub fn greffon(&self, args: &[&str]) -> Output {
+        self.greffon_env(args, &[])
+    }
+
+    /// Runs greffon with extra environment variables.
+    pub fn greffon_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_greffon"))
             .arg("--home")
             .arg(self.path())
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("GREFFON_HOME")
+            .envs(env.iter().copied())
             .output()
             .expect("greffon runs")
     }

@@ -1,0 +1,116 @@
+//! The sandbox as the operator meets it: `greffon doctor`, the refusal to
+//! run plugins on a kernel that cannot enforce it (research/sandbox.md
+//! §12.18), and the explicit opt-out.
+
+mod common;
+
+use common::{TestHome, echo_plugin, entry};
+use serde_json::Value;
+
+fn doctor(home: &TestHome, env: &[(&str, &str)]) -> (i32, Value) {
+    let out = home.greffon_env(&["doctor", "--json"], env);
+    let v = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn doctor_reports_the_interpreter_and_the_kernel() {
+    let home = TestHome::new();
+    let (code, v) = doctor(&home, &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["ok"], Value::Bool(true));
+    assert!(
+        v["python"]["version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("3."),
+        "{v}"
+    );
+    assert!(
+        v["sandbox"]["landlock_abi"].as_i64().unwrap_or(0) >= 6,
+        "{v}"
+    );
+    assert_eq!(v["sandbox"]["seccomp"], Value::Bool(true));
+    assert_eq!(v["sandbox"]["mode"], "enforce");
+    assert!(
+        !v["sandbox"]["protections"]
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    let human = home.ok(&["doctor"]);
+    assert!(human.contains("landlock:    ABI"), "{human}");
+}
+
+#[test]
+fn a_kernel_without_what_the_sandbox_needs_runs_no_plugin() {
+    let home = TestHome::new();
+    home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    for (cap, says) in [
+        (
+            "5",
+            "Landlock ABI 5 lacks the signal and abstract-socket scopes",
+        ),
+        ("0", "Landlock is not available"),
+    ] {
+        let env = [("GREFFON_LANDLOCK_ABI_CAP", cap)];
+        let (code, v) = doctor(&home, &env);
+        assert_eq!(code, 1, "{v}");
+        assert!(
+            v["problems"][0].as_str().unwrap_or("").contains(says),
+            "{v}"
+        );
+        // Discovery itself fails closed, naming what is missing.
+        let out = home.greffon_env(&["plugin", "list", "--json"], &env);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list");
+        let p = entry(&list, "p");
+        assert_eq!(p["state"], "failed", "{p}");
+        let reason = p["failure"]["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains(says) && reason.contains("greffon doctor"),
+            "{reason}"
+        );
+        let out = home.greffon_env(&["plugin", "enable", "p"], &env);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+    // On the real kernel the same home works.
+    home.enable("p");
+    let (code, v) = home.run("p", "{}");
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn sandbox_off_is_explicit_and_never_silent() {
+    let home = TestHome::new();
+    home.config("sandbox = \"off\"\n");
+    home.plugin(
+        "p",
+        "class P:\n    meta = {'name': 'p'}\n    def run(self):\n        return open('/etc/hostname').read() != ''\nplugin = P()\n",
+    );
+    let (code, v) = doctor(&home, &[("GREFFON_LANDLOCK_ABI_CAP", "0")]);
+    assert_eq!(code, 0, "off does not depend on the kernel: {v}");
+    assert_eq!(v["sandbox"]["mode"], "off");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("WITHOUT kernel isolation"),
+        "{v}"
+    );
+    assert_eq!(v["sandbox"]["protections"], serde_json::json!([]));
+    let out = home.greffon(&["plugin", "enable", "p"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WITHOUT kernel isolation"),
+        "warned at start: {err}"
+    );
+    let (code, v) = home.run("p", "{}");
+    assert_eq!(
+        (code, v),
+        (0, Value::Bool(true)),
+        "unsandboxed, /etc is readable"
+    );
+    assert!(home.log("audit").contains("\"event\":\"sandbox_off\""));
+}
