@@ -68,18 +68,32 @@ class Channel:
         self.send({"method": method, "params": params})
 
 
-    def call(self, method, params, timeout=None):
-        """Sends a request to the host and blocks until its response."""
+    def call(self, method, params, timeout=None, on_main=False):
+        """Sends a request to the host and blocks until its response.
+
+        ``on_main``: the caller is the main thread serving a request of the
+        main channel; the host answers there and this thread reads it
+        itself, with no hand-off (the host sends nothing else on the main
+        channel until that request is answered).
+        """
         request_id = next(self._ids)
-        slot = [threading.Event(), None]
-        self._pending[request_id] = slot
-        try:
-            self.send({"id": request_id, "method": method, "params": params})
-            if not slot[0].wait(timeout):
-                raise TimeoutError(f"host service {method} did not answer within {timeout} s")
-        finally:
-            self._pending.pop(request_id, None)
-        response = slot[1]
+        if on_main:
+            self.send({"id": request_id, "method": method, "params": params, "main": True})
+            response = self.main.read()
+            if response is None:
+                raise HostError(f"the host went away during {method}")
+            if response.get("id") != request_id or "method" in response:
+                raise ProtocolError(f"expected the answer to {method} on the main channel")
+        else:
+            slot = [threading.Event(), None]
+            self._pending[request_id] = slot
+            try:
+                self.send({"id": request_id, "method": method, "params": params})
+                if not slot[0].wait(timeout):
+                    raise TimeoutError(f"host service {method} did not answer within {timeout} s")
+            finally:
+                self._pending.pop(request_id, None)
+            response = slot[1]
         if "error" in response:
             error = response["error"] or {}
             raise HostError(error.get("message", "host service failed"), error.get("kind", "host_service"))

@@ -37,7 +37,8 @@ def call(method, params=None, timeout=None):
     """Calls a host service and returns its result (raises ``HostError``)."""
     if channel is None:
         raise NotInWorker(f"{method}() is only available inside a greffon worker")
-    return channel.call(method, params if params is not None else {}, timeout)
+    on_main = getattr(local, "on_main", False)
+    return channel.call(method, params if params is not None else {}, timeout, on_main)
 
 
 def dumps(obj):

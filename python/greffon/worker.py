@@ -278,6 +278,9 @@ class Worker:
         (the host sends one there only while the previous is answered), so
         the common call costs no hand-off between threads."""
         threading.Thread(target=self.serve_side, daemon=True).start()
+        # Host calls made by this thread read their answer on the main
+        # channel (see Channel.call).
+        _runtime.local.on_main = True
         self.loop(self.channel.main, self.handle)
 
     def serve_side(self):

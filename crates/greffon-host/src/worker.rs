@@ -764,7 +764,12 @@ async fn read_loop(
                     }
                 }
             }
-            Ok(Some(Message::Request { id, method, params })) => {
+            Ok(Some(Message::Request {
+                id,
+                method,
+                params,
+                reply_on_main,
+            })) => {
                 let shared = shared.clone();
                 let services = services.clone();
                 let caller = caller.clone();
@@ -781,9 +786,15 @@ async fn read_loop(
                         }
                         .to_json(),
                     );
-                    // The plugin's thread may be the worker's main thread,
-                    // busy with its request: answers take the side channel.
-                    let mut w = shared.side.lock().await;
+                    // The worker's main thread, busy with the host's
+                    // request, reads its own answer on the main channel
+                    // (the host sends nothing else there meanwhile); any
+                    // other thread gets it through the side channel.
+                    let mut w = if reply_on_main {
+                        shared.writer.lock().await
+                    } else {
+                        shared.side.lock().await
+                    };
                     let _ = w.write_all(&frame).await;
                 });
             }

@@ -94,7 +94,8 @@ mod tests {
             crate::Message::Request {
                 id: 9,
                 method: "run".into(),
-                params
+                params,
+                reply_on_main: false,
             }
         );
     }

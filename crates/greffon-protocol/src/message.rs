@@ -16,6 +16,10 @@ pub enum Message {
         id: u64,
         method: String,
         params: Value,
+        /// Worker → host only: the calling thread is the one serving the
+        /// host's request on the main channel, and reads the answer there
+        /// itself (no hand-off between worker threads).
+        reply_on_main: bool,
     },
     /// `{"id", "result" | "error", "output"?}`.
     Response {
@@ -70,6 +74,12 @@ struct Raw {
     error: Option<WireError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     output: Option<Output>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    main: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Distinguishes a missing `result` from `"result": null`.
@@ -90,10 +100,16 @@ impl Message {
     /// Serializes to a JSON body (without the length prefix).
     pub fn to_json(&self) -> Vec<u8> {
         let raw = match self {
-            Message::Request { id, method, params } => Raw {
+            Message::Request {
+                id,
+                method,
+                params,
+                reply_on_main,
+            } => Raw {
                 id: Some(*id),
                 method: Some(method.clone()),
                 params: Some(params.clone()),
+                main: *reply_on_main,
                 result: None,
                 error: None,
                 output: None,
@@ -110,6 +126,7 @@ impl Message {
                     result,
                     error,
                     output: output.clone(),
+                    main: false,
                 }
             }
             Message::Notification { method, params } => Raw {
@@ -119,6 +136,7 @@ impl Message {
                 result: None,
                 error: None,
                 output: None,
+                main: false,
             },
         };
         // A Raw holds only strings, numbers and JSON values: it always
@@ -134,6 +152,7 @@ impl Message {
                 id,
                 method,
                 params: raw.params.unwrap_or(Value::Null),
+                reply_on_main: raw.main,
             }),
             (None, Some(method), None, None) => Ok(Message::Notification {
                 method,
@@ -171,6 +190,13 @@ mod tests {
             id: 7,
             method: "run".into(),
             params: json!({"args": {"x": 1}}),
+            reply_on_main: false,
+        });
+        round_trip(Message::Request {
+            id: 8,
+            method: "http.request".into(),
+            params: json!({}),
+            reply_on_main: true,
         });
         round_trip(Message::Response {
             id: 7,
