@@ -114,3 +114,47 @@ fn sandbox_off_is_explicit_and_never_silent() {
     );
     assert!(home.log("audit").contains("\"event\":\"sandbox_off\""));
 }
+
+#[test]
+fn workers_die_with_a_killed_host_and_their_temp_folders_are_swept() {
+    let home = TestHome::new();
+    // The worker writes its pid into its data folder and sleeps, after
+    // disabling the SDK's own exit when the host's channel closes: only the
+    // kernel's parent-death signal can end it.
+    home.plugin(
+        "slow",
+        "import os, time\nclass P:\n    meta = {'name': 'slow', 'permissions': ['fs_write'], 'timeout': 60}\n    def run(self, path):\n        os._exit = lambda code: time.sleep(60)\n        with open(path, 'w') as f:\n            f.write(str(os.getpid()))\n        time.sleep(60)\nplugin = P()\n",
+    );
+    home.enable("slow");
+    let pid_file = home.path().join("data/slow/pid");
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["plugin", "run", "slow", "--json"])
+        .arg(serde_json::json!({"path": pid_file}).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("greffon runs");
+    let worker: i32 = common::wait_for(std::time::Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .expect("the worker wrote its pid");
+    host.kill().expect("SIGKILL the host");
+    let _ = host.wait();
+    let gone = common::wait_for(std::time::Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+        let alive = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| !s.trim_start().starts_with('Z'));
+        (!alive).then_some(())
+    });
+    assert!(gone.is_some(), "worker {worker} outlived its killed host");
+    // The killed host could not remove the worker's temp folder; the next
+    // greffon does.
+    let tmp = home.path().join("app/tmp");
+    assert!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 0);
+    home.list();
+    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
+}

@@ -144,3 +144,18 @@ pub fn echo_plugin(meta: &str) -> String {
         "class Plugin:\n    meta = {meta}\n\n    def run(self, **kwargs):\n        return {{'args': kwargs}}\n\n\nplugin = Plugin()\n"
     )
 }
+
+/// Polls `probe` every 20 ms until it gives a value or `limit` passes: a
+/// wait on a condition, not a sleep that hopes.
+pub fn wait_for<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
