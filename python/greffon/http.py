@@ -94,7 +94,7 @@ class Response:
             return self.content.decode("utf-8", errors="replace")
 
     def json(self):
-        return _json.loads(self.content)
+        return _json.loads(self.text)
 
     def raise_for_status(self):
         if self.status_code >= 400:

@@ -35,9 +35,10 @@ from greffon import http
 class P:
     meta = {{'name': 'fetch', 'permissions': ['net'], 'timeout': 300,
             'allowlist_domains': ['127.0.0.1:{port}'],
-            'inputs': {{'schema': {{'n': 'integer', 'refused': {{'type': 'boolean', 'default': False}}}}}}}}
+            'inputs': {{'schema': {{'n': 'integer', 'refused': {{'type': 'boolean', 'default': False}},
+                                   'path': {{'type': 'string', 'default': '/x'}}}}}}}}
 
-    def run(self, n, refused):
+    def run(self, n, refused, path):
         out = []
         for _ in range(n):
             t = time.perf_counter()
@@ -47,7 +48,7 @@ class P:
                 except PermissionError:
                     pass
             else:
-                assert http.get('http://127.0.0.1:{port}/x').status_code == 200
+                assert http.get('http://127.0.0.1:{port}' + path).status_code == 200
             out.append((time.perf_counter() - t) * 1e6)
         return out
 
@@ -94,14 +95,20 @@ fn server() -> u16 {
                 let mut reader = BufReader::new(stream);
                 let mut line = String::new();
                 loop {
-                    // Request line and headers, up to the blank line.
+                    // Request line and headers, up to the blank line; `/d`
+                    // answers after 1 ms, like a fast upstream.
+                    let mut delayed = false;
                     loop {
                         line.clear();
                         match reader.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
                             Ok(_) if line == "\r\n" => break,
+                            Ok(_) if line.starts_with("GET /d ") => delayed = true,
                             Ok(_) => {}
                         }
+                    }
+                    if delayed {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
                     if out.write_all(answer).is_err() {
@@ -250,6 +257,19 @@ fn main() {
             p99(direct_all)
         );
         println!("broker / direct:                   {:.2}x (target <= 1.3x)", b / d);
+        // The same against an upstream that takes 1 ms to answer.
+        let slow_url = format!("http://127.0.0.1:{port}/d");
+        let n = (requests / 6).max(10);
+        let got = on
+            .call("fetch", json!({"n": n, "path": "/d"}))
+            .await
+            .expect("fetch");
+        let b1 = median(got.as_array().expect("list").iter().filter_map(|v| v.as_f64()).collect());
+        let d1 = median(direct(&client, &slow_url, n).await);
+        println!(
+            "upstream answering in 1 ms:        broker p50 {b1:.1} µs, direct p50 {d1:.1} µs, {:.2}x",
+            b1 / d1
+        );
         on.shutdown().await;
         off.shutdown().await;
     });
