@@ -15,7 +15,8 @@
 //! drift in the machine's speed (a shared 2-vCPU VM) hits both alike, and
 //! in three layouts: unpinned, both on one CPU, one CPU each.
 //!
-//! `GREFFON_BENCH_CALLS` sets the number of timed calls (default 20000).
+//! `GREFFON_BENCH_CALLS` sets the number of timed calls (default 20000);
+//! `GREFFON_BENCH_SANDBOX=off` runs the workers without the sandbox.
 
 use greffon_core::Config;
 use greffon_host::Host;
@@ -304,13 +305,21 @@ struct Row {
     full: Stats,
 }
 
+/// The default configuration, or `sandbox = "off"` when
+/// `GREFFON_BENCH_SANDBOX=off` (to see what the sandbox costs per call).
+fn bench_config() -> Config {
+    let off = std::env::var("GREFFON_BENCH_SANDBOX").is_ok_and(|v| v == "off");
+    let text = if off { "sandbox = \"off\"\n" } else { "" };
+    Config::parse(text, Path::new("greffon.toml")).expect("config")
+}
+
 fn measure(layout: Layout, python: &Path, root: &Path, calls: usize) -> Row {
     // The runtime runs on this thread, the driver; the Python processes are
     // pinned by pid once their threads exist.
     pin(layout.driver_cpu());
     let rt = runtime();
     let host = rt
-        .block_on(Host::open_with(root, Config::default()))
+        .block_on(Host::open_with(root, bench_config()))
         .expect("host opens");
     rt.block_on(async {
         host.enable("trivial").await.expect("enable");
@@ -351,7 +360,7 @@ fn main() {
     }
     let rt = runtime();
     let host = rt
-        .block_on(Host::open_with(tmp.path(), Config::default()))
+        .block_on(Host::open_with(tmp.path(), bench_config()))
         .expect("host opens");
     let python = host.python().to_path_buf();
     println!(

@@ -72,42 +72,43 @@ impl Protected {
     /// Refuses `path` for `usage` when it is, contains, or lies inside a
     /// protected path.
     pub fn check(&self, path: &Path, usage: Use) -> Result<(), PathError> {
-        for (p, why) in &self.no_access {
-            if path.starts_with(p) || p.starts_with(path) {
-                return Err(refuse(
-                    path,
-                    format!(
-                        "cannot be granted for {}: it is or holds {why} ('{}')",
-                        usage.as_str(),
-                        p.display()
-                    ),
-                ));
-            }
+        let held = |(p, why): &(PathBuf, &str), usage: Use| {
+            refuse(
+                path,
+                format!(
+                    "cannot be granted for {}: it is or holds {why} ('{}')",
+                    usage.as_str(),
+                    p.display()
+                ),
+            )
+        };
+        if let Some(hit) = overlapping(&self.no_access, path) {
+            return Err(held(hit, usage));
         }
         if usage == Use::Read {
             return Ok(());
         }
-        for (p, why) in &self.exact {
-            if path == p {
-                return Err(refuse(
-                    path,
-                    format!("cannot be granted for write: it is {why}"),
-                ));
-            }
+        if let Some((_, why)) = self.exact.iter().find(|(p, _)| p == path) {
+            return Err(refuse(
+                path,
+                format!("cannot be granted for write: it is {why}"),
+            ));
         }
-        for (p, why) in &self.no_write {
-            if path.starts_with(p) || p.starts_with(path) {
-                return Err(refuse(
-                    path,
-                    format!(
-                        "cannot be granted for write: it is or holds {why} ('{}')",
-                        p.display()
-                    ),
-                ));
-            }
+        match overlapping(&self.no_write, path) {
+            Some(hit) => Err(held(hit, Use::Write)),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// The entry of `list` that `path` is, holds, or lies inside (whole
+/// components: `/h/app` does not hold `/h/application`).
+fn overlapping<'a>(
+    list: &'a [(PathBuf, &'static str)],
+    path: &Path,
+) -> Option<&'a (PathBuf, &'static str)> {
+    list.iter()
+        .find(|(p, _)| path.starts_with(p) || p.starts_with(path))
 }
 
 /// `struct open_how` (linux/openat2.h); the libc crate's is non-exhaustive.
