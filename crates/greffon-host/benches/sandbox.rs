@@ -12,7 +12,9 @@
 //!   reqwest from Rust (the floor).
 //!
 //! `GREFFON_BENCH_ROUNDS` sets the enable rounds (default 30),
-//! `GREFFON_BENCH_REQUESTS` the HTTP requests per side (default 3000).
+//! `GREFFON_BENCH_REQUESTS` the HTTP requests per side (default 3000);
+//! `GREFFON_BENCH_CPU=N` pins the whole run (host, server, workers) to CPU
+//! N, which takes the scheduler's placement out of the figures.
 
 use greffon_core::Config;
 use greffon_host::Host;
@@ -160,7 +162,23 @@ async fn direct(client: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
     v
 }
 
+/// Pins this thread, and so every thread and worker it starts, to `cpu`.
+fn pin_all(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn main() {
+    let pinned = std::env::var("GREFFON_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(cpu) = pinned {
+        pin_all(cpu);
+    }
     let rounds = env_usize("GREFFON_BENCH_ROUNDS", 30);
     let requests = env_usize("GREFFON_BENCH_REQUESTS", 3000);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -214,6 +232,10 @@ fn main() {
         println!("greffon sandbox and broker benchmark ({rounds} enable rounds, {requests} HTTP requests per side)");
         println!("python: {}", on.python().display());
         println!("landlock ABI: {}", on.sandbox_support().landlock_abi);
+        match pinned {
+            Some(cpu) => println!("everything pinned to CPU {cpu}"),
+            None => println!("unpinned"),
+        }
         println!();
         let (m_on, m_off) = (median(with.clone()), median(without.clone()));
         println!(
