@@ -124,25 +124,25 @@ pub(crate) struct Jail {
 
 /// What the host must never grant, from the home's layout.
 pub(crate) fn protected(
-    inner_home: &greffon_core::Home,
+    home: &greffon_core::Home,
     config_file: &Path,
     python_roots: &[PathBuf],
 ) -> Protected {
     let mut exact = vec![
         (PathBuf::from("/"), "the root folder"),
-        (inner_home.root().to_path_buf(), "the greffon home"),
+        (home.root().to_path_buf(), "the greffon home"),
     ];
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        exact.push((PathBuf::from(home), "your home folder"));
+    if let Some(user_home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        exact.push((PathBuf::from(user_home), "your home folder"));
     }
     let mut no_write: Vec<(PathBuf, &'static str)> =
-        vec![(inner_home.plugins_dir(), "the plugins' code")];
+        vec![(home.plugins_dir(), "the plugins' code")];
     no_write.extend(
         python_roots
             .iter()
             .map(|r| (r.clone(), "the Python runtime")),
     );
-    let db = inner_home.db_file();
+    let db = home.db_file();
     let with_suffix = |s: &str| {
         let mut p = db.clone().into_os_string();
         p.push(s);
@@ -150,10 +150,10 @@ pub(crate) fn protected(
     };
     let no_access = vec![
         (
-            inner_home.app_dir(),
+            home.app_dir(),
             "greffon's own state (SDK, token, temp folders)",
         ),
-        (inner_home.logs_dir().to_path_buf(), "greffon's logs"),
+        (home.logs_dir().to_path_buf(), "greffon's logs"),
         (db.clone(), "greffon's database"),
         (with_suffix("-wal"), "greffon's database"),
         (with_suffix("-shm"), "greffon's database"),
@@ -216,9 +216,8 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&scratch);
             e
         };
-        let grants = self.grants(access).map_err(&fail)?;
+        let (read, mut write) = self.grants(access).map_err(&fail)?;
         let scratch_fd = paths::open_no_symlinks(&scratch).map_err(|e| fail(e.message))?;
-        let (mut read, mut write) = grants;
         write.push(Grant {
             path: scratch.clone(),
             fd: scratch_fd,
@@ -232,8 +231,8 @@ impl Inner {
         let profile = Profile {
             runtime_read,
             exec,
-            read: std::mem::take(&mut read),
-            write: std::mem::take(&mut write),
+            read,
+            write,
             process: access.has(Permission::Process),
             limits: access.limits,
         };

@@ -184,9 +184,9 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                     print::json(&serde_json::to_value(&info)?);
                 } else {
                     let granted = print::permissions(info.granted.as_deref().unwrap_or_default());
-                    println!("enabled {}; permissions granted: {granted}", info.name);
+                    print::out!("enabled {}; permissions granted: {granted}", info.name);
                     for line in print::access_lines(&info.access) {
-                        println!("  {line}");
+                        print::out!("  {line}");
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -201,7 +201,7 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
             if json {
                 print::json(&serde_json::to_value(&info)?);
             } else {
-                println!("disabled {}", info.name);
+                print::out!("disabled {}", info.name);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -244,8 +244,8 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
         }
         PluginCommand::Scaffold { name } => {
             let path = host.scaffold(&name)?;
-            println!("created {}", path.join("plugin.py").display());
-            println!(
+            print::out!("created {}", path.join("plugin.py").display());
+            print::out!(
                 "next: edit it, then `greffon plugin check {name}` and `greffon plugin enable {name}`"
             );
             Ok(ExitCode::SUCCESS)

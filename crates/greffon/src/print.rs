@@ -1,11 +1,23 @@
 //! Human and JSON output.
+//!
+//! Everything goes through [`out!`]: a closed stdout (`greffon ... | head`)
+//! drops the rest of the output instead of panicking.
 
 use greffon_core::{Home, Permission};
 use greffon_host::{AccessInfo, CheckReport, PluginInfo};
 use serde_json::Value;
 
+/// `println!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use out;
+
 pub fn json(value: &Value) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
@@ -25,7 +37,7 @@ pub fn permissions(perms: &[Permission]) -> String {
 
 pub fn list(plugins: &[PluginInfo], home: &Home) {
     if plugins.is_empty() {
-        println!("no plugins under {}", home.plugins_dir().display());
+        out!("no plugins under {}", home.plugins_dir().display());
         return;
     }
     let width = plugins
@@ -34,12 +46,14 @@ pub fn list(plugins: &[PluginInfo], home: &Home) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    out!(
         "{:width$}  {:8}  {:24}  DESCRIPTION",
-        "NAME", "STATE", "PERMISSIONS"
+        "NAME",
+        "STATE",
+        "PERMISSIONS"
     );
     for p in plugins {
-        println!(
+        out!(
             "{:width$}  {:8}  {:24}  {}",
             p.name,
             p.state.as_str(),
@@ -47,34 +61,34 @@ pub fn list(plugins: &[PluginInfo], home: &Home) {
             p.description
         );
         if let Some(f) = &p.failure {
-            println!("{:width$}  reason: {}", "", f.reason);
+            out!("{:width$}  reason: {}", "", f.reason);
             if let Some(d) = &f.dump {
-                println!("{:width$}  crash dump: {}", "", d.display());
+                out!("{:width$}  crash dump: {}", "", d.display());
             }
         }
     }
 }
 
 pub fn info(p: &PluginInfo) {
-    println!("name:        {}", p.name);
-    println!("state:       {}", p.state.as_str());
-    println!("folder:      {}", p.path.display());
-    println!("description: {}", p.description);
+    out!("name:        {}", p.name);
+    out!("state:       {}", p.state.as_str());
+    out!("folder:      {}", p.path.display());
+    out!("description: {}", p.description);
     if let Some(v) = &p.version {
-        println!("version:     {v}");
+        out!("version:     {v}");
     }
-    println!("permissions: {}", permissions(&p.permissions));
+    out!("permissions: {}", permissions(&p.permissions));
     if let Some(g) = &p.granted {
-        println!("granted:     {}", permissions(g));
+        out!("granted:     {}", permissions(g));
     }
-    println!("timeout:     {} s", p.timeout_s);
+    out!("timeout:     {} s", p.timeout_s);
     for line in access_lines(&p.access) {
-        println!("{line}");
+        out!("{line}");
     }
     if let Some(f) = &p.failure {
-        println!("failure:     {}", f.reason);
+        out!("failure:     {}", f.reason);
     }
-    println!(
+    out!(
         "last dump:   {}",
         p.last_dump
             .as_ref()
@@ -82,19 +96,19 @@ pub fn info(p: &PluginInfo) {
             .unwrap_or_else(|| "none".into())
     );
     if let Some(schema) = &p.schema {
-        println!("schema:");
+        out!("schema:");
         for line in serde_json::to_string_pretty(schema)
             .unwrap_or_default()
             .lines()
         {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
 }
 
 pub fn check(r: &CheckReport) {
     if r.problems.is_empty() {
-        println!(
+        out!(
             "{} (plugins/{}): ok; permissions: {}",
             r.name,
             r.folder,
@@ -102,17 +116,17 @@ pub fn check(r: &CheckReport) {
         );
         return;
     }
-    println!(
+    out!(
         "{} (plugins/{}): {} problem(s)",
         r.name,
         r.folder,
         r.problems.len()
     );
     for p in &r.problems {
-        println!("  - {p}");
+        out!("  - {p}");
     }
     if let Some(d) = &r.dump {
-        println!("  crash dump: {}", d.display());
+        out!("  crash dump: {}", d.display());
     }
 }
 
@@ -145,17 +159,17 @@ pub fn doctor(report: &Value) {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    println!(
+    out!(
         "python:      {} ({})",
         text(&report["python"]["path"]),
         text(&report["python"]["version"])
     );
-    println!("sandbox:     {}", text(&report["sandbox"]["mode"]));
-    println!(
+    out!("sandbox:     {}", text(&report["sandbox"]["mode"]));
+    out!(
         "landlock:    ABI {}",
         text(&report["sandbox"]["landlock_abi"])
     );
-    println!(
+    out!(
         "seccomp:     {}",
         if report["sandbox"]["seccomp"] == Value::Bool(true) {
             "available"
@@ -164,19 +178,19 @@ pub fn doctor(report: &Value) {
         }
     );
     if let Some(list) = report["sandbox"]["protections"].as_array() {
-        println!("protections:");
+        out!("protections:");
         for p in list {
-            println!("  - {}", text(p));
+            out!("  - {}", text(p));
         }
     }
     if let Some(list) = report["problems"].as_array() {
         for p in list {
-            println!("problem:     {}", text(p));
+            out!("problem:     {}", text(p));
         }
     }
     if let Some(list) = report["warnings"].as_array() {
         for p in list {
-            println!("warning:     {}", text(p));
+            out!("warning:     {}", text(p));
         }
     }
 }
