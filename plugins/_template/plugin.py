@@ -26,8 +26,16 @@ class Plugin:
         "name": "_template",
         "description": "Greets someone; a template for new plugins.",
         # What the plugin may do beyond computing: net, fs_read, fs_write,
-        # process. Ask for nothing you do not need.
+        # process. Ask for nothing you do not need: the kernel refuses the
+        # rest (no socket, no file outside the grant, no exec).
         "permissions": [],
+        # With "net": the hosts greffon.http may reach, e.g.
+        # "allowlist_domains": ["api.example.com"],
+        # With "fs_read" / "fs_write": the folders, relative to the greffon
+        # home (default: data/<name>/), e.g.
+        # "paths": {"read": ["data/shared"], "write": ["data/_template"]},
+        # Optional limits (defaults: 2048 MiB, 3600 CPU s, 256 files):
+        # "limits": {"memory_mb": 256},
         # The simplified schema: {field: type name or JSON Schema fragment}.
         # A field without "default" is required unless it says
         # "required": False.

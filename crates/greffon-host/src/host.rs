@@ -395,7 +395,21 @@ impl Host {
                     .await
                     .map_err(|source| self.inner.db_error(source))?;
                 let names: Vec<&str> = granted.iter().map(|p| p.as_str()).collect();
-                tracing::info!(target: "audit", event = "enable", plugin = %plugin.key, permissions = ?names);
+                let reach = plugin
+                    .status()
+                    .meta
+                    .as_deref()
+                    .map(|m| self.inner.access_info(m))
+                    .unwrap_or_default();
+                tracing::info!(
+                    target: "audit",
+                    event = "enable",
+                    plugin = %plugin.key,
+                    permissions = ?names,
+                    network = ?reach.network,
+                    reads = ?reach.read,
+                    writes = ?reach.write,
+                );
                 self.plugin(&plugin.key)
             }
             Err(failure) => {
