@@ -490,6 +490,9 @@ impl Host {
                         others.join(", ")
                     ));
                 }
+                report
+                    .problems
+                    .extend(self.inner.path_problems(&loaded.meta));
             }
             Err(e) => {
                 if let Some(n) = e.name.clone() {

@@ -193,6 +193,35 @@ impl Inner {
         }
     }
 
+    /// What is wrong with the paths `meta` declares, without touching the
+    /// file system beyond looking: `check` reports it before an enable
+    /// would fail on it.
+    pub(crate) fn path_problems(&self, meta: &PluginMeta) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (declared, usage) in meta
+            .paths_read
+            .iter()
+            .map(|d| (d, Use::Read))
+            .chain(meta.paths_write.iter().map(|d| (d, Use::Write)))
+        {
+            let what = format!("meta.paths.{}", usage.as_str());
+            let checked = paths::absolute(self.home.root(), declared)
+                .and_then(|p| self.protected.check(&p, usage).map(|()| p));
+            match checked {
+                Err(e) => problems.push(format!("{what}: {e}")),
+                Ok(p) if p.is_symlink() => problems.push(format!(
+                    "{what}: '{}' is a symlink; declare the real path",
+                    p.display()
+                )),
+                Ok(p) if !p.exists() && !p.starts_with(self.home.root()) => {
+                    problems.push(format!("{what}: '{}' does not exist", p.display()))
+                }
+                Ok(_) => {}
+            }
+        }
+        problems
+    }
+
     /// Builds the sandbox of a worker for the plugin in `dir` (`label` names
     /// it in messages). Any path problem refuses the spawn with a message
     /// naming the path and why.

@@ -158,3 +158,38 @@ fn workers_die_with_a_killed_host_and_their_temp_folders_are_swept() {
     home.list();
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+#[test]
+fn check_names_declared_paths_greffon_will_not_grant() {
+    let home = TestHome::new();
+    home.plugin(
+        "p",
+        "class P:\n    meta = {'name': 'p', 'permissions': ['fs_read', 'fs_write'], 'paths': {'read': ['app/logs', '/no/such/dir'], 'write': ['plugins/x', 'data/ok']}}\n    def run(self):\n        return 1\nplugin = P()\n",
+    );
+    let out = home.greffon(&["plugin", "check", "p", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let problems: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(
+        problems[0].contains("meta.paths.read") && problems[0].contains("greffon's own state"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("'/no/such/dir' does not exist"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[2].contains("meta.paths.write") && problems[2].contains("the plugins' code"),
+        "{problems:?}"
+    );
+    assert!(
+        !home.path().join("data/ok").exists(),
+        "check creates nothing"
+    );
+}
