@@ -276,29 +276,6 @@ async fn read_message<R: AsyncRead + Unpin>(
     Message::from_json(&body).map(Some)
 }
 
-/// `SO_PASSRIGHTS` (asm-generic/socket.h, Linux 6.16), absent from the libc
-/// crate for x86_64.
-const SO_PASSRIGHTS: libc::c_int = 83;
-
-/// Makes the kernel refuse descriptors a worker sends on the channel
-/// (`SCM_RIGHTS` answers EPERM to the sender). The host never wants one,
-/// and a stream read that meets one stops short of the data after it,
-/// which would leave a later frame unread. Older kernels lack the option:
-/// the worker can then only stall its own calls until their timeout.
-fn refuse_passed_fds(sock: &std::os::unix::net::UnixStream) {
-    let off: libc::c_int = 0;
-    // SAFETY: setsockopt on a socket we own, with a valid int.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PASSRIGHTS,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
 /// A pidfd for `pid`, None when the kernel has none (the channel's end of
 /// file then says the worker is gone).
 fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
@@ -443,7 +420,8 @@ impl Worker {
         let pair = || {
             let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
             ours.set_nonblocking(true)?;
-            refuse_passed_fds(&ours);
+            // Older kernels lack it: see `Support::refuse_passed_fds`.
+            greffon_sandbox::refuse_passed_fds(&ours);
             Ok::<_, io::Error>((ours, theirs))
         };
         let channel_error = |e: io::Error| fail(format!("cannot create the worker channel: {e}"));

@@ -6,7 +6,8 @@
 //! seccomp filters and rlimits; [`Sandbox::apply`] enforces them between
 //! fork and exec with syscalls only. [`probe`] reports what the running
 //! kernel offers, for `greffon doctor` and for refusing to start plugins
-//! when it is not enough. [`paths`] opens the folders a plugin declares
+//! when it is not enough. [`refuse_passed_fds`] hardens the host's end of
+//! a worker channel. [`paths`] opens the folders a plugin declares
 //! without following symlinks and refuses the ones greffon must protect.
 //!
 //! Nothing in the worker's interpreter is a security boundary (a plugin
@@ -14,6 +15,7 @@
 //! the kernel.
 
 mod apply;
+mod channel;
 mod filter;
 mod landlock_rules;
 pub mod paths;
@@ -21,6 +23,7 @@ mod probe;
 mod profile;
 
 pub use apply::{Sandbox, SandboxError};
+pub use channel::refuse_passed_fds;
 pub use filter::noexec_program_hex;
 pub use probe::{LANDLOCK_ABI_REQUIRED, Support, probe};
 pub use profile::{Grant, Limits, Profile};

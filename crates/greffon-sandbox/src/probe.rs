@@ -15,6 +15,10 @@ pub struct Support {
     pub landlock_abi: i32,
     /// seccomp filters with an errno action.
     pub seccomp: bool,
+    /// `SO_PASSRIGHTS` (Linux 6.16): the host's end of a worker channel can
+    /// refuse descriptors. Not required; without it a worker that sends one
+    /// can only stall its own calls until their timeout.
+    pub refuse_passed_fds: bool,
 }
 
 /// Asks the kernel (no side effect: no ruleset is kept, no filter set).
@@ -38,9 +42,13 @@ pub fn probe() -> Support {
             &action as *const u32,
         )
     } == 0;
+    let refuse_passed_fds = std::os::unix::net::UnixStream::pair()
+        .map(|(a, _b)| crate::channel::refuse_passed_fds(&a))
+        .unwrap_or(false);
     Support {
         landlock_abi: i32::try_from(abi.max(0)).unwrap_or(0),
         seccomp,
+        refuse_passed_fds,
     }
 }
 
@@ -92,11 +100,13 @@ mod tests {
         let ok = Support {
             landlock_abi: 7,
             seccomp: true,
+            refuse_passed_fds: true,
         };
         assert!(ok.missing().is_empty());
         let none = Support {
             landlock_abi: 0,
             seccomp: false,
+            refuse_passed_fds: false,
         };
         let m = none.missing();
         assert_eq!(m.len(), 2, "{m:?}");
@@ -119,6 +129,7 @@ mod tests {
         let s = Support {
             landlock_abi: 7,
             seccomp: true,
+            refuse_passed_fds: true,
         };
         assert_eq!(s.capped(Some(5)).landlock_abi, 5);
         assert_eq!(s.capped(Some(9)).landlock_abi, 7);
@@ -131,5 +142,6 @@ mod tests {
         // The CI machines run Linux 6.18 (Landlock ABI 7).
         assert!(s.landlock_abi >= 1, "{s:?}");
         assert!(s.seccomp);
+        assert!(s.refuse_passed_fds);
     }
 }

@@ -93,7 +93,7 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
     let support = greffon_host::sandbox_support();
     let missing = support.missing();
     let enforce = config.sandbox == SandboxMode::Enforce;
-    let protections: Vec<&str> = if enforce && missing.is_empty() {
+    let mut protections: Vec<&str> = if enforce && missing.is_empty() {
         vec![
             "Landlock file system rules (read: runtime and plugin folder; write: own temp folder and granted paths)",
             "Landlock scopes (no signals or abstract UNIX sockets outside the worker)",
@@ -105,6 +105,11 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
     } else {
         Vec::new()
     };
+    if support.refuse_passed_fds {
+        protections.push("the channel to greffon refuses passed descriptors (SO_PASSRIGHTS)");
+    } else {
+        warnings.push("the kernel cannot refuse descriptors a worker sends to greffon (SO_PASSRIGHTS, Linux 6.16): such a worker only stalls its own calls until their timeout".to_string());
+    }
     if enforce {
         problems.extend(
             missing
@@ -122,6 +127,7 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
             "landlock_abi": support.landlock_abi,
             "landlock_abi_required": greffon_sandbox::LANDLOCK_ABI_REQUIRED,
             "seccomp": support.seccomp,
+            "refuse_passed_fds": support.refuse_passed_fds,
             "protections": protections,
         },
         "problems": problems,
