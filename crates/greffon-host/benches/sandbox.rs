@@ -82,12 +82,16 @@ fn p99(mut v: Vec<f64>) -> f64 {
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
+/// Connections the server accepted: with keep-alive, one per client.
+static CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A keep-alive HTTP/1.1 server answering `ok` to every request.
 fn server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::thread::spawn(move || {
                 let _ = stream.set_nodelay(true);
                 let mut out = match stream.try_clone() {
@@ -279,6 +283,10 @@ fn main() {
             p99(direct_all)
         );
         println!("broker / direct:                   {:.2}x (target <= 1.3x)", b / d);
+        println!(
+            "connections the server accepted:   {} (keep-alive: one per client)",
+            CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+        );
         // The same against an upstream that takes 1 ms to answer.
         let slow_url = format!("http://127.0.0.1:{port}/d");
         let n = (requests / 6).max(10);
