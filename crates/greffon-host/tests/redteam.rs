@@ -333,9 +333,12 @@ async fn declared_paths_through_symlinks_are_refused_before_any_grant() {
     assert!(e.contains("goes through a symlink"), "{e}");
     // Protected targets are named with the reason.
     for (paths, why) in [
-        (json!({"write": ["/"]}), "'/' cannot be granted for write"),
+        (
+            json!({"write": ["/"]}),
+            "'/' cannot be granted for write: it is the root folder",
+        ),
         (json!({"write": ["plugins"]}), "the plugins' code"),
-        (json!({"write": ["."]}), "holds greffon's own state"),
+        (json!({"write": ["."]}), "it is the greffon home"),
         (json!({"read": ["app"]}), "greffon's own state"),
         (json!({"read": ["greffon.toml"]}), "greffon's configuration"),
         (json!({"write": ["data/../app"]}), "'..'"),

@@ -82,17 +82,19 @@ impl Protected {
                 ),
             )
         };
+        if usage == Use::Write
+            && let Some((_, why)) = self.exact.iter().find(|(p, _)| p == path)
+        {
+            return Err(refuse(
+                path,
+                format!("cannot be granted for write: it is {why}"),
+            ));
+        }
         if let Some(hit) = overlapping(&self.no_access, path) {
             return Err(held(hit, usage));
         }
         if usage == Use::Read {
             return Ok(());
-        }
-        if let Some((_, why)) = self.exact.iter().find(|(p, _)| p == path) {
-            return Err(refuse(
-                path,
-                format!("cannot be granted for write: it is {why}"),
-            ));
         }
         match overlapping(&self.no_write, path) {
             Some(hit) => Err(held(hit, Use::Write)),
@@ -205,6 +207,8 @@ mod tests {
         assert!(p.check(Path::new("/h/data/x"), Use::Write).is_ok());
         assert!(p.check(Path::new("/h/data/x"), Use::Read).is_ok());
         let e = p.check(Path::new("/"), Use::Write).expect_err("refused");
+        assert!(e.message.contains("it is the root folder"), "{e}");
+        let e = p.check(Path::new("/"), Use::Read).expect_err("refused");
         assert!(e.message.contains("greffon's own state"), "{e}");
         let e = p.check(Path::new("/h"), Use::Write).expect_err("refused");
         assert!(e.message.contains("'/h'"), "{e}");
