@@ -251,6 +251,15 @@ impl Inner {
             path: scratch.clone(),
             fd: scratch_fd,
         });
+        // A runtime folder that holds greffon's own state (a venv made in
+        // the home's parent, say) would expose it: refuse rather than run.
+        for root in &self.python.read_roots {
+            self.protected.check(root, Use::Read).map_err(|e| {
+                fail(format!(
+                    "the Python runtime must be readable by workers, but {e}; use an interpreter installed outside the greffon home"
+                ))
+            })?;
+        }
         let mut runtime_read = self.python.read_roots.clone();
         runtime_read.push(self.sdk_dir.clone());
         runtime_read.push(dir.to_path_buf());

@@ -323,3 +323,37 @@ fn the_global_allowlist_narrows_what_plugins_declare() {
     refused(&home, "p", &up.url("/echo"), "'127.0.0.1' is not in");
     assert_eq!(up.hits(), 0);
 }
+
+#[test]
+fn requests_from_several_threads_of_one_plugin_are_each_answered() {
+    let up = upstream();
+    let port = up.addr.port();
+    let home = TestHome::new();
+    home.plugin(
+        "par",
+        &format!(
+            r#"from concurrent.futures import ThreadPoolExecutor
+from greffon import http
+
+class Plugin:
+    meta = {{'name': 'par', 'permissions': ['net'], 'allowlist_domains': ['127.0.0.1:{port}']}}
+
+    def run(self):
+        urls = ['http://127.0.0.1:{port}/echo?i=%d' % i for i in range(24)]
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda u: http.get(u).json()['target'], urls))
+        # The main thread's own request, between the others.
+        bodies.append(http.get('http://127.0.0.1:{port}/echo?i=main').json()['target'])
+        return bodies
+
+plugin = Plugin()
+"#
+        ),
+    );
+    home.enable("par");
+    let (code, v) = home.run("par", "{}");
+    assert_eq!(code, 0, "{v}");
+    let mut expected: Vec<String> = (0..24).map(|i| format!("/echo?i={i}")).collect();
+    expected.push("/echo?i=main".into());
+    assert_eq!(v, json!(expected), "each thread got its own answer");
+}

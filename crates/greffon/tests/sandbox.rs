@@ -197,3 +197,42 @@ fn check_names_declared_paths_greffon_will_not_grant() {
         "check creates nothing"
     );
 }
+
+#[test]
+fn a_python_runtime_holding_the_home_is_refused() {
+    // A venv whose prefix holds the greffon home: granting workers read on
+    // the runtime would expose greffon's state, so nothing starts.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let venv = tmp.path().join("venv");
+    let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = std::process::Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .expect("python runs");
+    assert!(made.success());
+    let root = venv.join("home");
+    std::fs::create_dir_all(root.join("plugins/p")).expect("mkdir");
+    std::fs::write(
+        root.join("plugins/p/plugin.py"),
+        echo_plugin("{'name': 'p'}"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(&root)
+        .args(["plugin", "list", "--json"])
+        .env("GREFFON_PYTHON", venv.join("bin/python"))
+        .output()
+        .expect("greffon runs");
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list");
+    let reason = entry(&list, "p")["failure"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        reason.contains("the Python runtime must be readable by workers")
+            && reason.contains("greffon's own state"),
+        "{reason}"
+    );
+}
