@@ -71,12 +71,14 @@ impl Inner {
     }
 
     /// Spawns a worker for the plugin in `dir`, sandboxed to `access`, and
-    /// imports it there.
+    /// imports it there; an import that raises is dumped under `phase`
+    /// (import, or reload).
     pub(crate) async fn load(
         &self,
         folder: &str,
         dir: &Path,
         access: &Access,
+        phase: Phase,
         on_crash: Option<OnCrash>,
     ) -> Result<Loaded, LoadError> {
         let script = dir.join("plugin.py");
@@ -125,16 +127,14 @@ impl Inner {
                 let output = output.unwrap_or_default();
                 let what = exception_text(&e);
                 let dump = (e.kind == ErrorKind::Exception)
-                    .then(|| {
-                        self.write_dump(folder, &file_hash, Phase::Import, None, &what, &e, &output)
-                    })
+                    .then(|| self.write_dump(folder, &file_hash, phase, None, &what, &e, &output))
                     .flatten();
                 Err(LoadError::one(
                     format!("importing plugin.py raised {what}"),
                     dump,
                 ))
             }
-            Ok(Reply::NotDelivered) => {
+            Ok(Reply::NotDelivered | Reply::Retired) => {
                 let exit = worker.wait_exit().await;
                 Err(LoadError::one(
                     format!("{} before plugin.py was imported", exit.description),

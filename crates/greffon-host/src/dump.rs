@@ -12,6 +12,8 @@ pub(crate) enum Phase {
     Start,
     Run,
     Stop,
+    /// Loading or starting the new version during a hot reload.
+    Reload,
     WorkerExit,
 }
 
@@ -22,6 +24,7 @@ impl Phase {
             Phase::Start => "start",
             Phase::Run => "run",
             Phase::Stop => "stop",
+            Phase::Reload => "reload",
             Phase::WorkerExit => "worker exit",
         }
     }

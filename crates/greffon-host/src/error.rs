@@ -33,6 +33,15 @@ pub enum HostError {
         reason: String,
         dump: Option<PathBuf>,
     },
+    #[error("{0}")]
+    NotEnabled(String),
+    /// A hot reload failed; the previous version keeps serving.
+    #[error("plugin '{name}': reload failed, the running version keeps serving: {reason}{}", dump_note(dump.as_deref()))]
+    Reload {
+        name: String,
+        reason: String,
+        dump: Option<PathBuf>,
+    },
     #[error("cannot scaffold '{name}': {reason}")]
     Scaffold { name: String, reason: String },
     #[error("{context}: {source}")]
@@ -47,7 +56,8 @@ impl HostError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             HostError::UnknownPlugin(_) => ErrorKind::UnknownPlugin,
-            HostError::Failed { .. } => ErrorKind::PluginFailed,
+            HostError::Failed { .. } | HostError::Reload { .. } => ErrorKind::PluginFailed,
+            HostError::NotEnabled(_) => ErrorKind::NotEnabled,
             HostError::Scaffold { .. } => ErrorKind::Validation,
             _ => ErrorKind::Internal,
         }

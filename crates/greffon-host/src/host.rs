@@ -36,6 +36,13 @@ pub fn python_facts(configured: Option<&Path>) -> Result<(PathBuf, String), Stri
     crate::python::resolve(configured).map(|i| (i.exe, i.version))
 }
 
+/// A worker whose plugin was loaded and started.
+struct Started {
+    worker: Arc<Worker>,
+    meta: Arc<PluginMeta>,
+    file_hash: String,
+}
+
 /// Discovery workers running at once.
 const DISCOVERY_PARALLELISM: usize = 4;
 
@@ -192,7 +199,9 @@ impl Host {
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let outcome = inner.load(&folder, &path, &Access::none(), None).await;
+                let outcome = inner
+                    .load(&folder, &path, &Access::none(), Phase::Import, None)
+                    .await;
                 let outcome = match outcome {
                     Ok(loaded) => {
                         loaded.worker.shutdown(Duration::from_secs(1)).await;
@@ -279,6 +288,7 @@ impl Host {
                 status: std::sync::Mutex::new(status),
                 worker: tokio::sync::Mutex::new(None),
                 calls: Semaphore::new(inner.config.max_concurrent_calls),
+                reloading: tokio::sync::Mutex::new(()),
             });
             registry.insert(key, plugin);
         }
@@ -424,6 +434,71 @@ impl Host {
         }
     }
 
+    /// Hot reload (SPEC §8): loads and starts `plugin.py` as it is now in a
+    /// new worker beside the running one; only if that succeeds do new
+    /// calls go to it, while calls in flight finish on the old worker,
+    /// which is then stopped. On any failure the running version keeps
+    /// serving, a crash dump is written (phase `reload`) and the error is
+    /// returned; the plugin stays enabled. A new version that declares
+    /// permissions that were not granted is not swapped in.
+    pub async fn reload(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        let _one_at_a_time = plugin.reloading.lock().await;
+        if plugin.status().state != State::Enabled {
+            return Err(HostError::NotEnabled(format!(
+                "plugin '{}' is not enabled, so there is nothing to reload; `greffon plugin enable {}` loads it as it is on disk",
+                plugin.key, plugin.key
+            )));
+        }
+        let inner = &self.inner;
+        let started = match inner.start_worker(&plugin, false, true).await {
+            Ok(s) => s,
+            Err(f) => {
+                let dump = f.dump.clone().or_else(|| {
+                    let hash = crate::worker::file_hash(&plugin.dir.join("plugin.py"));
+                    inner.write_dump(
+                        &plugin.key,
+                        &hash,
+                        Phase::Reload,
+                        None,
+                        &f.reason,
+                        &WireError::new(ErrorKind::PluginFailed, f.reason.clone()),
+                        &Output::default(),
+                    )
+                });
+                tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "rolled_back", reason = %f.reason);
+                return Err(HostError::Reload {
+                    name: plugin.key.clone(),
+                    reason: f.reason,
+                    dump,
+                });
+            }
+        };
+        let timeout_s = inner
+            .config
+            .timeout_for(&plugin.key, started.meta.timeout_s);
+        let old = {
+            let mut slot = plugin.worker.lock().await;
+            let old = slot.replace(started.worker);
+            let mut s = plugin.status();
+            s.meta = Some(started.meta);
+            s.file_hash = started.file_hash;
+            old
+        };
+        tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "swapped");
+        if let Some(old) = old {
+            // New calls now reach the new worker; the old one finishes what
+            // it has (its calls are bounded by their timeout), then stops.
+            old.retire();
+            let limit = Duration::from_secs_f64(timeout_s + inner.config.kill_grace_s);
+            if !old.drained(limit).await {
+                tracing::warn!(target: "server", plugin = %plugin.key, "the replaced worker still had calls running after their timeout; stopping it");
+            }
+            inner.stop_worker(&plugin, &old).await;
+        }
+        self.plugin(&plugin.key)
+    }
+
     /// Stops the plugin (`stop()`) and remembers it as disabled.
     pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
@@ -470,7 +545,11 @@ impl Host {
             schema: None,
             permissions: Vec::new(),
         };
-        match self.inner.load(&folder, &dir, &Access::none(), None).await {
+        match self
+            .inner
+            .load(&folder, &dir, &Access::none(), Phase::Import, None)
+            .await
+        {
             Ok(loaded) => {
                 loaded.worker.shutdown(Duration::from_secs(1)).await;
                 report.name = loaded.meta.name.clone();
@@ -603,6 +682,8 @@ impl Host {
                 .await
             {
                 Ok(Reply::NotDelivered) if attempts < 2 => continue,
+                // A reload swapped the worker: the call goes to the new one.
+                Ok(Reply::Retired) => continue,
                 reply => break (worker, reply),
             }
         };
@@ -616,7 +697,7 @@ impl Host {
                     }
                 }
             }
-            Ok(Reply::NotDelivered) => Err(CallError::new(
+            Ok(Reply::NotDelivered | Reply::Retired) => Err(CallError::new(
                 ErrorKind::WorkerCrashed,
                 format!(
                     "plugin '{name}': its worker ended before the call could be delivered, twice"
@@ -860,11 +941,36 @@ impl Inner {
         plugin: &Arc<Plugin>,
         granting: bool,
     ) -> Result<Arc<Worker>, Failure> {
-        let fail = |failure: Failure| {
-            let mut s = plugin.status();
-            s.state = State::Failed;
-            s.failure = Some(failure.clone());
-            failure
+        match self.start_worker(plugin, granting, false).await {
+            Ok(started) => {
+                let mut s = plugin.status();
+                s.meta = Some(started.meta);
+                s.file_hash = started.file_hash;
+                Ok(started.worker)
+            }
+            Err(failure) => {
+                let mut s = plugin.status();
+                s.state = State::Failed;
+                s.failure = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    /// Loads the plugin as it is on disk in a new worker and runs
+    /// `start()`, leaving the registry entry as it is: the caller installs
+    /// the worker, or reports the failure. `reloading` dumps failures
+    /// under the `reload` phase.
+    async fn start_worker(
+        self: &Inner,
+        plugin: &Arc<Plugin>,
+        granting: bool,
+        reloading: bool,
+    ) -> Result<Started, Failure> {
+        let (import_phase, start_phase) = if reloading {
+            (Phase::Reload, Phase::Reload)
+        } else {
+            (Phase::Import, Phase::Start)
         };
         let weak = Arc::downgrade(plugin);
         let (max, window) = (
@@ -903,7 +1009,13 @@ impl Inner {
                 meta,
                 file_hash,
             } = match self
-                .load(&plugin.folder, &plugin.dir, &access, Some(on_crash()))
+                .load(
+                    &plugin.folder,
+                    &plugin.dir,
+                    &access,
+                    import_phase,
+                    Some(on_crash()),
+                )
                 .await
             {
                 Ok(l) => l,
@@ -915,10 +1027,10 @@ impl Inner {
                     continue;
                 }
                 Err(e) => {
-                    return Err(fail(Failure {
+                    return Err(Failure {
                         reason: e.reason(),
                         dump: e.dump,
-                    }));
+                    });
                 }
             };
             let problem = if meta.name != plugin.key {
@@ -937,7 +1049,7 @@ impl Inner {
             };
             if let Some(reason) = problem {
                 worker.shutdown(Duration::from_secs(1)).await;
-                return Err(fail(Failure { reason, dump: None }));
+                return Err(Failure { reason, dump: None });
             }
             let wanted = Access::for_plugin(&meta, &grant_for(&meta), &self.config);
             if wanted == access {
@@ -945,19 +1057,14 @@ impl Inner {
             }
             worker.shutdown(Duration::from_secs(1)).await;
             if attempts >= 3 {
-                return Err(fail(Failure {
+                return Err(Failure {
                     reason: "plugin.py kept changing while it was loaded; try again".into(),
                     dump: None,
-                }));
+                });
             }
             access = wanted;
         };
         let meta = Arc::new(meta);
-        {
-            let mut s = plugin.status();
-            s.meta = Some(meta.clone());
-            s.file_hash = file_hash.clone();
-        }
         let timeout = Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s));
         let outcome = worker
             .request(method::START, &Value::Null, None, timeout)
@@ -968,7 +1075,11 @@ impl Inner {
                 output,
             }) => {
                 log_output(&plugin.key, output.as_ref());
-                return Ok(worker);
+                return Ok(Started {
+                    worker,
+                    meta,
+                    file_hash,
+                });
             }
             Ok(Reply::Response {
                 body: ResponseBody::Err(e),
@@ -979,7 +1090,7 @@ impl Inner {
                 let dump = self.write_dump(
                     &plugin.key,
                     &file_hash,
-                    Phase::Start,
+                    start_phase,
                     None,
                     &what,
                     &e,
@@ -994,7 +1105,7 @@ impl Inner {
                 reason: format!("its worker ended during start() ({})", exit.description),
                 dump: exit.dump.clone(),
             },
-            Ok(Reply::NotDelivered) => Failure {
+            Ok(Reply::NotDelivered | Reply::Retired) => Failure {
                 reason: "its worker ended before start() could be called".into(),
                 dump: worker.wait_exit().await.dump.clone(),
             },
@@ -1008,7 +1119,7 @@ impl Inner {
             }
         };
         worker.shutdown(Duration::from_secs(1)).await;
-        Err(fail(failure))
+        Err(failure)
     }
 
     /// Calls `stop()` (bounded), then ends the worker.
@@ -1037,7 +1148,7 @@ impl Inner {
                     tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {what}");
                 }
                 Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
-                Ok(Reply::Gone(_) | Reply::NotDelivered) => {}
+                Ok(Reply::Gone(_) | Reply::NotDelivered | Reply::Retired) => {}
                 Err(_) => {
                     tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
                 }

@@ -109,6 +109,8 @@ pub(crate) struct Plugin {
     pub worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
     /// Bounds the calls one worker serves at once.
     pub calls: Semaphore,
+    /// One reload at a time.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 impl Plugin {
@@ -192,6 +194,7 @@ mod tests {
             }),
             worker: tokio::sync::Mutex::new(None),
             calls: Semaphore::new(1),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -91,6 +91,8 @@ pub(crate) enum Reply {
     /// The worker was already gone: the request never reached it, so it
     /// may safely be sent to a new worker.
     NotDelivered,
+    /// A reload replaced this worker: the call goes to the new one.
+    Retired,
 }
 
 /// A request whose answer did not come in time.
@@ -115,6 +117,15 @@ struct PendingMap {
     map: HashMap<u64, Pending>,
     /// Set once the worker is gone; no new request may register.
     closed: bool,
+    /// Set when a reload replaced the worker: no new `run` may register,
+    /// the ones in flight finish.
+    retiring: bool,
+}
+
+impl PendingMap {
+    fn runs_in_flight(&self) -> bool {
+        self.map.values().any(|p| p.method == method::RUN)
+    }
 }
 
 /// Called once when a worker ends without being asked to.
@@ -142,6 +153,9 @@ struct Shared {
     reaped: AtomicBool,
     exit: OnceLock<Arc<Exit>>,
     exited: Notify,
+    /// Signalled when a `run` is answered or the worker is gone: a retiring
+    /// worker waits on it for its last calls.
+    run_done: Notify,
     stdout_tail: Mutex<Vec<u8>>,
     stderr_tail: Mutex<Vec<u8>>,
     /// The worker's private temp folder, removed once it has exited.
@@ -547,6 +561,7 @@ impl Worker {
             reaped: AtomicBool::new(false),
             exit: OnceLock::new(),
             exited: Notify::new(),
+            run_done: Notify::new(),
             stdout_tail: Mutex::new(Vec::new()),
             stderr_tail: Mutex::new(Vec::new()),
             scratch,
@@ -597,9 +612,18 @@ impl Worker {
     ) -> Result<Reply, TimedOut> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if method == method::RUN && self.shared.pending().retiring {
+            return Ok(Reply::Retired);
+        }
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
         {
             let mut pending = self.shared.pending();
+            if pending.retiring && method == method::RUN {
+                if on_main {
+                    self.shared.main_busy.store(false, Ordering::Release);
+                }
+                return Ok(Reply::Retired);
+            }
             if pending.closed {
                 if on_main {
                     self.shared.main_busy.store(false, Ordering::Release);
@@ -643,6 +667,35 @@ impl Worker {
                 Err(TimedOut { id })
             }
         }
+    }
+
+    /// Stops taking new calls (they get [`Reply::Retired`] and go to the
+    /// worker that replaced this one); calls in flight finish.
+    pub(crate) fn retire(&self) {
+        self.shared.pending().retiring = true;
+    }
+
+    /// Waits until no call is in flight, at most `limit`; false if some
+    /// still runs then.
+    pub(crate) async fn drained(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                // Registered before the check, so an answer in between
+                // still wakes this wait.
+                let done = self.shared.run_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                let busy = {
+                    let p = self.shared.pending();
+                    !p.closed && p.runs_in_flight()
+                };
+                if !busy {
+                    return;
+                }
+                done.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// The exit record, for callers that learnt the worker is gone.
@@ -739,6 +792,9 @@ async fn read_loop(
                     }
                     if let Some(tx) = slot.tx {
                         let _ = tx.send(Reply::Response { body, output });
+                    }
+                    if slot.method == method::RUN {
+                        shared.run_done.notify_waiters();
                     }
                 }
             }
@@ -865,6 +921,7 @@ async fn read_loop(
     }
     let _ = shared.exit.set(exit.clone());
     shared.exited.notify_waiters();
+    shared.run_done.notify_waiters();
     for p in in_flight {
         if let Some(tx) = p.tx {
             let _ = tx.send(Reply::Gone(exit.clone()));

@@ -71,6 +71,10 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Swap a running plugin for the version on disk, rolling back on
+    /// failure (needs a running server: without one, every command already
+    /// loads plugins as they are on disk).
+    Reload { name: String },
     /// Stop a plugin and remember it as disabled.
     Disable {
         name: String,

@@ -202,6 +202,16 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                 Ok(ExitCode::from(EXIT_ERROR))
             }
         },
+        PluginCommand::Reload { name } => {
+            // The host's hot reload serves a long-running process (`greffon
+            // serve`, issue #4); this command has none to talk to yet.
+            host.plugin(&name)?;
+            eprintln!(
+                "no greffon server is running for {}: there is no running plugin to reload, and every command loads plugins as they are on disk",
+                host.home().root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         PluginCommand::Disable { name, json } => {
             let info = host.disable(&name).await?;
             if json {

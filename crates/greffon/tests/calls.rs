@@ -504,3 +504,16 @@ fn a_result_over_the_size_limit_is_an_error() {
     );
     assert_eq!(home.run("big", r#"{"n": 3}"#), (0, json!("xxx")));
 }
+
+#[test]
+fn reload_without_a_server_explains_that_none_is_running() {
+    let home = TestHome::new();
+    home.plugin("p", &echo_plugin("{'name': 'p'}"));
+    let out = home.greffon(&["plugin", "reload", "p"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no greffon server is running"), "{err}");
+    let out = home.greffon(&["plugin", "reload", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown plugin 'nope'"));
+}
