@@ -49,8 +49,37 @@ pub struct Config {
     pub http_max_response_bytes: usize,
     /// Longest an HTTP request may take when the plugin gives no timeout.
     pub http_timeout_s: f64,
+    /// `greffon serve`.
+    pub server: ServerConfig,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address `greffon serve` listens on.
+    pub bind: String,
+    /// The API's bearer token; unset, one is generated into `app/token`.
+    /// Required for a bind that is not loopback.
+    pub token: Option<String>,
+    /// `Host` header values accepted besides loopback names (DNS
+    /// rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// How long calls in flight may take to finish at shutdown.
+    pub shutdown_grace_s: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8765".into(),
+            token: None,
+            allowed_hosts: Vec::new(),
+            shutdown_grace_s: 10.0,
+        }
+    }
 }
 
 /// `sandbox = "enforce" | "off"`.
@@ -98,6 +127,7 @@ impl Default for Config {
             allowlist_domains: None,
             http_max_response_bytes: 10 << 20,
             http_timeout_s: 30.0,
+            server: ServerConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -178,6 +208,7 @@ impl Config {
         positive("kill_grace_s", self.kill_grace_s);
         positive("crash_window_s", self.crash_window_s);
         positive("http_timeout_s", self.http_timeout_s);
+        positive("server.shutdown_grace_s", self.server.shutdown_grace_s);
         for (name, p) in &self.plugins {
             if let Some(t) = p.timeout_s {
                 positive(&format!("plugins.{name}.timeout_s"), t);
@@ -194,6 +225,21 @@ impl Config {
                     bad = Some((format!("plugins.{name}.{key}"), "must be at least 1".into()));
                 }
             }
+        }
+        if bad.is_none() && self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            bad = Some((
+                "server.bind".into(),
+                format!(
+                    "'{}' is not an address with a port (e.g. 127.0.0.1:8765)",
+                    self.server.bind
+                ),
+            ));
+        }
+        if bad.is_none() && self.server.token.as_ref().is_some_and(|t| t.len() < 16) {
+            bad = Some((
+                "server.token".into(),
+                "must be at least 16 characters".into(),
+            ));
         }
         for entry in self.allowlist_domains.iter().flatten() {
             if let (None, Err(why)) = (&bad, Pattern::parse(entry)) {

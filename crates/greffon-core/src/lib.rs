@@ -23,7 +23,7 @@ mod permission;
 mod schema;
 
 pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};
-pub use config::{Config, ConfigError, PluginConfig, SandboxMode};
+pub use config::{Config, ConfigError, PluginConfig, SandboxMode, ServerConfig};
 pub use home::Home;
 pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name};
 pub use permission::Permission;

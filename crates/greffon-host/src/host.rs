@@ -353,6 +353,7 @@ impl Host {
             running,
             last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),
             access: meta.map_or_else(Default::default, |m| self.inner.access_info(m)),
+            worker_crashes: s.crash_total,
         }
     }
 
@@ -430,6 +431,27 @@ impl Host {
                     reason: failure.reason,
                     dump: failure.dump,
                 })
+            }
+        }
+    }
+
+    /// Starts the worker of every enabled plugin now (running `start()`),
+    /// rather than at its first call: what a long-running server does at
+    /// start. A plugin that fails to start becomes `failed`, as at enable.
+    pub async fn start_enabled(&self) {
+        let enabled: Vec<Arc<Plugin>> = {
+            let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+            plugins
+                .values()
+                .filter(|p| p.status().state == State::Enabled)
+                .cloned()
+                .collect()
+        };
+        for plugin in enabled {
+            let deadline =
+                Instant::now() + Duration::from_secs_f64(self.inner.config.default_timeout_s);
+            if let Err(e) = self.inner.worker_for(&plugin, deadline).await {
+                tracing::warn!(target: "server", plugin = %plugin.key, "could not start: {}", e.message);
             }
         }
     }
@@ -829,6 +851,7 @@ fn settled_status(meta: PluginMeta, file_hash: String, granted: Option<Vec<Permi
         failure,
         granted,
         crashes: VecDeque::new(),
+        crash_total: 0,
         duplicate: false,
     }
 }
@@ -841,6 +864,7 @@ fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: String) -> St
         failure: Some(Failure { reason, dump }),
         granted: None,
         crashes: VecDeque::new(),
+        crash_total: 0,
         duplicate: false,
     }
 }

@@ -66,6 +66,8 @@ pub struct PluginInfo {
     pub last_dump: Option<PathBuf>,
     /// What the sandbox lets it reach with what it declares.
     pub access: AccessInfo,
+    /// Unexpected worker exits since greffon started.
+    pub worker_crashes: u64,
 }
 
 /// The reach of a plugin's declared permissions, shown at enable.
@@ -93,6 +95,8 @@ pub(crate) struct Status {
     pub granted: Option<Vec<Permission>>,
     /// Recent unexpected worker exits, oldest first.
     pub crashes: VecDeque<Instant>,
+    /// Unexpected worker exits since greffon started (for metrics).
+    pub crash_total: u64,
     /// Another folder declares the same name: enabling cannot fix that,
     /// only renaming and rediscovering can.
     pub duplicate: bool,
@@ -127,6 +131,7 @@ impl Plugin {
     fn record_crash_at(&self, exit: &Exit, max: u32, window: Duration, now: Instant) {
         let mut s = self.status();
         s.crashes.push_back(now);
+        s.crash_total += 1;
         while s
             .crashes
             .front()
@@ -190,6 +195,7 @@ mod tests {
                 failure: None,
                 granted: Some(Vec::new()),
                 crashes: VecDeque::new(),
+                crash_total: 0,
                 duplicate: false,
             }),
             worker: tokio::sync::Mutex::new(None),

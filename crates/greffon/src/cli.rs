@@ -28,6 +28,13 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Serve the HTTP API (default 127.0.0.1:8765, `[server] bind`) until
+    /// SIGINT or SIGTERM; the token is in <home>/app/token.
+    Serve {
+        /// Address to listen on, overriding `[server] bind`.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
     /// Check the interpreter and the kernel sandbox (exit 1 when plugins
     /// cannot run as configured).
     Doctor {

@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = match cli.command {
         Command::Plugin { command } => command,
         Command::Doctor { json } => return Ok(doctor(&config, json)),
+        Command::Serve { bind } => return serve(&root, config, bind).await,
     };
 
     // `run` answers JSON even when the host cannot open.
@@ -147,6 +148,39 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERROR)
     }
+}
+
+/// `greffon serve`: the API until SIGINT or SIGTERM, then a graceful stop.
+async fn serve(
+    root: &std::path::Path,
+    config: Config,
+    bind: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let bind: std::net::SocketAddr = bind
+        .as_deref()
+        .unwrap_or(&config.server.bind)
+        .parse()
+        .context("--bind must be an address with a port, e.g. 127.0.0.1:8765")?;
+    let server_config = config.server.clone();
+    let max_body_bytes = config.max_args_bytes;
+    let host = Host::open_with(root, config).await?;
+    let app = host.home().app_dir();
+    let token = greffon_server::resolve_token(&server_config, bind, &app.join("token"))?;
+    host.start_enabled().await;
+    let opts = greffon_server::ServeOptions {
+        bind,
+        token,
+        allowed_hosts: server_config.allowed_hosts,
+        grace: std::time::Duration::from_secs_f64(server_config.shutdown_grace_s),
+        max_body_bytes,
+        endpoint_file: app.join("server.json"),
+    };
+    greffon_server::serve(host, opts, async {
+        let signal = interrupted().await;
+        tracing::info!(target: "server", "{signal}");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

@@ -1,0 +1,313 @@
+//! The routes, their OpenAPI description, and the mapping of greffon's
+//! errors to HTTP statuses (`{"error": "...", "kind": "..."}`).
+
+use crate::ServerError;
+use crate::auth::{Guard, guard};
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use greffon_host::{CallError, Host, HostError};
+use greffon_protocol::ErrorKind;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use utoipa::OpenApi;
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bind: SocketAddr,
+    pub token: String,
+    /// `Host` names accepted besides loopback ones.
+    pub allowed_hosts: Vec<String>,
+    /// How long calls in flight may take to finish at shutdown.
+    pub grace: Duration,
+    /// Largest request body (the arguments of a run).
+    pub max_body_bytes: usize,
+    /// Where to write the endpoint (`app/server.json`).
+    pub endpoint_file: PathBuf,
+}
+
+struct App {
+    host: Host,
+    metrics: Metrics,
+    max_body_bytes: usize,
+}
+
+type AppState = State<Arc<App>>;
+
+fn error(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": message.into(), "kind": kind.as_str()})),
+    )
+        .into_response()
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
+        ErrorKind::NotEnabled => StatusCode::CONFLICT,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::WorkerCrashed
+        | ErrorKind::Exception
+        | ErrorKind::PluginFailed
+        | ErrorKind::NotSerializable
+        | ErrorKind::Protocol => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn host_error(e: &HostError) -> Response {
+    error(status_of(e.kind()), e.kind(), e.to_string())
+}
+
+fn info(host: &Host, name: &str) -> Response {
+    match host.plugin(name) {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => host_error(&e),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "The server is up (no token needed)", body = Object)))]
+async fn health(State(app): AppState) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "plugins": app.host.plugins().len(),
+    }))
+    .into_response()
+}
+
+#[utoipa::path(get, path = "/v1/plugins", responses((status = 200, description = "Every plugin: name, state, permissions, reach, failure", body = [Object])), security(("bearer" = [])))]
+async fn list(State(app): AppState) -> Response {
+    axum::Json(app.host.plugins()).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/plugins/{name}", params(("name" = String, Path)), responses((status = 200, body = Object), (status = 404, description = "Unknown plugin", body = Object)), security(("bearer" = [])))]
+async fn plugin(State(app): AppState, UrlPath(name): UrlPath<String>) -> Response {
+    info(&app.host, &name)
+}
+
+#[utoipa::path(post, path = "/v1/plugins/{name}/enable", params(("name" = String, Path)), responses((status = 200, description = "Granted and started", body = Object), (status = 404, body = Object), (status = 502, description = "It failed to load or start", body = Object)), security(("bearer" = [])))]
+async fn enable(State(app): AppState, UrlPath(name): UrlPath<String>) -> Response {
+    match app.host.enable(&name).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => host_error(&e),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/plugins/{name}/disable", params(("name" = String, Path)), responses((status = 200, body = Object), (status = 404, body = Object)), security(("bearer" = [])))]
+async fn disable(State(app): AppState, UrlPath(name): UrlPath<String>) -> Response {
+    match app.host.disable(&name).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => host_error(&e),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/plugins/{name}/reload", params(("name" = String, Path)), responses((status = 200, description = "The new version serves", body = Object), (status = 404, body = Object), (status = 409, description = "Not enabled", body = Object), (status = 502, description = "Rolled back: the running version keeps serving", body = Object)), security(("bearer" = [])))]
+async fn reload(State(app): AppState, UrlPath(name): UrlPath<String>) -> Response {
+    match app.host.reload(&name).await {
+        Ok(p) => {
+            app.metrics.reload(true);
+            axum::Json(p).into_response()
+        }
+        Err(e) => {
+            if matches!(e, HostError::Reload { .. }) {
+                app.metrics.reload(false);
+            }
+            host_error(&e)
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/plugins/{name}/run", params(("name" = String, Path)), request_body(content = Object, description = "The arguments object"), responses(
+    (status = 200, description = "The plugin's result, including a returned {\"error\"}", body = Object),
+    (status = 404, description = "Unknown plugin", body = Object),
+    (status = 409, description = "Not enabled", body = Object),
+    (status = 413, description = "Arguments or result too large", body = Object),
+    (status = 422, description = "Invalid arguments: names the field and the rule", body = Object),
+    (status = 502, description = "The plugin raised, crashed or failed", body = Object),
+    (status = 504, description = "Timeout", body = Object)), security(("bearer" = [])))]
+async fn run(State(app): AppState, UrlPath(name): UrlPath<String>, body: Body) -> Response {
+    let started = Instant::now();
+    let bytes = match to_bytes(body, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::TooLarge,
+                format!(
+                    "plugin '{name}': the arguments exceed {} bytes (max_args_bytes)",
+                    app.max_body_bytes
+                ),
+            );
+        }
+    };
+    let args: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorKind::Validation,
+                    format!("plugin '{name}': the body is not JSON: {e}"),
+                );
+            }
+        }
+    };
+    let outcome = app.host.call(&name, args).await;
+    let (label, response) = match outcome {
+        Ok(v) => ("ok", axum::Json(v).into_response()),
+        Err(CallError { kind, message, .. }) => {
+            (kind.as_str(), error(status_of(kind), kind, message))
+        }
+    };
+    app.metrics.call(&name, label, started.elapsed());
+    response
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This description", body = Object)), security(("bearer" = [])))]
+async fn openapi_route() -> Response {
+    axum::Json(openapi()).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text (no token needed)", content_type = "text/plain")))]
+async fn metrics(State(app): AppState) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&app.host.plugins()),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "greffon", description = "Run plain Python plugins, kernel-sandboxed. Every /v1 route but /v1/health needs `Authorization: Bearer <token>` (the token is in <home>/app/token). Errors are {\"error\", \"kind\"}."),
+    paths(health, list, plugin, enable, disable, reload, run, openapi_route, metrics),
+    modifiers(&Bearer)
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI description, generated from the handlers above.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+fn router(app: Arc<App>, guard_state: Arc<Guard>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/plugins", get(list))
+        .route("/v1/plugins/{name}", get(plugin))
+        .route("/v1/plugins/{name}/enable", post(enable))
+        .route("/v1/plugins/{name}/disable", post(disable))
+        .route("/v1/plugins/{name}/reload", post(reload))
+        .route("/v1/plugins/{name}/run", post(run))
+        .route("/v1/openapi.json", get(openapi_route))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                ErrorKind::UnknownMethod,
+                "no such route; see /v1/openapi.json",
+            )
+        })
+        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(guard_state, guard))
+}
+
+/// Serves `host` until `shutdown` resolves, then lets calls in flight
+/// finish (at most `grace`), stops every plugin and removes the endpoint
+/// file. The endpoint file is written once the socket listens.
+pub async fn serve(
+    host: Host,
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: opts.bind,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let pid = std::process::id();
+    let endpoint = Endpoint {
+        address: local.to_string(),
+        url: format!("http://{local}"),
+        pid,
+    };
+    endpoint
+        .write(&opts.endpoint_file)
+        .map_err(|source| ServerError::Io {
+            context: format!("cannot write {}", opts.endpoint_file.display()),
+            source,
+        })?;
+    tracing::info!(target: "server", address = %local, "greffon serving");
+    let app = Arc::new(App {
+        host: host.clone(),
+        metrics: Metrics::default(),
+        max_body_bytes: opts.max_body_bytes,
+    });
+    let guard_state = Arc::new(Guard {
+        token: opts.token.clone(),
+        allowed_hosts: opts
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    });
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let server = axum::serve(listener, router(app, guard_state))
+        .with_graceful_shutdown(async move { stopped.notified().await });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    let outcome = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            tracing::info!(target: "server", "shutting down: no new connections; calls in flight may finish");
+            stop.notify_one();
+            match tokio::time::timeout(opts.grace, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(target: "server", "calls still running after {} s; stopping anyway", opts.grace.as_secs_f64());
+                    Ok(())
+                }
+            }
+        }
+    };
+    host.shutdown().await;
+    Endpoint::remove_if_ours(&opts.endpoint_file, pid);
+    outcome.map_err(|source| ServerError::Io {
+        context: "the server failed".into(),
+        source,
+    })
+}

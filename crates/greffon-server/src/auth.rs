@@ -1,0 +1,178 @@
+//! Who may use the API: a bearer token on every `/v1` route but health,
+//! and a `Host` header naming this machine.
+
+use crate::ServerError;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use greffon_core::ServerConfig;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The token: `[server] token`, else the one in `token_file`, else a new
+/// random one written there (mode 0600). A bind that is not loopback
+/// requires an explicit `[server] token`.
+pub fn resolve_token(
+    config: &ServerConfig,
+    bind: SocketAddr,
+    token_file: &Path,
+) -> Result<String, ServerError> {
+    if let Some(t) = &config.token {
+        return Ok(t.clone());
+    }
+    if !bind.ip().is_loopback() {
+        return Err(ServerError::Token(format!(
+            "{bind} is reachable from other machines: set [server] token in greffon.toml to serve on it"
+        )));
+    }
+    if let Ok(t) = std::fs::read_to_string(token_file) {
+        let t = t.trim().to_string();
+        if t.len() >= 16 {
+            return Ok(t);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| ServerError::Io {
+            context: "cannot read /dev/urandom".into(),
+            source,
+        })?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = token_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+    }
+    let _ = std::fs::remove_file(token_file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(token_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, token.as_bytes()))
+        .map_err(|source| ServerError::Io {
+            context: format!("cannot write the token to {}", token_file.display()),
+            source,
+        })?;
+    Ok(token)
+}
+
+/// What the guard checks against.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub token: String,
+    /// Lower-case host names accepted besides loopback ones.
+    pub allowed_hosts: Vec<String>,
+}
+
+fn deny(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": message, "kind": kind})),
+    )
+        .into_response()
+}
+
+/// The host part of a `Host` header (`[::1]:8765` → `::1`).
+fn host_name(value: &str) -> String {
+    let v = value.trim().to_ascii_lowercase();
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    v.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(v.clone(), |(h, _)| h.to_string())
+}
+
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses a `Host` that is neither loopback nor allowed (a page that
+/// rebinds its own name to 127.0.0.1 sends its own name), then a `/v1`
+/// request without the bearer token.
+pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_name)
+        .unwrap_or_default();
+    let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1");
+    if !loopback && !g.allowed_hosts.contains(&host) {
+        return deny(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            &format!("Host '{host}' is not accepted; add it to [server] allowed_hosts"),
+        );
+    }
+    let path = req.uri().path();
+    if path.starts_with("/v1/") && path != "/v1/health" {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            None => {
+                return deny(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing bearer token (Authorization: Bearer <token from app/token>)",
+                );
+            }
+            Some(t) if !equal_in_constant_time(t.as_bytes(), g.token.as_bytes()) => {
+                return deny(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "wrong bearer token",
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_are_reduced_to_their_name() {
+        assert_eq!(host_name("LocalHost:8765"), "localhost");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example:8765"), "evil.example");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(equal_in_constant_time(b"abc", b"abc"));
+        assert!(!equal_in_constant_time(b"abc", b"abd"));
+        assert!(!equal_in_constant_time(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn a_generated_token_is_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("app/token");
+        let config = ServerConfig::default();
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let t = resolve_token(&config, bind, &file).expect("token");
+        assert_eq!(t.len(), 64);
+        let mode = std::fs::metadata(&file).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(resolve_token(&config, bind, &file).expect("again"), t);
+        let public: SocketAddr = "0.0.0.0:8765".parse().expect("addr");
+        let e = resolve_token(&config, public, &file).expect_err("refused");
+        assert!(e.to_string().contains("set [server] token"), "{e}");
+    }
+}

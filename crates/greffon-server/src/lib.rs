@@ -1,0 +1,39 @@
+//! `greffon serve`: the long-running form of greffon, an HTTP API over one
+//! [`greffon_host::Host`].
+//!
+//! - `api`: the routes, their OpenAPI description ([`openapi`]) and the
+//!   mapping of greffon's errors to statuses;
+//! - `auth`: the bearer token ([`resolve_token`]) and the `Host` header
+//!   check that defeats DNS rebinding;
+//! - `metrics`: Prometheus text at `/metrics`;
+//! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server.
+//!
+//! [`serve`] binds, writes the endpoint file, serves until its shutdown
+//! future resolves, lets calls in flight finish within a grace period,
+//! stops every plugin, and removes the endpoint file.
+
+mod api;
+mod auth;
+mod endpoint;
+mod metrics;
+
+pub use api::{ServeOptions, openapi, serve};
+pub use auth::resolve_token;
+pub use endpoint::Endpoint;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Token(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,286 @@
+//! `greffon serve` through real HTTP: every route and status, the token,
+//! the Host check, the OpenAPI description, metrics, `server.json`, and a
+//! graceful shutdown with a call in flight.
+
+mod common;
+
+use common::{TestHome, echo_plugin, wait_for};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Where a server listens and its token.
+#[derive(Clone)]
+struct Api {
+    address: String,
+    token: String,
+}
+
+struct Server {
+    child: Child,
+    api: Api,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(home: &TestHome) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("greffon serve starts");
+    let endpoint = home.path().join("app/server.json");
+    let pid = child.id();
+    let address = wait_for(Duration::from_secs(30), || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&endpoint).ok()?).ok()?;
+        (v["pid"] == json!(pid)).then(|| v["address"].as_str().map(str::to_string))?
+    })
+    .expect("server.json names the server");
+    let token = std::fs::read_to_string(home.path().join("app/token")).expect("token");
+    Server {
+        child,
+        api: Api { address, token },
+    }
+}
+
+/// One HTTP/1.1 request: (status, body as JSON or as a string).
+fn request(
+    s: &Api,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    host: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(&s.address).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        host.unwrap_or(&s.address),
+        body.len()
+    );
+    if let Some(t) = auth {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body.as_bytes()).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    (status, value)
+}
+
+fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
+    request(s, method, path, Some(&s.token), None, body)
+}
+
+const SLOW: &str = "import time\nclass P:\n    meta = {'name': 'slow', 'timeout': 1, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        time.sleep(s)\n        return s\nplugin = P()\n";
+const BOOM: &str = "class P:\n    meta = {'name': 'boom'}\n    def run(self):\n        raise ValueError('bad')\nplugin = P()\n";
+
+#[test]
+fn every_route_answers_with_its_status() {
+    let home = TestHome::new();
+    home.config("max_args_bytes = 200\n");
+    home.plugin("echo", &echo_plugin("{'name': 'echo', 'inputs': {'schema': {'n': {'type': 'integer', 'default': 1, 'maximum': 5}}}}"));
+    home.plugin("slow", SLOW);
+    home.plugin("boom", BOOM);
+    home.plugin("ret", "class P:\n    meta = {'name': 'ret'}\n    def run(self):\n        return {'error': 'mine'}\nplugin = P()\n");
+    home.enable("slow");
+    home.enable("boom");
+    home.enable("ret");
+    let server = start(&home);
+    let s = &server.api;
+
+    // Health needs no token; everything else under /v1 does.
+    let (st, v) = request(s, "GET", "/v1/health", None, None, "");
+    assert_eq!((st, v["status"].clone()), (200, json!("ok")));
+    let (st, v) = request(s, "GET", "/v1/plugins", None, None, "");
+    assert_eq!((st, v["kind"].clone()), (401, json!("unauthorized")), "{v}");
+    let (st, v) = request(
+        s,
+        "GET",
+        "/v1/plugins",
+        Some("not-the-token-at-all"),
+        None,
+        "",
+    );
+    assert_eq!(st, 401, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wrong bearer token")
+    );
+    // DNS rebinding: a page's own name in Host is refused, token or not.
+    let (st, v) = request(s, "GET", "/v1/health", None, Some("evil.example:80"), "");
+    assert_eq!(
+        (st, v["kind"].clone()),
+        (403, json!("forbidden_host")),
+        "{v}"
+    );
+    let (st, _) = request(s, "GET", "/v1/health", None, Some("localhost"), "");
+    assert_eq!(st, 200);
+
+    let (st, v) = call(s, "GET", "/v1/plugins", "");
+    assert_eq!(st, 200);
+    assert_eq!(v.as_array().map(Vec::len), Some(4), "{v}");
+    let (st, v) = call(s, "GET", "/v1/plugins/echo", "");
+    assert_eq!((st, v["state"].clone()), (200, json!("disabled")));
+    let (st, v) = call(s, "GET", "/v1/plugins/nope", "");
+    assert_eq!((st, v["kind"].clone()), (404, json!("unknown_plugin")));
+
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/run", "{}");
+    assert_eq!((st, v["kind"].clone()), (409, json!("not_enabled")), "{v}");
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/enable", "");
+    assert_eq!((st, v["state"].clone()), (200, json!("enabled")), "{v}");
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/run", "{\"n\": 3}");
+    assert_eq!((st, v), (200, json!({"args": {"n": 3}})));
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/run", "");
+    assert_eq!(
+        (st, v),
+        (200, json!({"args": {"n": 1}})),
+        "an empty body is no arguments"
+    );
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/run", "{\"n\": 9}");
+    assert_eq!((st, v["kind"].clone()), (422, json!("validation")), "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("argument 'n'"),
+        "{v}"
+    );
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/run", "{not json");
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = call(
+        s,
+        "POST",
+        "/v1/plugins/echo/run",
+        &format!("{{\"n\": \"{}\"}}", "x".repeat(300)),
+    );
+    assert_eq!((st, v["kind"].clone()), (413, json!("too_large")), "{v}");
+    let (st, v) = call(s, "POST", "/v1/plugins/ret/run", "");
+    assert_eq!(
+        (st, v),
+        (200, json!({"error": "mine"})),
+        "a returned error passes through"
+    );
+    let (st, v) = call(s, "POST", "/v1/plugins/boom/run", "");
+    assert_eq!((st, v["kind"].clone()), (502, json!("exception")), "{v}");
+    let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 3}");
+    assert_eq!((st, v["kind"].clone()), (504, json!("timeout")), "{v}");
+
+    // Reload: swapped, rolled back, or nothing to reload.
+    home.plugin("echo", &echo_plugin("{'name': 'echo', 'version': '2'}"));
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/reload", "");
+    assert_eq!((st, v["version"].clone()), (200, json!("2")), "{v}");
+    home.plugin("echo", "class P:\n    meta = {'name': 'echo'\n");
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/reload", "");
+    assert_eq!(st, 502, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("keeps serving"),
+        "{v}"
+    );
+    let (st, _) = call(s, "POST", "/v1/plugins/echo/run", "");
+    assert_eq!(st, 200, "the running version still serves");
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/disable", "");
+    assert_eq!((st, v["state"].clone()), (200, json!("disabled")));
+    let (st, v) = call(s, "POST", "/v1/plugins/echo/reload", "");
+    assert_eq!((st, v["kind"].clone()), (409, json!("not_enabled")), "{v}");
+    let (st, v) = call(s, "GET", "/v1/nothing", "");
+    assert_eq!(st, 404, "{v}");
+
+    // Metrics count what happened.
+    let (st, m) = request(s, "GET", "/metrics", None, None, "");
+    let m = m.as_str().unwrap_or("").to_string();
+    assert_eq!(st, 200);
+    for needle in [
+        "greffon_calls_total{plugin=\"echo\",outcome=\"ok\"} 3",
+        "greffon_calls_total{plugin=\"boom\",outcome=\"exception\"} 1",
+        "greffon_calls_total{plugin=\"slow\",outcome=\"timeout\"} 1",
+        "greffon_reloads_total 1",
+        "greffon_reload_rollbacks_total 1",
+        "greffon_enabled_plugins 3",
+        "greffon_call_duration_seconds_count",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+    }
+}
+
+#[test]
+fn the_openapi_description_matches_the_routes() {
+    let home = TestHome::new();
+    home.plugin("echo", &echo_plugin("{'name': 'echo'}"));
+    let server = start(&home);
+    let s = &server.api;
+    let (st, spec) = call(s, "GET", "/v1/openapi.json", "");
+    assert_eq!(st, 200);
+    let paths = spec["paths"].as_object().expect("paths");
+    assert_eq!(paths.len(), 9, "{:?}", paths.keys());
+    // Every documented route exists: none falls through to "no such route".
+    for (path, ops) in paths {
+        for method in ops.as_object().expect("ops").keys() {
+            let concrete = path.replace("{name}", "echo");
+            let (_, v) = call(s, &method.to_uppercase(), &concrete, "");
+            assert!(
+                !v["error"].as_str().unwrap_or("").contains("no such route"),
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[test]
+fn shutdown_lets_a_call_in_flight_finish_then_stops_plugins() {
+    let home = TestHome::new();
+    // The plugin marks in its data folder when a call has started, and
+    // when stop() ran.
+    home.plugin(
+        "slow",
+        "import os, time\nDATA = os.path.join(os.getcwd(), '..', '..', 'data', 'slow')\nclass P:\n    meta = {'name': 'slow', 'permissions': ['fs_write'], 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        open(os.path.join(DATA, 'started'), 'w').close()\n        time.sleep(s)\n        return s\n    def stop(self):\n        open(os.path.join(DATA, 'stopped'), 'w').close()\nplugin = P()\n",
+    );
+    home.enable("slow");
+    let mut server = start(&home);
+    let endpoint = home.path().join("app/server.json");
+    assert!(endpoint.is_file());
+    let api = server.api.clone();
+    let in_flight =
+        std::thread::spawn(move || call(&api, "POST", "/v1/plugins/slow/run", "{\"s\": 1.0}"));
+    let started = home.path().join("data/slow/started");
+    wait_for(Duration::from_secs(20), || started.exists().then_some(())).expect("the call started");
+    // SIGTERM: no new connection, the call in flight finishes.
+    // SAFETY: signalling the child this test started.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let (st, v) = in_flight.join().expect("client");
+    assert_eq!((st, v), (200, json!(1.0)));
+    let status = server.child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(home.path().join("data/slow/stopped").exists(), "stop() ran");
+    assert!(!endpoint.exists(), "server.json removed at exit");
+}
+
+#[test]
+fn a_public_bind_needs_an_explicit_token() {
+    let home = TestHome::new();
+    let out = home.greffon(&["serve", "--bind", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set [server] token"), "{err}");
+}
