@@ -6,7 +6,6 @@ use crate::registry::AccessInfo;
 use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -184,12 +183,15 @@ impl Inner {
             network: a.net.as_ref().map(Allowlist::entries),
             read: shown(&a.read, a.has(Permission::FsRead)),
             write: shown(&a.write, a.has(Permission::FsWrite)),
-            limits: BTreeMap::from([
+            limits: [
                 ("memory_mb", a.limits.memory_mb),
                 ("cpu_s", a.limits.cpu_s),
                 ("max_open_files", a.limits.max_open_files),
                 ("max_file_mb", a.limits.max_file_mb),
-            ]),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         }
     }
 

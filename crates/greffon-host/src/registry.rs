@@ -2,7 +2,7 @@
 
 use crate::worker::{Exit, Worker};
 use greffon_core::{Permission, PluginMeta, SchemaSource};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Registry states (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Loaded and valid, not running.
@@ -33,7 +33,7 @@ impl State {
 }
 
 /// Why a plugin is `failed`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
     pub reason: String,
     /// The crash dump that tells more, when one was written.
@@ -41,7 +41,7 @@ pub struct Failure {
 }
 
 /// A snapshot of one registry entry, for the CLI and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// Registry key: `meta["name"]`, or the folder when the meta is unusable.
     pub name: String,
@@ -71,7 +71,7 @@ pub struct PluginInfo {
 }
 
 /// The reach of a plugin's declared permissions, shown at enable.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccessInfo {
     /// Hosts `greffon.http` may reach (the effective allowlist), when it
     /// declares `net`.
@@ -80,7 +80,7 @@ pub struct AccessInfo {
     pub read: Vec<String>,
     pub write: Vec<String>,
     /// `memory_mb`, `cpu_s`, `max_open_files` as they apply.
-    pub limits: BTreeMap<&'static str, u64>,
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// The mutable part of an entry, behind one lock so that state, meta and

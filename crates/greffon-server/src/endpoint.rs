@@ -25,11 +25,14 @@ impl Endpoint {
         std::fs::rename(&tmp, file)
     }
 
-    /// The endpoint in `file`, when it names a live process.
+    /// The endpoint in `file`, when it names a live `greffon serve` (a
+    /// file left by a killed server may name a pid now reused).
     pub fn read_live(file: &Path) -> Option<Endpoint> {
         let text = std::fs::read(file).ok()?;
         let e: Endpoint = serde_json::from_slice(&text).ok()?;
-        Path::new(&format!("/proc/{}", e.pid)).exists().then_some(e)
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", e.pid)).ok()?;
+        let serving = cmdline.split(|&b| b == 0).any(|arg| arg == b"serve");
+        serving.then_some(e)
     }
 
     /// Removes `file` if it is still this server's (a newer server may

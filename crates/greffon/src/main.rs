@@ -3,6 +3,7 @@
 
 mod cli;
 mod print;
+mod remote;
 
 use anyhow::Context;
 use clap::Parser;
@@ -50,11 +51,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = Home::new(&root, &config);
     greffon_host::logging::init(home.logs_dir(), verbosity)
         .with_context(|| format!("cannot open the logs under {}", home.logs_dir().display()))?;
+    let remote_flag = cli.remote.clone();
     let command = match cli.command {
         Command::Plugin { command } => command,
         Command::Doctor { json } => return Ok(doctor(&config, json)),
         Command::Serve { bind } => return serve(&root, config, bind).await,
     };
+
+    if let Some(remote) = remote::Remote::find(&home, remote_flag.as_deref())?
+        && let Some(code) = remote_command(&remote, &command).await?
+    {
+        return Ok(code);
+    }
 
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
@@ -148,6 +156,112 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERROR)
     }
+}
+
+/// A plugin command through a running server; None for the commands that
+/// always work on the files (`check`, `scaffold`).
+async fn remote_command(
+    remote: &remote::Remote,
+    command: &PluginCommand,
+) -> anyhow::Result<Option<ExitCode>> {
+    use reqwest::Method;
+    let failed = |message: String| {
+        eprintln!("error: {message}");
+        Ok(Some(ExitCode::from(EXIT_ERROR)))
+    };
+    match command {
+        PluginCommand::List { json } => {
+            let (status, v) = remote.send(Method::GET, "/v1/plugins", None).await?;
+            if status != 200 {
+                return failed(remote::error_text(&v));
+            }
+            let plugins: Vec<greffon_host::PluginInfo> =
+                serde_json::from_value(v).context("the server answered an unexpected list")?;
+            if *json {
+                print::json(&serde_json::to_value(&plugins)?);
+            } else {
+                print::list_remote(&plugins, remote.url());
+            }
+        }
+        PluginCommand::Info { name, json } => {
+            match remote
+                .plugin(Method::GET, &format!("/v1/plugins/{name}"))
+                .await?
+            {
+                Ok(p) if *json => print::json(&serde_json::to_value(&p)?),
+                Ok(p) => print::info(&p),
+                Err(e) => return failed(e),
+            }
+        }
+        PluginCommand::Enable { name, json } | PluginCommand::Disable { name, json } => {
+            let verb = if matches!(command, PluginCommand::Enable { .. }) {
+                "enable"
+            } else {
+                "disable"
+            };
+            match remote
+                .plugin(Method::POST, &format!("/v1/plugins/{name}/{verb}"))
+                .await?
+            {
+                Ok(p) if *json => print::json(&serde_json::to_value(&p)?),
+                Ok(p) if verb == "enable" => {
+                    let granted = print::permissions(p.granted.as_deref().unwrap_or_default());
+                    print::out!("enabled {}; permissions granted: {granted}", p.name);
+                    for line in print::access_lines(&p.access) {
+                        print::out!("  {line}");
+                    }
+                }
+                Ok(p) => print::out!("disabled {}", p.name),
+                Err(e) => return failed(e),
+            }
+        }
+        PluginCommand::Reload { name } => {
+            match remote
+                .plugin(Method::POST, &format!("/v1/plugins/{name}/reload"))
+                .await?
+            {
+                Ok(p) => print::out!("reloaded {} on {}", p.name, remote.url()),
+                Err(e) => return failed(e),
+            }
+        }
+        PluginCommand::Run { name, json, pairs } => {
+            let schema = match remote
+                .plugin(Method::GET, &format!("/v1/plugins/{name}"))
+                .await?
+            {
+                Ok(p) => p.schema,
+                Err(_) => None,
+            };
+            let args = match build_args(schema.as_ref(), json.as_deref(), pairs) {
+                Ok(a) => a,
+                Err(usage) => {
+                    print::json(&json!({ "error": usage }));
+                    return Ok(Some(ExitCode::from(EXIT_USAGE)));
+                }
+            };
+            let (status, v) = remote
+                .send(
+                    Method::POST,
+                    &format!("/v1/plugins/{name}/run"),
+                    Some(&args),
+                )
+                .await?;
+            let shown = if status == 200 {
+                v
+            } else {
+                json!({ "error": remote::error_text(&v) })
+            };
+            print::json(&shown);
+            let is_error = shown.as_object().is_some_and(|o| o.contains_key("error"));
+            return Ok(Some(if is_error {
+                ExitCode::from(EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            }));
+        }
+        PluginCommand::Check { .. } | PluginCommand::Scaffold { .. } => return Ok(None),
+    }
+    Ok(Some(ExitCode::SUCCESS))
 }
 
 /// `greffon serve`: the API until SIGINT or SIGTERM, then a graceful stop.
@@ -269,7 +383,8 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
             })
         }
         PluginCommand::Run { name, json, pairs } => {
-            let args = match build_args(host, &name, json.as_deref(), &pairs) {
+            let schema = host.plugin(&name).ok().and_then(|p| p.schema);
+            let args = match build_args(schema.as_ref(), json.as_deref(), &pairs) {
                 Ok(args) => args,
                 Err(usage) => {
                     print::json(&json!({ "error": usage }));
@@ -307,8 +422,7 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
 /// value is kept as text when the schema types it as a string, else read
 /// as JSON (falling back to text): `days=3` is a number, `city=3` a string.
 fn build_args(
-    host: &Host,
-    name: &str,
+    schema: Option<&Value>,
     json: Option<&str>,
     pairs: &[String],
 ) -> Result<Value, String> {
@@ -320,15 +434,12 @@ fn build_args(
         }
         return serde_json::from_str(text).map_err(|e| format!("--json is not valid JSON: {e}"));
     }
-    let schema = host.plugin(name).ok().and_then(|p| p.schema);
     let mut args = Map::new();
     for pair in pairs {
         let Some((key, raw)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(format!("argument '{pair}' is not KEY=VALUE"));
         };
-        let as_text = schema
-            .as_ref()
-            .is_some_and(|s| greffon_core::is_string_property(s, key));
+        let as_text = schema.is_some_and(|s| greffon_core::is_string_property(s, key));
         let value = if as_text {
             Value::String(raw.to_string())
         } else {

@@ -40,6 +40,19 @@ pub fn list(plugins: &[PluginInfo], home: &Home) {
         out!("no plugins under {}", home.plugins_dir().display());
         return;
     }
+    table(plugins);
+}
+
+/// The list as a running server sees it.
+pub fn list_remote(plugins: &[PluginInfo], url: &str) {
+    if plugins.is_empty() {
+        out!("no plugins on the server at {url}");
+        return;
+    }
+    table(plugins);
+}
+
+fn table(plugins: &[PluginInfo]) {
     let width = plugins
         .iter()
         .map(|p| p.name.len())

@@ -284,3 +284,48 @@ fn a_public_bind_needs_an_explicit_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set [server] token"), "{err}");
 }
+
+#[test]
+fn the_cli_goes_through_a_running_server() {
+    let home = TestHome::new();
+    home.plugin(
+        "echo",
+        &echo_plugin("{'name': 'echo', 'inputs': {'schema': {'city': 'string'}}}"),
+    );
+    let server = start(&home);
+    // Enabled through the CLI, run through the CLI: both reach the server,
+    // whose counters move and whose worker serves.
+    let out = home.ok(&["plugin", "enable", "echo"]);
+    assert!(out.contains("enabled echo"), "{out}");
+    let (code, v) = home.run("echo", "{\"city\": \"Paris\"}");
+    assert_eq!((code, v), (0, json!({"args": {"city": "Paris"}})));
+    let out = home.greffon(&["plugin", "run", "echo", "city=42"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v,
+        json!({"args": {"city": "42"}}),
+        "KEY=VALUE typed by the server's schema"
+    );
+    let info: Value =
+        serde_json::from_str(&home.ok(&["plugin", "info", "echo", "--json"])).expect("info");
+    assert_eq!(
+        info["running"],
+        json!(true),
+        "the live worker, seen through the server"
+    );
+    let (_, m) = request(&server.api, "GET", "/metrics", None, None, "");
+    assert!(
+        m.as_str()
+            .unwrap_or("")
+            .contains("greffon_calls_total{plugin=\"echo\",outcome=\"ok\"} 2"),
+        "{m}"
+    );
+    let out = home.ok(&["plugin", "reload", "echo"]);
+    assert!(out.contains("reloaded echo"), "{out}");
+    let err = home.run_error("echo", "{\"city\": 3}");
+    assert!(err.contains("argument 'city'"), "{err}");
+    // --remote to nowhere is a clear error.
+    let out = home.greffon(&["--remote", "http://127.0.0.1:9", "plugin", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the greffon server"));
+}

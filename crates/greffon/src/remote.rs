@@ -1,0 +1,111 @@
+//! The CLI as a client of a running `greffon serve`, so that plugin
+//! commands see and change the live state.
+
+use anyhow::Context;
+use greffon_core::Home;
+use greffon_host::PluginInfo;
+use serde_json::Value;
+
+/// A server to talk to.
+#[derive(Debug)]
+pub struct Remote {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Remote {
+    /// `--remote URL`, else the live server named in `app/server.json`,
+    /// else none (the CLI works embedded).
+    pub fn find(home: &Home, flag: Option<&str>) -> anyhow::Result<Option<Remote>> {
+        let base = match flag {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                match greffon_server::Endpoint::read_live(&home.app_dir().join("server.json")) {
+                    Some(e) => e.url,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let token = match std::env::var("GREFFON_TOKEN") {
+            Ok(t) if !t.is_empty() => t,
+            _ => {
+                let file = home.app_dir().join("token");
+                std::fs::read_to_string(&file)
+                    .with_context(|| {
+                        format!(
+                            "cannot read the server's token in {} (or set GREFFON_TOKEN)",
+                            file.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        // reqwest is built without a default crypto provider (ring is the
+        // one linked); a second install is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Some(Remote {
+            client,
+            base,
+            token,
+        }))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// One request: (status, JSON body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the greffon server at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.context("the server's answer was cut")?;
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, value))
+    }
+
+    /// A plugin's entry, or the server's error message.
+    pub async fn plugin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<Result<PluginInfo, String>> {
+        let (status, v) = self.send(method, path, None).await?;
+        Ok(if status == 200 {
+            Ok(serde_json::from_value(v)
+                .context("the server answered an unexpected plugin entry")?)
+        } else {
+            Err(error_text(&v))
+        })
+    }
+}
+
+/// The `error` of a `{"error", "kind"}` answer.
+pub fn error_text(v: &Value) -> String {
+    v["error"]
+        .as_str()
+        .map_or_else(|| v.to_string(), str::to_string)
+}
