@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// How long calls in flight may take to finish at shutdown.
     pub shutdown_grace_s: f64,
+    /// Watch `plugins/` and apply changes (reload, discover, remove).
+    pub watch: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             token: None,
             allowed_hosts: Vec::new(),
             shutdown_grace_s: 10.0,
+            watch: true,
         }
     }
 }

@@ -435,6 +435,111 @@ impl Host {
         }
     }
 
+    /// Brings one folder of `plugins/` in line with the disk, for a file
+    /// watcher: a new folder is discovered (as `disabled`); a changed
+    /// enabled plugin is hot-reloaded (with rollback); a changed plugin
+    /// that is not enabled is read again; a deleted folder's plugin is
+    /// stopped and removed. Returns what was done, for the logs.
+    pub async fn sync_folder(&self, folder: &str) -> Result<String, HostError> {
+        let inner = &self.inner;
+        let dir = inner.home.plugins_dir().join(folder);
+        let present =
+            !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file();
+        let existing = {
+            let plugins = inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+            plugins.values().find(|p| p.folder == folder).cloned()
+        };
+        match (existing, present) {
+            (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
+            (Some(plugin), false) => {
+                let worker = plugin.worker.lock().await.take();
+                if let Some(w) = worker {
+                    inner.stop_worker(&plugin, &w).await;
+                }
+                inner
+                    .plugins
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&plugin.key);
+                inner
+                    .store
+                    .set_disabled(&plugin.key)
+                    .await
+                    .map_err(|source| inner.db_error(source))?;
+                tracing::info!(target: "audit", event = "removed", plugin = %plugin.key, folder = %folder);
+                Ok(format!(
+                    "{}: folder deleted; stopped and removed",
+                    plugin.key
+                ))
+            }
+            (Some(plugin), true) if plugin.status().state == State::Enabled => self
+                .reload(&plugin.key)
+                .await
+                .map(|_| format!("{}: reloaded", plugin.key)),
+            (existing, true) => {
+                let loaded = inner
+                    .load(folder, &dir, &Access::none(), Phase::Import, None)
+                    .await;
+                let (key, status) = match loaded {
+                    Ok(l) => {
+                        l.worker.shutdown(Duration::from_secs(1)).await;
+                        let key = l.meta.name.clone();
+                        let taken = inner
+                            .plugins
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&key)
+                            .is_some_and(|p| p.folder != folder);
+                        // A failed plugin that was enabled keeps its grant:
+                        // fixing the file brings it back.
+                        let granted = existing
+                            .as_ref()
+                            .filter(|e| e.key == key)
+                            .and_then(|e| e.status().granted.clone());
+                        let mut status = settled_status(l.meta, l.file_hash, granted);
+                        if taken {
+                            status.state = State::Failed;
+                            status.failure = Some(Failure {
+                                reason: format!(
+                                    "plugin name '{key}' is already declared by another folder; rename one"
+                                ),
+                                dump: None,
+                            });
+                            status.duplicate = true;
+                            (folder.to_string(), status)
+                        } else {
+                            (key, status)
+                        }
+                    }
+                    Err(e) => {
+                        let hash = crate::worker::file_hash(&dir.join("plugin.py"));
+                        let key = e.name.clone().unwrap_or_else(|| folder.to_string());
+                        (key, failed_status(e.reason(), e.dump, hash))
+                    }
+                };
+                let state = status.state;
+                let mut plugins = inner.plugins.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = existing {
+                    plugins.remove(&old.key);
+                }
+                plugins.insert(
+                    key.clone(),
+                    Arc::new(Plugin {
+                        key: key.clone(),
+                        folder: folder.to_string(),
+                        dir,
+                        status: std::sync::Mutex::new(status),
+                        worker: tokio::sync::Mutex::new(None),
+                        calls: Semaphore::new(inner.config.max_concurrent_calls),
+                        reloading: tokio::sync::Mutex::new(()),
+                    }),
+                );
+                tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
+                Ok(format!("{key}: read again, now {}", state.as_str()))
+            }
+        }
+    }
+
     /// Starts the worker of every enabled plugin now (running `start()`),
     /// rather than at its first call: what a long-running server does at
     /// start. A plugin that fails to start becomes `failed`, as at enable.

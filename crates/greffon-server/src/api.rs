@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Where to write the endpoint (`app/server.json`).
     pub endpoint_file: PathBuf,
+    /// Watch this `plugins/` folder and apply its changes.
+    pub watch: Option<PathBuf>,
 }
 
 struct App {
@@ -271,6 +273,16 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(target: "server", address = %local, "greffon serving");
+    // Dropping the watcher at the end stops it.
+    let _watcher = match &opts.watch {
+        Some(plugins) => Some(
+            crate::watch::spawn(host.clone(), plugins.clone()).map_err(|e| ServerError::Io {
+                context: format!("cannot watch {}", plugins.display()),
+                source: std::io::Error::other(e),
+            })?,
+        ),
+        None => None,
+    };
     let app = Arc::new(App {
         host: host.clone(),
         metrics: Metrics::default(),

@@ -6,7 +6,8 @@
 //! - `auth`: the bearer token ([`resolve_token`]) and the `Host` header
 //!   check that defeats DNS rebinding;
 //! - `metrics`: Prometheus text at `/metrics`;
-//! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server.
+//! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server;
+//! - `watch`: the file watcher that applies changes under `plugins/`.
 //!
 //! [`serve`] binds, writes the endpoint file, serves until its shutdown
 //! future resolves, lets calls in flight finish within a grace period,
@@ -16,6 +17,7 @@ mod api;
 mod auth;
 mod endpoint;
 mod metrics;
+mod watch;
 
 pub use api::{ServeOptions, openapi, serve};
 pub use auth::resolve_token;

@@ -288,6 +288,7 @@ async fn serve(
         grace: std::time::Duration::from_secs_f64(server_config.shutdown_grace_s),
         max_body_bytes,
         endpoint_file: app.join("server.json"),
+        watch: server_config.watch.then(|| host.home().plugins_dir()),
     };
     greffon_server::serve(host, opts, async {
         let signal = interrupted().await;

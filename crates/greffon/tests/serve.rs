@@ -97,7 +97,8 @@ const BOOM: &str = "class P:\n    meta = {'name': 'boom'}\n    def run(self):\n 
 #[test]
 fn every_route_answers_with_its_status() {
     let home = TestHome::new();
-    home.config("max_args_bytes = 200\n");
+    // Reloads here are the API's own; the watcher is tested below.
+    home.config("max_args_bytes = 200\n[server]\nwatch = false\n");
     home.plugin("echo", &echo_plugin("{'name': 'echo', 'inputs': {'schema': {'n': {'type': 'integer', 'default': 1, 'maximum': 5}}}}"));
     home.plugin("slow", SLOW);
     home.plugin("boom", BOOM);
@@ -328,4 +329,49 @@ fn the_cli_goes_through_a_running_server() {
     let out = home.greffon(&["--remote", "http://127.0.0.1:9", "plugin", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the greffon server"));
+}
+
+fn versioned(v: u32) -> String {
+    format!(
+        "class P:\n    meta = {{'name': 'w1'}}\n    def run(self):\n        return {v}\nplugin = P()\n"
+    )
+}
+
+#[test]
+fn changes_under_plugins_are_applied_while_serving() {
+    let home = TestHome::new();
+    let server = start(&home);
+    let s = &server.api;
+    let limit = Duration::from_secs(20);
+    // A new folder appears disabled.
+    home.plugin("w1", &versioned(1));
+    wait_for(limit, || {
+        let (st, v) = call(s, "GET", "/v1/plugins/w1", "");
+        (st == 200 && v["state"] == "disabled").then_some(())
+    })
+    .expect("the new plugin was discovered");
+    let (st, _) = call(s, "POST", "/v1/plugins/w1/enable", "");
+    assert_eq!(st, 200);
+    assert_eq!(call(s, "POST", "/v1/plugins/w1/run", ""), (200, json!(1)));
+    // A change is hot-reloaded.
+    home.plugin("w1", &versioned(2));
+    wait_for(limit, || {
+        (call(s, "POST", "/v1/plugins/w1/run", "") == (200, json!(2))).then_some(())
+    })
+    .expect("the change was reloaded");
+    // A broken change is rolled back, with a dump.
+    home.plugin("w1", "class P:\n    meta = {'name': 'w1'\n");
+    wait_for(limit, || {
+        home.dumps()
+            .into_iter()
+            .find(|d| std::fs::read_to_string(d).is_ok_and(|t| t.contains("phase: reload")))
+    })
+    .expect("a reload dump");
+    assert_eq!(call(s, "POST", "/v1/plugins/w1/run", ""), (200, json!(2)));
+    // A deleted folder's plugin is stopped and removed.
+    std::fs::remove_dir_all(home.path().join("plugins/w1")).expect("rm");
+    wait_for(limit, || {
+        (call(s, "GET", "/v1/plugins/w1", "").0 == 404).then_some(())
+    })
+    .expect("the plugin was removed");
 }
