@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// How long calls in flight may take to finish at shutdown.
     pub shutdown_grace_s: f64,
+    /// Browser origins allowed to call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
     /// Watch `plugins/` and apply changes (reload, discover, remove).
     pub watch: bool,
 }
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             token: None,
             allowed_hosts: Vec::new(),
             shutdown_grace_s: 10.0,
+            cors_origins: Vec::new(),
             watch: true,
         }
     }

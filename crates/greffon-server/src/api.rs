@@ -2,7 +2,7 @@
 //! errors to HTTP statuses (`{"error": "...", "kind": "..."}`).
 
 use crate::ServerError;
-use crate::auth::{Guard, guard};
+use crate::auth::{Cors, Guard, cors, guard};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use axum::Router;
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub endpoint_file: PathBuf,
     /// Watch this `plugins/` folder and apply its changes.
     pub watch: Option<PathBuf>,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 struct App {
@@ -220,7 +222,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-fn router(app: Arc<App>, guard_state: Arc<Guard>) -> Router {
+fn router(app: Arc<App>, guard_state: Arc<Guard>, cors_state: Arc<Cors>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/plugins", get(list))
@@ -240,6 +242,8 @@ fn router(app: Arc<App>, guard_state: Arc<Guard>) -> Router {
         })
         .with_state(app)
         .layer(axum::middleware::from_fn_with_state(guard_state, guard))
+        // Outermost: a preflight carries no token.
+        .layer(axum::middleware::from_fn_with_state(cors_state, cors))
 }
 
 /// Serves `host` until `shutdown` resolves, then lets calls in flight
@@ -298,7 +302,10 @@ pub async fn serve(
     });
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
-    let server = axum::serve(listener, router(app, guard_state))
+    let cors_state = Arc::new(Cors {
+        origins: opts.cors_origins.clone(),
+    });
+    let server = axum::serve(listener, router(app, guard_state, cors_state))
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);

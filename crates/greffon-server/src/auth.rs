@@ -176,3 +176,54 @@ mod tests {
         assert!(e.to_string().contains("set [server] token"), "{e}");
     }
 }
+
+/// Browser origins allowed to call the API.
+#[derive(Debug)]
+pub(crate) struct Cors {
+    pub origins: Vec<String>,
+}
+
+/// CORS for the configured origins only: answers their preflight (which
+/// carries no token) and marks their responses; any other origin gets no
+/// CORS header, so browsers keep its pages out.
+pub(crate) async fn cors(State(c): State<Arc<Cors>>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| c.origins.iter().any(|a| a == o))
+        .map(str::to_string);
+    let Some(origin) = origin else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            axum::http::HeaderValue::from_static("GET, POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            axum::http::HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            axum::http::HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&origin) {
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        resp.headers_mut()
+            .insert(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+    }
+    resp
+}

@@ -285,6 +285,7 @@ async fn serve(
         bind,
         token,
         allowed_hosts: server_config.allowed_hosts,
+        cors_origins: server_config.cors_origins,
         grace: std::time::Duration::from_secs_f64(server_config.shutdown_grace_s),
         max_body_bytes,
         endpoint_file: app.join("server.json"),

@@ -87,6 +87,33 @@ fn request(
     (status, value)
 }
 
+/// A raw request with extra headers: (status, the response's head).
+fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(&s.address).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        s.address
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let head = out
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    (status, head)
+}
+
 fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
     request(s, method, path, Some(&s.token), None, body)
 }
@@ -374,4 +401,55 @@ fn changes_under_plugins_are_applied_while_serving() {
         (call(s, "GET", "/v1/plugins/w1", "").0 == 404).then_some(())
     })
     .expect("the plugin was removed");
+}
+
+#[test]
+fn cors_only_for_configured_origins() {
+    let home = TestHome::new();
+    home.config("[server]\ncors_origins = [\"http://app.example\"]\n");
+    let server = start(&home);
+    let s = &server.api;
+    let auth = format!("Bearer {}", s.token);
+    let (st, head) = raw(
+        s,
+        "GET",
+        "/v1/plugins",
+        &[("Origin", "http://app.example"), ("Authorization", &auth)],
+    );
+    assert_eq!(st, 200);
+    assert!(
+        head.contains("access-control-allow-origin: http://app.example"),
+        "{head}"
+    );
+    let (st, head) = raw(
+        s,
+        "OPTIONS",
+        "/v1/plugins",
+        &[
+            ("Origin", "http://app.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    assert_eq!(st, 204, "a preflight needs no token");
+    assert!(
+        head.contains("access-control-allow-headers: authorization, content-type"),
+        "{head}"
+    );
+    let (_, head) = raw(
+        s,
+        "GET",
+        "/v1/plugins",
+        &[("Origin", "http://evil.example"), ("Authorization", &auth)],
+    );
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (st, _) = raw(
+        s,
+        "OPTIONS",
+        "/v1/plugins",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    assert_eq!(st, 401, "no preflight answer for other origins");
 }
