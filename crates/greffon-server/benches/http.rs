@@ -9,7 +9,8 @@
 //!   started, swapped in, old one drained and stopped).
 //!
 //! `GREFFON_BENCH_CALLS` sets the calls per row (default 5000);
-//! `GREFFON_BENCH_SERVER_THREADS=N` runs the server on a multi-thread
+//! `GREFFON_BENCH_CPU=N` pins the whole run (client, server, worker) to
+//! CPU N; `GREFFON_BENCH_SERVER_THREADS=N` runs the server on a multi-thread
 //! runtime with N workers instead.
 
 use greffon_core::Config;
@@ -24,7 +25,23 @@ fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
     v[(v.len() * p / 100).min(v.len() - 1)]
 }
 
+/// Pins this thread, and every thread and worker it starts, to `cpu`.
+fn pin_all(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn main() {
+    if let Some(cpu) = std::env::var("GREFFON_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        pin_all(cpu);
+    }
     let calls: usize = std::env::var("GREFFON_BENCH_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())

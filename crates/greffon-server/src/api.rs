@@ -305,6 +305,10 @@ pub async fn serve(
     let cors_state = Arc::new(Cors {
         origins: opts.cors_origins.clone(),
     });
+    // Small answers go out at once, not after a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router(app, guard_state, cors_state))
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
