@@ -2,6 +2,10 @@
 //! concurrency inside one worker, calls in flight when a worker dies,
 //! crash accounting, stuck calls, and process clean-up.
 
+mod common;
+
+use common::alive;
+
 use greffon_core::Config;
 use greffon_host::{Host, State};
 use serde_json::json;
@@ -17,19 +21,6 @@ fn write_plugin(root: &Path, folder: &str, code: &str) {
 async fn host_with(root: &Path, config: &str) -> Host {
     let config = Config::parse(config, Path::new("greffon.toml")).expect("config");
     Host::open_with(root, config).await.expect("host opens")
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie is gone for our purpose: check /proc state, not kill(0).
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 /// `wait` blocks until `open`; `open` and `die` first wait (at most 10 s)
@@ -193,10 +184,10 @@ async fn a_stuck_call_is_killed_after_its_grace_and_the_plugin_recovers() {
         .expect_err("timeout");
     assert_eq!(e.kind, greffon_protocol::ErrorKind::Timeout);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive(pid) && std::time::Instant::now() < deadline {
+    while alive(i64::from(pid)) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!alive(pid), "the stuck worker was killed");
+    assert!(!alive(i64::from(pid)), "the stuck worker was killed");
     assert_eq!(
         host.call("stuck", json!({"s": 0}))
             .await
@@ -219,10 +210,13 @@ async fn shutdown_stops_every_worker_process() {
         host.worker_pid("gate").await.expect("pid"),
         host.worker_pid("other").await.expect("pid"),
     ];
-    assert!(pids.iter().all(|p| alive(*p)));
+    assert!(pids.iter().all(|p| alive(i64::from(*p))));
     host.shutdown().await;
     for pid in pids {
-        assert!(!alive(pid), "worker {pid} still running after shutdown");
+        assert!(
+            !alive(i64::from(pid)),
+            "worker {pid} still running after shutdown"
+        );
     }
 }
 

@@ -6,6 +6,10 @@
 //! afterwards. The HTTP allowlist table is in `crates/greffon/tests/broker.rs`,
 //! the kernel-downgrade refusal in `crates/greffon/tests/sandbox.rs`.
 
+mod common;
+
+use common::gone_within;
+
 use greffon_core::Config;
 use greffon_host::Host;
 use greffon_protocol::ErrorKind;
@@ -150,24 +154,6 @@ impl Lab {
         assert_eq!(s, SECRET);
         assert!(self.outside.join("dir").is_dir());
     }
-}
-
-/// Polls (every 20 ms, at most `limit`) until `pid` is gone or a zombie.
-async fn gone_within(pid: i64, limit: Duration) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_none_or(|s| s.trim_start().starts_with('Z'))
-            || stat.is_empty()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 fn python() -> String {

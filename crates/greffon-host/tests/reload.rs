@@ -4,6 +4,10 @@
 //! fail, and every answer must come from one whole version (its `start()`
 //! ran before it served).
 
+mod common;
+
+use common::alive;
+
 use greffon_core::Config;
 use greffon_host::{Host, HostError, State};
 use serde_json::{Value, json};
@@ -21,18 +25,6 @@ fn write(root: &Path, code: &str) {
     let dir = root.join("plugins/live");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("plugin.py"), code).expect("write");
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +123,7 @@ async fn reloads_under_load_fail_no_call_and_roll_back_bad_versions() {
     // Every replaced worker was stopped.
     let current = host.worker_pid("live").await.expect("running");
     for pid in pids.into_iter().filter(|&p| p != current) {
-        assert!(!alive(pid), "replaced worker {pid} still runs");
+        assert!(!alive(i64::from(pid)), "replaced worker {pid} still runs");
     }
     host.shutdown().await;
 }
