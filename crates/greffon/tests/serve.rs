@@ -453,3 +453,67 @@ fn cors_only_for_configured_origins() {
     );
     assert_eq!(st, 401, "no preflight answer for other origins");
 }
+
+fn live(v: u32) -> String {
+    format!(
+        "import time\nVERSION = {v}\nclass P:\n    meta = {{'name': 'live'}}\n    def start(self):\n        self.started = VERSION\n    def run(self):\n        time.sleep(0.002)\n        return [VERSION, self.started]\nplugin = P()\n"
+    )
+}
+
+#[test]
+fn reloads_through_the_api_under_load_fail_no_call() {
+    let home = TestHome::new();
+    home.config("[server]\nwatch = false\n");
+    home.plugin("live", &live(1));
+    home.enable("live");
+    let server = start(&home);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, stop) = (server.api.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut bad) = (0usize, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match call(&api, "POST", "/v1/plugins/live/run", "") {
+                        (200, v) if v[0] == v[1] => ok += 1,
+                        other => bad.push(format!("{other:?}")),
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    for i in 0..20u32 {
+        let v = 2 + i % 2;
+        home.plugin("live", &live(v));
+        let (st, body) = call(&server.api, "POST", "/v1/plugins/live/reload", "");
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(
+            call(&server.api, "POST", "/v1/plugins/live/run", "").1[0],
+            json!(v)
+        );
+    }
+    home.plugin("live", "class P:\n    meta = {'name': 'live'\n");
+    let (st, _) = call(&server.api, "POST", "/v1/plugins/live/reload", "");
+    assert_eq!(st, 502);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut bad) = (0, Vec::new());
+    for c in clients {
+        let (o, b) = c.join().expect("client");
+        ok += o;
+        bad.extend(b);
+    }
+    assert!(
+        bad.is_empty(),
+        "{} failed calls: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(3)]
+    );
+    assert!(ok > 100, "the clients kept calling ({ok})");
+    let (_, m) = request(&server.api, "GET", "/metrics", None, None, "");
+    let m = m.as_str().unwrap_or("").to_string();
+    assert!(
+        m.contains("greffon_reloads_total 20") && m.contains("greffon_reload_rollbacks_total 1"),
+        "{m}"
+    );
+}
