@@ -612,9 +612,6 @@ impl Worker {
     ) -> Result<Reply, TimedOut> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        if method == method::RUN && self.shared.pending().retiring {
-            return Ok(Reply::Retired);
-        }
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
         {
             let mut pending = self.shared.pending();

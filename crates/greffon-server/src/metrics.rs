@@ -14,8 +14,8 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    /// (plugin, outcome) → calls.
-    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// plugin → outcome → calls.
+    calls: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -25,12 +25,15 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn call(&self, plugin: &str, outcome: &'static str, took: Duration) {
-        *self
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((plugin.to_string(), outcome))
-            .or_default() += 1;
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            // No allocation once the plugin has been seen.
+            let by_outcome = match calls.get_mut(plugin) {
+                Some(m) => m,
+                None => calls.entry(plugin.to_string()).or_default(),
+            };
+            *by_outcome.entry(outcome).or_default() += 1;
+        }
         let s = took.as_secs_f64();
         for (i, le) in BUCKETS.iter().enumerate() {
             if s <= *le {
@@ -58,11 +61,13 @@ impl Metrics {
             "# HELP greffon_calls_total Plugin calls through the API, by outcome."
         );
         let _ = writeln!(out, "# TYPE greffon_calls_total counter");
-        for ((plugin, outcome), n) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "greffon_calls_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} {n}"
-            );
+        for (plugin, by_outcome) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (outcome, n) in by_outcome {
+                let _ = writeln!(
+                    out,
+                    "greffon_calls_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
         }
         let _ = writeln!(
             out,
