@@ -288,7 +288,7 @@ impl Host {
                 status: std::sync::Mutex::new(status),
                 worker: tokio::sync::Mutex::new(None),
                 calls: Semaphore::new(inner.config.max_concurrent_calls),
-                reloading: tokio::sync::Mutex::new(()),
+                changing: tokio::sync::Mutex::new(()),
             });
             registry.insert(key, plugin);
         }
@@ -362,6 +362,7 @@ impl Host {
     /// so enabling is also how an operator retries after a fix.
     pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
+        let _one_change = plugin.changing.lock().await;
         {
             let s = plugin.status();
             if s.duplicate {
@@ -452,6 +453,7 @@ impl Host {
         match (existing, present) {
             (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
             (Some(plugin), false) => {
+                let _one_change = plugin.changing.lock().await;
                 let worker = plugin.worker.lock().await.take();
                 if let Some(w) = worker {
                     inner.stop_worker(&plugin, &w).await;
@@ -477,6 +479,21 @@ impl Host {
                 .await
                 .map(|_| format!("{}: reloaded", plugin.key)),
             (existing, true) => {
+                // Held while the entry is read again and replaced, so an
+                // enable cannot start a worker on the entry being dropped.
+                let change = match &existing {
+                    Some(p) => Some(p.changing.lock().await),
+                    None => None,
+                };
+                if existing
+                    .as_ref()
+                    .is_some_and(|p| p.status().state == State::Enabled)
+                {
+                    // Enabled meanwhile: the change is a reload after all.
+                    drop(change);
+                    let key = existing.map(|p| p.key.clone()).unwrap_or_default();
+                    return self.reload(&key).await.map(|_| format!("{key}: reloaded"));
+                }
                 let loaded = inner
                     .load(folder, &dir, &Access::none(), Phase::Import, None)
                     .await;
@@ -519,7 +536,7 @@ impl Host {
                 };
                 let state = status.state;
                 let mut plugins = inner.plugins.write().unwrap_or_else(|p| p.into_inner());
-                if let Some(old) = existing {
+                if let Some(old) = &existing {
                     plugins.remove(&old.key);
                 }
                 plugins.insert(
@@ -531,7 +548,7 @@ impl Host {
                         status: std::sync::Mutex::new(status),
                         worker: tokio::sync::Mutex::new(None),
                         calls: Semaphore::new(inner.config.max_concurrent_calls),
-                        reloading: tokio::sync::Mutex::new(()),
+                        changing: tokio::sync::Mutex::new(()),
                     }),
                 );
                 tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
@@ -570,7 +587,7 @@ impl Host {
     /// permissions that were not granted is not swapped in.
     pub async fn reload(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
-        let _one_at_a_time = plugin.reloading.lock().await;
+        let _one_change = plugin.changing.lock().await;
         if plugin.status().state != State::Enabled {
             return Err(HostError::NotEnabled(format!(
                 "plugin '{}' is not enabled, so there is nothing to reload; `greffon plugin enable {}` loads it as it is on disk",
@@ -629,6 +646,7 @@ impl Host {
     /// Stops the plugin (`stop()`) and remembers it as disabled.
     pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
+        let _one_change = plugin.changing.lock().await;
         let worker = plugin.worker.lock().await.take();
         if let Some(w) = worker {
             self.inner.stop_worker(&plugin, &w).await;

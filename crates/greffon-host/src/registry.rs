@@ -113,8 +113,9 @@ pub(crate) struct Plugin {
     pub worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
     /// Bounds the calls one worker serves at once.
     pub calls: Semaphore,
-    /// One reload at a time.
-    pub reloading: tokio::sync::Mutex<()>,
+    /// One change at a time: enable, disable, reload, or a re-read by the
+    /// file watcher (which replaces the entry).
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 impl Plugin {
@@ -200,7 +201,7 @@ mod tests {
             }),
             worker: tokio::sync::Mutex::new(None),
             calls: Semaphore::new(1),
-            reloading: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 
