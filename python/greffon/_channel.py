@@ -1,9 +1,10 @@
 """The framed connection to the host: 4-byte big-endian length, then a JSON
 object. Requests go both ways and are matched by id.
 
-Two sockets: fd 3 (main) carries everything the worker sends, and the
-host's requests while the main thread is free; fd 4 (side) carries the
-host's overlapping requests and its answers to the worker's host calls.
+Two sockets: fd 3 (main) carries everything the worker sends, the host's
+requests while the main thread is free, and the answers to host calls the
+main thread makes while serving one; fd 4 (side) carries the host's
+overlapping requests and its answers to the other threads' host calls.
 """
 
 import itertools

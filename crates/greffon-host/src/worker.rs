@@ -12,10 +12,11 @@
 //!   host sends while no other main-channel request is in flight. The
 //!   worker's main thread reads it and serves each request itself.
 //! - fd 4, the side channel (host → worker only): requests that overlap one
-//!   already in flight, and the answers to the worker's host-service calls.
-//!   A worker thread reads it and hands requests to a pool of threads, so
-//!   overlapping calls run concurrently and a plugin may call the host
-//!   while its own request occupies the main thread.
+//!   already in flight, and the answers to host-service calls made by
+//!   threads other than the main one (the main thread, busy with a
+//!   main-channel request, reads its own answers on fd 3: no hand-off). A
+//!   worker thread reads fd 4 and hands requests to a pool of threads, so
+//!   overlapping calls run concurrently.
 
 use crate::broker::NetAccess;
 use crate::dump::{self, Dump, Phase};
