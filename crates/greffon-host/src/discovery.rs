@@ -124,13 +124,11 @@ impl Inner {
                 body: ResponseBody::Err(e),
                 output,
             }) => {
-                let output = output.unwrap_or_default();
-                let what = exception_text(&e);
                 let dump = (e.kind == ErrorKind::Exception)
-                    .then(|| self.write_dump(folder, &file_hash, phase, None, &what, &e, &output))
+                    .then(|| self.write_dump(folder, &file_hash, phase, None, &e, output))
                     .flatten();
                 Err(LoadError::one(
-                    format!("importing plugin.py raised {what}"),
+                    format!("importing plugin.py raised {}", exception_text(&e)),
                     dump,
                 ))
             }

@@ -605,9 +605,8 @@ impl Host {
                         &hash,
                         Phase::Reload,
                         None,
-                        &f.reason,
                         &WireError::new(ErrorKind::PluginFailed, f.reason.clone()),
-                        &Output::default(),
+                        None,
                     )
                 });
                 tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "rolled_back", reason = %f.reason);
@@ -1232,19 +1231,9 @@ impl Inner {
                 body: ResponseBody::Err(e),
                 output,
             }) => {
-                let output = output.unwrap_or_default();
-                let what = exception_text(&e);
-                let dump = self.write_dump(
-                    &plugin.key,
-                    &file_hash,
-                    start_phase,
-                    None,
-                    &what,
-                    &e,
-                    &output,
-                );
+                let dump = self.write_dump(&plugin.key, &file_hash, start_phase, None, &e, output);
                 Failure {
-                    reason: format!("start() raised {what}"),
+                    reason: format!("start() raised {}", exception_text(&e)),
                     dump,
                 }
             }
@@ -1281,18 +1270,9 @@ impl Inner {
                     body: ResponseBody::Err(e),
                     output,
                 }) => {
-                    let what = exception_text(&e);
                     let hash = plugin.status().file_hash.clone();
-                    let dump = self.write_dump(
-                        &plugin.key,
-                        &hash,
-                        Phase::Stop,
-                        None,
-                        &what,
-                        &e,
-                        &output.unwrap_or_default(),
-                    );
-                    tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {what}");
+                    let dump = self.write_dump(&plugin.key, &hash, Phase::Stop, None, &e, output);
+                    tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {}", exception_text(&e));
                 }
                 Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
                 Ok(Reply::Gone(_) | Reply::NotDelivered | Reply::Retired) => {}
@@ -1310,13 +1290,13 @@ impl Inner {
         let name = &plugin.key;
         match e.kind {
             ErrorKind::Exception => {
-                let what = exception_text(&e);
                 let hash = plugin.status().file_hash.clone();
-                let dump = self.write_dump(name, &hash, Phase::Run, Some(args), &what, &e, &output);
+                let dump = self.write_dump(name, &hash, Phase::Run, Some(args), &e, Some(output));
                 CallError {
                     kind: ErrorKind::Exception,
                     message: format!(
-                        "plugin '{name}' raised {what}{}",
+                        "plugin '{name}' raised {}{}",
+                        exception_text(&e),
                         dump_note(dump.as_deref())
                     ),
                     dump,
@@ -1330,23 +1310,24 @@ impl Inner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the crash dump of an error the worker answered (its text is
+    /// [`exception_text`]), with what the plugin printed.
     pub(crate) fn write_dump(
         &self,
         plugin: &str,
         file_hash: &str,
         phase: Phase,
         args: Option<&Value>,
-        what: &str,
         e: &WireError,
-        output: &Output,
+        output: Option<Output>,
     ) -> Option<PathBuf> {
+        let output = output.unwrap_or_default();
         let d = Dump {
             plugin,
             file_hash,
             phase,
             args,
-            error: what,
+            error: &exception_text(e),
             traceback: e.traceback.as_deref(),
             stdout: &output.stdout,
             stderr: &output.stderr,
