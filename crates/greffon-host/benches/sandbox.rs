@@ -16,6 +16,8 @@
 //! `GREFFON_BENCH_CPU=N` pins the whole run (host, server, workers) to CPU
 //! N, which takes the scheduler's placement out of the figures.
 
+mod support;
+
 use greffon_core::Config;
 use greffon_host::Host;
 use serde_json::json;
@@ -72,14 +74,12 @@ fn write_plugin(root: &Path, folder: &str, code: &str) {
     std::fs::write(dir.join("plugin.py"), code).expect("write");
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    support::percentile(v, 50)
 }
 
-fn p99(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[(v.len() * 99 / 100).min(v.len() - 1)]
+fn p99(v: Vec<f64>) -> f64 {
+    support::percentile(v, 99)
 }
 
 /// Connections the server accepted: with keep-alive, one per client.
@@ -166,23 +166,8 @@ async fn direct(client: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
     v
 }
 
-/// Pins this thread, and so every thread and worker it starts, to `cpu`.
-fn pin_all(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn main() {
-    let pinned = std::env::var("GREFFON_BENCH_CPU")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(cpu) = pinned {
-        pin_all(cpu);
-    }
+    let pinned = support::pin_from_env();
     let rounds = env_usize("GREFFON_BENCH_ROUNDS", 30);
     let requests = env_usize("GREFFON_BENCH_REQUESTS", 3000);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -13,35 +13,19 @@
 //! CPU N; `GREFFON_BENCH_SERVER_THREADS=N` runs the server on a multi-thread
 //! runtime with N workers instead.
 
+#[path = "../../greffon-host/benches/support/mod.rs"]
+mod support;
+
 use greffon_core::Config;
 use greffon_host::Host;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use support::percentile;
 
 const TRIVIAL: &str = "class P:\n    meta = {'name': 'trivial', 'inputs': {'schema': {'n': 'integer'}}}\n    def run(self, n):\n        return n\nplugin = P()\n";
 
-fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[(v.len() * p / 100).min(v.len() - 1)]
-}
-
-/// Pins this thread, and every thread and worker it starts, to `cpu`.
-fn pin_all(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn main() {
-    if let Some(cpu) = std::env::var("GREFFON_BENCH_CPU")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        pin_all(cpu);
-    }
+    support::pin_from_env();
     let calls: usize = std::env::var("GREFFON_BENCH_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,0 +1,25 @@
+//! Helpers shared by greffon's benchmarks (the server's includes this file
+//! by path).
+
+#![allow(dead_code)]
+
+/// Pins the whole run to CPU `GREFFON_BENCH_CPU` when it is set: this
+/// thread, and so every thread and worker it starts later. Returns the CPU.
+pub fn pin_from_env() -> Option<usize> {
+    let cpu = std::env::var("GREFFON_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())?;
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    Some(cpu)
+}
+
+/// The `p`th percentile (0–100) of `v`.
+pub fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
