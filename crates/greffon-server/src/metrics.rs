@@ -56,78 +56,100 @@ impl Metrics {
 
     pub(crate) fn render(&self, plugins: &[PluginInfo]) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP greffon_calls_total Plugin calls through the API, by outcome."
+        let calls: Vec<String> = self
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|(plugin, by_outcome)| {
+                by_outcome.iter().map(move |(outcome, n)| {
+                    format!("greffon_calls_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} {n}")
+                })
+            })
+            .collect();
+        family(
+            &mut out,
+            "greffon_calls_total",
+            "counter",
+            "Plugin calls through the API, by outcome.",
+            calls,
         );
-        let _ = writeln!(out, "# TYPE greffon_calls_total counter");
-        for (plugin, by_outcome) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            for (outcome, n) in by_outcome {
-                let _ = writeln!(
-                    out,
-                    "greffon_calls_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP greffon_call_duration_seconds Latency of plugin calls through the API."
-        );
-        let _ = writeln!(out, "# TYPE greffon_call_duration_seconds histogram");
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "greffon_call_duration_seconds_bucket{{le=\"{le}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
-            );
-        }
         let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "greffon_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let histogram = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(le, n)| {
+                format!(
+                    "greffon_call_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                )
+            })
+            .chain([
+                format!("greffon_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"),
+                format!("greffon_call_duration_seconds_sum {sum}"),
+                format!("greffon_call_duration_seconds_count {count}"),
+            ]);
+        family(
+            &mut out,
+            "greffon_call_duration_seconds",
+            "histogram",
+            "Latency of plugin calls through the API.",
+            histogram,
         );
-        let _ = writeln!(
-            out,
-            "greffon_call_duration_seconds_sum {}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "greffon_call_duration_seconds_count {count}");
-        let _ = writeln!(
-            out,
-            "# HELP greffon_worker_crashes_total Unexpected worker exits (each is followed by a restart)."
-        );
-        let _ = writeln!(out, "# TYPE greffon_worker_crashes_total counter");
-        for p in plugins {
-            let _ = writeln!(
-                out,
+        let crashes = plugins.iter().map(|p| {
+            format!(
                 "greffon_worker_crashes_total{{plugin=\"{}\"}} {}",
                 p.name, p.worker_crashes
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP greffon_reloads_total Hot reloads that swapped in a new version."
+            )
+        });
+        family(
+            &mut out,
+            "greffon_worker_crashes_total",
+            "counter",
+            "Unexpected worker exits (each is followed by a restart).",
+            crashes,
         );
-        let _ = writeln!(out, "# TYPE greffon_reloads_total counter");
-        let _ = writeln!(
-            out,
-            "greffon_reloads_total {}",
-            self.reloads.load(Ordering::Relaxed)
+        let reloads = self.reloads.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "greffon_reloads_total",
+            "counter",
+            "Hot reloads that swapped in a new version.",
+            [format!("greffon_reloads_total {reloads}")],
         );
-        let _ = writeln!(
-            out,
-            "# HELP greffon_reload_rollbacks_total Hot reloads that failed and kept the running version."
-        );
-        let _ = writeln!(out, "# TYPE greffon_reload_rollbacks_total counter");
-        let _ = writeln!(
-            out,
-            "greffon_reload_rollbacks_total {}",
-            self.rollbacks.load(Ordering::Relaxed)
+        let rollbacks = self.rollbacks.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "greffon_reload_rollbacks_total",
+            "counter",
+            "Hot reloads that failed and kept the running version.",
+            [format!("greffon_reload_rollbacks_total {rollbacks}")],
         );
         let enabled = plugins.iter().filter(|p| p.state == State::Enabled).count();
-        let _ = writeln!(out, "# HELP greffon_enabled_plugins Plugins enabled now.");
-        let _ = writeln!(out, "# TYPE greffon_enabled_plugins gauge");
-        let _ = writeln!(out, "greffon_enabled_plugins {enabled}");
+        family(
+            &mut out,
+            "greffon_enabled_plugins",
+            "gauge",
+            "Plugins enabled now.",
+            [format!("greffon_enabled_plugins {enabled}")],
+        );
         out
+    }
+}
+
+/// One metric family: its `# HELP` and `# TYPE` lines, then its samples.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = String>,
+) {
+    // Writing into a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for sample in samples {
+        let _ = writeln!(out, "{sample}");
     }
 }

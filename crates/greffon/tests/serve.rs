@@ -133,6 +133,8 @@ fn every_route_answers_with_its_status() {
     home.enable("slow");
     home.enable("boom");
     home.enable("ret");
+    home.plugin("die", "import os\nclass P:\n    meta = {'name': 'die'}\n    def run(self):\n        os._exit(3)\nplugin = P()\n");
+    home.enable("die");
     let server = start(&home);
     let s = &server.api;
 
@@ -168,7 +170,7 @@ fn every_route_answers_with_its_status() {
 
     let (st, v) = call(s, "GET", "/v1/plugins", "");
     assert_eq!(st, 200);
-    assert_eq!(v.as_array().map(Vec::len), Some(4), "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(5), "{v}");
     let (st, v) = call(s, "GET", "/v1/plugins/echo", "");
     assert_eq!((st, v["state"].clone()), (200, json!("disabled")));
     let (st, v) = call(s, "GET", "/v1/plugins/nope", "");
@@ -209,6 +211,8 @@ fn every_route_answers_with_its_status() {
     );
     let (st, v) = call(s, "POST", "/v1/plugins/boom/run", "");
     assert_eq!((st, v["kind"].clone()), (502, json!("exception")), "{v}");
+    let (st, v) = call(s, "POST", "/v1/plugins/die/run", "");
+    assert_eq!((st, v["kind"].clone()), (502, json!("worker_crashed")), "{v}");
     let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 3}");
     assert_eq!((st, v["kind"].clone()), (504, json!("timeout")), "{v}");
 
@@ -242,7 +246,9 @@ fn every_route_answers_with_its_status() {
         "greffon_calls_total{plugin=\"slow\",outcome=\"timeout\"} 1",
         "greffon_reloads_total 1",
         "greffon_reload_rollbacks_total 1",
-        "greffon_enabled_plugins 3",
+        "greffon_enabled_plugins 4",
+        "greffon_worker_crashes_total{plugin=\"die\"} 1",
+        "greffon_calls_total{plugin=\"die\",outcome=\"worker_crashed\"} 1",
         "greffon_call_duration_seconds_count",
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
