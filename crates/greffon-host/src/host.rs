@@ -90,7 +90,11 @@ impl Host {
             source,
         })?;
         let home = Home::new(root, &config);
-        let python = crate::python::resolve(config.python.as_deref()).map_err(HostError::Python)?;
+        let python = crate::python::resolve_cached(
+            config.python.as_deref(),
+            &home.app_dir().join("python.json"),
+        )
+        .map_err(HostError::Python)?;
         let support = sandbox_support();
         match config.sandbox {
             SandboxMode::Off => {

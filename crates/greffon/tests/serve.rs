@@ -212,7 +212,11 @@ fn every_route_answers_with_its_status() {
     let (st, v) = call(s, "POST", "/v1/plugins/boom/run", "");
     assert_eq!((st, v["kind"].clone()), (502, json!("exception")), "{v}");
     let (st, v) = call(s, "POST", "/v1/plugins/die/run", "");
-    assert_eq!((st, v["kind"].clone()), (502, json!("worker_crashed")), "{v}");
+    assert_eq!(
+        (st, v["kind"].clone()),
+        (502, json!("worker_crashed")),
+        "{v}"
+    );
     let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 3}");
     assert_eq!((st, v["kind"].clone()), (504, json!("timeout")), "{v}");
 
