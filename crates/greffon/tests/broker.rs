@@ -357,3 +357,44 @@ plugin = Plugin()
     expected.push("/echo?i=main".into());
     assert_eq!(v, json!(expected), "each thread got its own answer");
 }
+
+#[test]
+fn malformed_broker_requests_are_refused_with_the_reason() {
+    let home = TestHome::new();
+    home.plugin(
+        "raw",
+        r#"from greffon import _runtime
+
+class Plugin:
+    meta = {'name': 'raw', 'permissions': ['net'], 'allowlist_domains': ['127.0.0.1:9']}
+
+    def run(self):
+        out = []
+        for params in [
+            {'url': 1},
+            {'method': 'GE T', 'url': 'http://127.0.0.1:9/'},
+            {'method': 'POST', 'url': 'http://127.0.0.1:9/', 'body': '%%%'},
+        ]:
+            try:
+                _runtime.call('http.request', params)
+                out.append('accepted')
+            except _runtime.HostError as e:
+                out.append(str(e))
+        return out
+
+plugin = Plugin()
+"#,
+    );
+    home.enable("raw");
+    let (code, v) = home.run("raw", "{}");
+    assert_eq!(code, 0, "{v}");
+    let got: Vec<&str> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(got[0].contains("malformed request"), "{got:?}");
+    assert!(got[1].contains("invalid method 'GE T'"), "{got:?}");
+    assert!(got[2].contains("body is not base64"), "{got:?}");
+}

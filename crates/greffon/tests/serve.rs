@@ -527,3 +527,24 @@ fn reloads_through_the_api_under_load_fail_no_call() {
         "{m}"
     );
 }
+
+#[test]
+fn a_stale_server_json_falls_back_to_embedded_and_a_taken_port_is_an_error() {
+    let home = TestHome::new();
+    home.plugin("echo", &echo_plugin("{'name': 'echo'}"));
+    // A server.json left by a killed server, its pid now another program's.
+    std::fs::create_dir_all(home.path().join("app")).expect("mkdir");
+    std::fs::write(
+        home.path().join("app/server.json"),
+        json!({"address": "127.0.0.1:9", "url": "http://127.0.0.1:9", "pid": 1}).to_string(),
+    )
+    .expect("write");
+    let list = home.list();
+    assert_eq!(list.len(), 1, "embedded, not through the dead address");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = home.greffon(&["serve", "--bind", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
