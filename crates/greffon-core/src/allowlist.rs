@@ -201,10 +201,6 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    pub fn new(patterns: Vec<Pattern>) -> Allowlist {
-        Allowlist { patterns }
-    }
-
     /// The plugin's list narrowed by the global one: without a global
     /// list, what the plugin declared (shown at enable); without a plugin
     /// list, the global one; with both, the plugin's entries the global
@@ -347,12 +343,11 @@ mod tests {
     use super::*;
 
     fn list(entries: &[&str]) -> Allowlist {
-        Allowlist::new(
-            entries
-                .iter()
-                .map(|e| Pattern::parse(e).expect("valid"))
-                .collect(),
-        )
+        let patterns: Vec<Pattern> = entries
+            .iter()
+            .map(|e| Pattern::parse(e).expect("valid"))
+            .collect();
+        Allowlist::effective(None, Some(&patterns))
     }
 
     #[test]

@@ -160,11 +160,6 @@ impl Host {
         &self.inner.python.exe
     }
 
-    /// Its version (`3.11.7`).
-    pub fn python_version(&self) -> &str {
-        &self.inner.python.version
-    }
-
     /// What the kernel offers the sandbox, as this host uses it.
     pub fn sandbox_support(&self) -> Support {
         self.inner.support
