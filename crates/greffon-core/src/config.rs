@@ -110,6 +110,10 @@ pub struct PluginConfig {
     pub max_open_files: Option<u64>,
     /// Largest file the plugin may write (default 1024 MiB).
     pub max_file_mb: Option<u64>,
+    /// Replaces the plugin's own `allowlist_domains` (still within the
+    /// global list): the operator points a plugin at a mirror or a local
+    /// upstream without editing its code.
+    pub allowlist_domains: Option<Vec<String>>,
     /// Free table handed to the plugin as `greffon.config()`.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -252,6 +256,13 @@ impl Config {
                 bad = Some(("allowlist_domains".into(), why));
             }
         }
+        for (name, p) in &self.plugins {
+            for entry in p.allowlist_domains.iter().flatten() {
+                if let (None, Err(why)) = (&bad, Pattern::parse(entry)) {
+                    bad = Some((format!("plugins.{name}.allowlist_domains"), why));
+                }
+            }
+        }
         for (key, v) in [
             ("max_args_bytes", self.max_args_bytes),
             ("max_result_bytes", self.max_result_bytes),
@@ -286,6 +297,15 @@ impl Config {
     /// The global allowlist, parsed (entries were checked at load).
     pub fn global_allowlist(&self) -> Option<Vec<Pattern>> {
         self.allowlist_domains
+            .as_ref()
+            .map(|l| l.iter().filter_map(|e| Pattern::parse(e).ok()).collect())
+    }
+
+    /// The operator's allowlist for one plugin, parsed, when set.
+    pub fn plugin_allowlist(&self, plugin: &str) -> Option<Vec<Pattern>> {
+        self.plugins
+            .get(plugin)?
+            .allowlist_domains
             .as_ref()
             .map(|l| l.iter().filter_map(|e| Pattern::parse(e).ok()).collect())
     }
@@ -405,6 +425,16 @@ mod tests {
         assert!(e.message.contains("'*.com'"), "{e}");
         let e = parse("[plugins.w]\ncpu_s = 0\n").expect_err("refused");
         assert_eq!(e.key.as_deref(), Some("plugins.w.cpu_s"));
+    }
+
+    #[test]
+    fn a_plugin_allowlist_is_read_and_checked() {
+        let c = parse("[plugins.w]\nallowlist_domains = [\"127.0.0.1:8080\"]\n").expect("valid");
+        assert_eq!(c.plugin_allowlist("w").map(|l| l.len()), Some(1));
+        assert!(c.plugin_allowlist("other").is_none());
+        let e = parse("[plugins.w]\nallowlist_domains = [\"*.com\"]\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("plugins.w.allowlist_domains"));
+        assert_eq!(e.line, Some(2));
     }
 
     #[test]

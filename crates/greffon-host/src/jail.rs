@@ -95,9 +95,10 @@ impl Access {
                 Vec::new()
             },
             net: has(Permission::Net).then(|| {
+                let own = config.plugin_allowlist(&meta.name);
                 Allowlist::effective(
                     config.global_allowlist().as_deref(),
-                    meta.allowlist.as_deref(),
+                    own.as_deref().or(meta.allowlist.as_deref()),
                 )
             }),
             permissions,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod server;
 pub mod upstream;
 
 use serde_json::Value;

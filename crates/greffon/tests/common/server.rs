@@ -1,0 +1,118 @@
+//! `greffon serve` as a child process and plain HTTP/1.1 requests to it.
+
+#![allow(dead_code)]
+
+use super::wait_for;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Where a server listens and its token.
+#[derive(Clone)]
+pub struct Api {
+    pub address: String,
+    pub token: String,
+}
+
+pub struct Server {
+    pub child: Child,
+    pub api: Api,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(home: &super::TestHome) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("greffon serve starts");
+    let endpoint = home.path().join("app/server.json");
+    let pid = child.id();
+    let address = wait_for(Duration::from_secs(30), || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&endpoint).ok()?).ok()?;
+        (v["pid"] == json!(pid)).then(|| v["address"].as_str().map(str::to_string))?
+    })
+    .expect("server.json names the server");
+    let token = std::fs::read_to_string(home.path().join("app/token")).expect("token");
+    Server {
+        child,
+        api: Api { address, token },
+    }
+}
+
+/// One HTTP/1.1 request: (status, body as JSON or as a string).
+pub fn request(
+    s: &Api,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    host: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(&s.address).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        host.unwrap_or(&s.address),
+        body.len()
+    );
+    if let Some(t) = auth {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body.as_bytes()).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    (status, value)
+}
+
+/// A raw request with extra headers: (status, the response's head).
+pub fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(&s.address).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        s.address
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let head = out
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    (status, head)
+}
+
+pub fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
+    request(s, method, path, Some(&s.token), None, body)
+}
+
