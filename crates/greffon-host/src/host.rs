@@ -7,7 +7,7 @@ use crate::error::{CallError, HostError, dump_note};
 use crate::jail::Access;
 use crate::python::Interpreter;
 use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
-use crate::services::Services;
+use crate::services::{Service, Services};
 use crate::store::Store;
 use crate::worker::{OnCrash, Reply, Worker};
 use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
@@ -143,6 +143,7 @@ impl Host {
             services: Arc::new(Services {
                 sys_root: PathBuf::from("/"),
                 http,
+                extra: Default::default(),
             }),
             plugins: RwLock::new(BTreeMap::new()),
         });
@@ -153,6 +154,14 @@ impl Host {
 
     pub fn home(&self) -> &Home {
         &self.inner.home
+    }
+
+    /// Adds a host service plugins can call, for the methods named
+    /// `PREFIX.*`; a second registration under one prefix replaces the first.
+    pub fn register_service(&self, prefix: &str, service: Arc<dyn Service>) {
+        if let Ok(mut extra) = self.inner.services.extra.write() {
+            extra.insert(prefix.to_string(), service);
+        }
     }
 
     /// The interpreter workers run on.
@@ -742,9 +751,20 @@ impl Host {
     /// Runs the plugin with `args`: the plugin's result (a returned
     /// `{"error"}` included) or a [`CallError`].
     pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        self.call_with_timeout(name, args, None).await
+    }
+
+    /// [`Host::call`] with a timeout that replaces the plugin's own (a
+    /// scheduled task's `timeout_s`).
+    pub async fn call_with_timeout(
+        &self,
+        name: &str,
+        args: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
         let started = Instant::now();
         let audit_args = self.inner.config.audit_args.then(|| args.to_string());
-        let outcome = self.call_inner(name, args).await;
+        let outcome = self.call_inner(name, args, timeout).await;
         let label = match &outcome {
             Ok(v) if v.get("error").is_some() => "plugin_error",
             Ok(_) => "ok",
@@ -761,7 +781,49 @@ impl Host {
         outcome
     }
 
-    async fn call_inner(&self, name: &str, args: Value) -> Result<Value, CallError> {
+    /// Whether `args` would be accepted by the plugin's schema, without
+    /// running it (the plugin may be disabled): what a scheduled task is
+    /// checked against when it is saved. Answers the arguments with the
+    /// defaults filled in.
+    pub fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        let plugin = self
+            .lookup(name)
+            .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
+        let meta = plugin.status().meta.clone().ok_or_else(|| {
+            CallError::new(
+                ErrorKind::NotEnabled,
+                format!("plugin '{name}' has no valid meta; see `greffon plugin check {name}`"),
+            )
+        })?;
+        self.validate(name, &meta, args)
+    }
+
+    fn validate(&self, name: &str, meta: &PluginMeta, args: Value) -> Result<Value, CallError> {
+        let size = json_size(&args);
+        if size > self.inner.config.max_args_bytes {
+            return Err(CallError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "plugin '{name}': arguments are {size} bytes, over the limit of {} bytes (max_args_bytes)",
+                    self.inner.config.max_args_bytes
+                ),
+            ));
+        }
+        meta.schema.check(args).map_err(|violations| {
+            let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            CallError::new(
+                ErrorKind::Validation,
+                format!("plugin '{name}': invalid arguments: {}", text.join("; ")),
+            )
+        })
+    }
+
+    async fn call_inner(
+        &self,
+        name: &str,
+        args: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
         let inner = &self.inner;
         let plugin = self
             .lookup(name)
@@ -781,25 +843,10 @@ impl Host {
                 }
             }
         };
-        let size = json_size(&args);
-        if size > inner.config.max_args_bytes {
-            return Err(CallError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "plugin '{name}': arguments are {size} bytes, over the limit of {} bytes (max_args_bytes)",
-                    inner.config.max_args_bytes
-                ),
-            ));
-        }
-        let args = meta.schema.check(args).map_err(|violations| {
-            let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            CallError::new(
-                ErrorKind::Validation,
-                format!("plugin '{name}': invalid arguments: {}", text.join("; ")),
-            )
-        })?;
-        let timeout =
-            Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s));
+        let args = self.validate(name, &meta, args)?;
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s))
+        });
         let deadline = Instant::now() + timeout;
         let _permit = plugin
             .calls

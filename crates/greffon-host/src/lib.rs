@@ -37,3 +37,4 @@ pub use error::{CallError, HostError};
 pub use host::{CheckReport, Host, python_facts, sandbox_support};
 pub use registry::{AccessInfo, Failure, PluginInfo, State};
 pub use scaffold::scaffold;
+pub use services::{Service, ServiceFuture};

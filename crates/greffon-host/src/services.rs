@@ -5,7 +5,22 @@
 use crate::broker::{self, HttpSettings, NetAccess};
 use greffon_protocol::{ErrorKind, WireError, method};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+/// What a [`Service`] answers, later.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Value, WireError>> + Send>>;
+
+/// A host service another crate provides (the scheduler's `tasks.*`, the
+/// LLM's `llm.*`), registered with [`crate::Host::register_service`] under
+/// the prefix of its method names.
+pub trait Service: Send + Sync + 'static {
+    /// Answers `method` (the full name, e.g. `tasks.create`) for `plugin`.
+    fn handle(&self, plugin: &str, method: &str, params: Value) -> ServiceFuture;
+}
 
 /// Who is calling a service.
 #[derive(Debug)]
@@ -23,6 +38,14 @@ pub(crate) struct Services {
     /// in tests).
     pub sys_root: PathBuf,
     pub http: HttpSettings,
+    /// Registered services by method prefix (`tasks` for `tasks.create`).
+    pub extra: RwLock<HashMap<String, Arc<dyn Service>>>,
+}
+
+impl std::fmt::Debug for dyn Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Service")
+    }
 }
 
 impl Services {
@@ -46,10 +69,13 @@ impl Services {
                         WireError::new(ErrorKind::Internal, format!("system.info failed: {e}"))
                     })
             }
-            other => Err(WireError::new(
-                ErrorKind::UnknownMethod,
-                format!("unknown host service '{other}'"),
-            )),
+            other => match self.registered(other) {
+                Some(service) => service.handle(&caller.plugin, other, params).await,
+                None => Err(WireError::new(
+                    ErrorKind::UnknownMethod,
+                    format!("unknown host service '{other}'"),
+                )),
+            },
         };
         tracing::info!(
             target: "audit",
@@ -59,5 +85,10 @@ impl Services {
             outcome = if outcome.is_ok() { "ok" } else { "error" },
         );
         outcome
+    }
+
+    fn registered(&self, method: &str) -> Option<Arc<dyn Service>> {
+        let prefix = method.split_once('.')?.0;
+        self.extra.read().ok()?.get(prefix).cloned()
     }
 }

@@ -40,9 +40,11 @@ fn open_meteo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
         let path = req.target.split('?').next().unwrap_or("");
         let json = |body: &str| Response::new(200, "application/json; charset=utf-8", body);
         let place_at = |name: &str, lat: &str| {
-            json(&GEOCODING
-                .replace("\"name\":\"Paris\"", &format!("\"name\":\"{name}\""))
-                .replace("\"latitude\":48.85341", &format!("\"latitude\":{lat}")))
+            json(
+                &GEOCODING
+                    .replace("\"name\":\"Paris\"", &format!("\"name\":\"{name}\""))
+                    .replace("\"latitude\":48.85341", &format!("\"latitude\":{lat}")),
+            )
         };
         match (path, q.get("name").map(String::as_str)) {
             ("/v1/search", Some("Paris")) => json(GEOCODING),
@@ -122,18 +124,29 @@ fn a_city_gives_location_current_conditions_and_daily_forecast() {
                "weather_code": 61, "description": "Pluie faible"})
     );
     assert_eq!(daily[2]["description"], "Orage");
-    assert_eq!(v["daily_units"], json!({"temperature": "°C", "precipitation": "mm"}));
+    assert_eq!(
+        v["daily_units"],
+        json!({"temperature": "°C", "precipitation": "mm"})
+    );
 
     // What went upstream: geocoding, then the forecast at its coordinates.
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     let geo = query(&seen[0]);
-    assert!(seen[0].target.starts_with("/v1/search?"), "{}", seen[0].target);
+    assert!(
+        seen[0].target.starts_with("/v1/search?"),
+        "{}",
+        seen[0].target
+    );
     assert_eq!(geo["name"], "Paris");
     assert_eq!(geo["count"], "1");
     assert_eq!(geo["language"], "fr");
     let fc = query(&seen[1]);
-    assert!(seen[1].target.starts_with("/v1/forecast?"), "{}", seen[1].target);
+    assert!(
+        seen[1].target.starts_with("/v1/forecast?"),
+        "{}",
+        seen[1].target
+    );
     assert_eq!(fc["latitude"], "48.85341");
     assert_eq!(fc["longitude"], "2.3488");
     assert_eq!(fc["forecast_days"], "3");
@@ -148,7 +161,11 @@ fn a_city_gives_location_current_conditions_and_daily_forecast() {
     ] {
         assert!(fc["current"].split(',').any(|f| f == field), "{field}");
     }
-    for field in ["temperature_2m_min", "temperature_2m_max", "precipitation_sum"] {
+    for field in [
+        "temperature_2m_min",
+        "temperature_2m_max",
+        "precipitation_sum",
+    ] {
         assert!(fc["daily"].split(',').any(|f| f == field), "{field}");
     }
 }
@@ -235,7 +252,11 @@ fn answers_are_cached_per_normalized_query_until_they_expire() {
         first.elapsed() < ttl,
         "the second call came after the cache lifetime; the test proves nothing"
     );
-    assert_eq!(upstream.hits(), 2, "the second call made no upstream request");
+    assert_eq!(
+        upstream.hits(),
+        2,
+        "the second call made no upstream request"
+    );
     assert_eq!(a, b);
     // Other options are another query.
     weather(&home, json!({"city": "Paris", "language": "en"}));

@@ -115,4 +115,3 @@ pub fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16,
 pub fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
     request(s, method, path, Some(&s.token), None, body)
 }
-

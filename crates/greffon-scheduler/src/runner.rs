@@ -1,0 +1,39 @@
+//! [`Runner`] for the real host: task runs take the normal call path
+//! (validation, timeout, crash handling, audit).
+
+use crate::scheduler::{CheckError, Outcome, RunFuture, Runner};
+use greffon_host::Host;
+use greffon_protocol::ErrorKind;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Runs tasks on a [`Host`].
+#[derive(Debug, Clone)]
+pub struct HostRunner(pub Host);
+
+impl Runner for HostRunner {
+    fn check(&self, plugin: &str, args: &Value) -> Result<(), CheckError> {
+        self.0
+            .check_args(plugin, args.clone())
+            .map(|_| ())
+            .map_err(|e| CheckError {
+                field: match e.kind {
+                    ErrorKind::Validation | ErrorKind::TooLarge => "args",
+                    _ => "plugin",
+                },
+                message: e.message,
+            })
+    }
+
+    fn run(&self, plugin: &str, args: Value, timeout: Option<Duration>) -> RunFuture {
+        let host = self.0.clone();
+        let plugin = plugin.to_string();
+        Box::pin(async move {
+            match host.call_with_timeout(&plugin, args, timeout).await {
+                Ok(v) => Outcome::Ok(v),
+                Err(e) if e.kind == ErrorKind::Timeout => Outcome::TimedOut(e.message),
+                Err(e) => Outcome::Failed(e.message),
+            }
+        })
+    }
+}
