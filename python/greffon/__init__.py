@@ -4,12 +4,13 @@
 - ``greffon.log.get_logger(category)``: logs into the host's categories.
 - ``greffon.system.info()``: facts about the machine.
 - ``greffon.http``: HTTP through the host, within the plugin's allowlist.
+- ``greffon.tasks``: the host's scheduler (create, update, run_now...).
 """
 
 from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
-__all__ = ["HostError", "NotInWorker", "config", "http", "log", "system"]
+__all__ = ["HostError", "NotInWorker", "config", "http", "log", "system", "tasks"]
 
 
 def config():
@@ -22,7 +23,7 @@ def config():
 def __getattr__(name):
     # Submodules load on first use: a worker whose plugin does not log does
     # not pay for importing logging.
-    if name in ("http", "log", "system"):
+    if name in ("http", "log", "system", "tasks"):
         import importlib
 
         return importlib.import_module(f"greffon.{name}")

@@ -51,6 +51,8 @@ pub struct Config {
     pub http_timeout_s: f64,
     /// `greffon serve`.
     pub server: ServerConfig,
+    /// Scheduled tasks.
+    pub scheduler: SchedulerConfig,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
 }
@@ -84,6 +86,31 @@ impl Default for ServerConfig {
             shutdown_grace_s: 10.0,
             cors_origins: Vec::new(),
             watch: true,
+        }
+    }
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Whether `greffon serve` fires tasks (CRUD works either way).
+    pub enabled: bool,
+    /// Zone given to cron tasks saved without one; unset: the host's.
+    pub default_tz: Option<String>,
+    /// Finished runs kept per task.
+    pub keep_runs: u32,
+    /// Finished runs older than this many days are deleted.
+    pub keep_days: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            enabled: true,
+            default_tz: None,
+            keep_runs: 100,
+            keep_days: 30,
         }
     }
 }
@@ -138,6 +165,7 @@ impl Default for Config {
             http_max_response_bytes: 10 << 20,
             http_timeout_s: 30.0,
             server: ServerConfig::default(),
+            scheduler: SchedulerConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -262,6 +290,9 @@ impl Config {
                     bad = Some((format!("plugins.{name}.allowlist_domains"), why));
                 }
             }
+        }
+        if bad.is_none() && self.scheduler.keep_runs == 0 {
+            bad = Some(("scheduler.keep_runs".into(), "must be at least 1".into()));
         }
         for (key, v) in [
             ("max_args_bytes", self.max_args_bytes),

@@ -21,6 +21,7 @@ const FILES: &[(&str, &str)] = sdk_files![
     "greffon/http.py",
     "greffon/log.py",
     "greffon/system.py",
+    "greffon/tasks.py",
     "greffon/worker.py",
     "app/__init__.py",
     "app/core/__init__.py",

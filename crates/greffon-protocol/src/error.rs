@@ -36,6 +36,11 @@ pub enum ErrorKind {
     PermissionDenied,
     /// Something in greffon itself failed (I/O, database).
     Internal,
+    /// No such thing (a task, a run).
+    NotFound,
+    /// The request conflicts with the current state (a taken name, a limit
+    /// of runs reached).
+    Conflict,
 }
 
 impl ErrorKind {
@@ -56,6 +61,8 @@ impl ErrorKind {
             ErrorKind::HostService => "host_service",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Internal => "internal",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }

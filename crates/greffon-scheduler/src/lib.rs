@@ -24,13 +24,13 @@ mod trigger;
 pub use model::{
     Coalesce, NewTask, Options, Run, RunKind, RunStatus, Task, TaskKey, TaskPatch, Trigger,
 };
-pub use runner::HostRunner;
+pub use runner::{HostRunner, attach};
 pub use scheduler::{
     CheckError, Clock, Outcome, RunFuture, Runner, Scheduler, Settings, SystemClock, TokioClock,
 };
 pub use service::TasksService;
 pub use store::{Claimed, Fire, Plan, Planner, SqliteTaskStore, TaskStore};
-pub use trigger::host_zone;
+pub use trigger::{check_zone, host_zone};
 
 /// Most fire times one due task catches up on with `coalesce = all`.
 pub const MAX_CATCH_UP: usize = 100;
@@ -38,7 +38,7 @@ pub const MAX_CATCH_UP: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     /// Bad input; `field` is the dotted path (`trigger.tz`, `args`).
-    #[error("{field}: {message}")]
+    #[error("invalid task: {field}: {message}")]
     Invalid { field: String, message: String },
     #[error("no task {0}")]
     NotFound(String),

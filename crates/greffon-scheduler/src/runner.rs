@@ -37,3 +37,23 @@ impl Runner for HostRunner {
         })
     }
 }
+
+/// The scheduler of `host`: tasks in the home's `greffon.db`, runs through
+/// the host, and the `tasks.*` service registered for plugins.
+pub async fn attach(
+    host: &Host,
+    settings: crate::Settings,
+) -> Result<crate::Scheduler<crate::SqliteTaskStore>, crate::TaskError> {
+    let store = crate::SqliteTaskStore::open(&host.home().db_file()).await?;
+    let scheduler = crate::Scheduler::new(
+        store,
+        std::sync::Arc::new(HostRunner(host.clone())),
+        std::sync::Arc::new(crate::SystemClock),
+        settings,
+    );
+    host.register_service(
+        "tasks",
+        std::sync::Arc::new(crate::TasksService::new(&scheduler)),
+    );
+    Ok(scheduler)
+}

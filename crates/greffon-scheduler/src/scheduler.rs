@@ -221,7 +221,7 @@ impl<S: TaskStore> Scheduler<S> {
 
     /// Checks and saves a task; its first fire time is computed now.
     pub async fn create(&self, new: NewTask) -> Result<Task, TaskError> {
-        let now = self.shared.clock.now();
+        let now = now_ms(&*self.shared.clock);
         let options = Options {
             enabled: new.enabled.unwrap_or(true),
             coalesce: new.coalesce.unwrap_or_default(),
@@ -254,7 +254,7 @@ impl<S: TaskStore> Scheduler<S> {
     /// computes its next fire time from now; otherwise it is kept.
     pub async fn update(&self, key: &TaskKey, patch: TaskPatch) -> Result<Task, TaskError> {
         let mut task = self.get(key).await?;
-        let now = self.shared.clock.now();
+        let now = now_ms(&*self.shared.clock);
         let was_enabled = task.options.enabled;
         let rescheduled = patch.trigger.is_some();
         if let Some(v) = patch.name {
@@ -331,7 +331,7 @@ impl<S: TaskStore> Scheduler<S> {
     pub async fn next(&self, key: &TaskKey, n: usize) -> Result<Vec<DateTime<Utc>>, TaskError> {
         let task = self.get(key).await?;
         let schedule = Schedule::compile(&task.trigger)?;
-        let now = self.shared.clock.now();
+        let now = now_ms(&*self.shared.clock);
         let mut out = Vec::with_capacity(n);
         let mut next = match task.next_run_at {
             Some(t) if task.options.enabled => Some(t),
@@ -355,7 +355,7 @@ impl<S: TaskStore> Scheduler<S> {
         let s = &self.shared;
         let run = s
             .store
-            .start_manual(task.id, &s.owner, s.clock.now(), force)
+            .start_manual(task.id, &s.owner, now_ms(&*s.clock), force)
             .await?;
         tracing::info!(target: "audit", event = "task_run_now", task = task.id, run = run.id, force);
         let run_id = run.id;
@@ -377,7 +377,7 @@ impl<S: TaskStore> Scheduler<S> {
                     .store
                     .abandon(
                         &owner,
-                        s.clock.now(),
+                        now_ms(&*s.clock),
                         "lost: greffon stopped during the run (crash or kill); the outcome is unknown",
                     )
                     .await?;
@@ -398,10 +398,10 @@ impl<S: TaskStore> Scheduler<S> {
         let s = &self.shared;
         let mut last_prune: Option<DateTime<Utc>> = None;
         while !s.stopping.load(Ordering::SeqCst) {
-            let now = s.clock.now();
+            let now = now_ms(&*s.clock);
             let wait = match self.tick(now).await {
                 Ok(next) => next.map_or(MAX_NAP, |t| {
-                    (t - s.clock.now())
+                    (t - now_ms(&*s.clock))
                         .to_std()
                         .unwrap_or(Duration::ZERO)
                         .min(MAX_NAP)
@@ -473,7 +473,7 @@ impl<S: TaskStore> Scheduler<S> {
                 .store
                 .abandon(
                     &s.owner,
-                    s.clock.now(),
+                    now_ms(&*s.clock),
                     "lost: greffon stopped before the run finished",
                 )
                 .await;
@@ -508,6 +508,15 @@ impl<S: TaskStore> Scheduler<S> {
             Trigger::Cron { tz, .. } if tz.is_none() => {
                 *tz = Some(self.shared.settings.default_tz.clone());
             }
+            Trigger::Interval {
+                start: Some(start),
+                end,
+                ..
+            } => {
+                *start = ms(*start);
+                *end = end.map(ms);
+            }
+            Trigger::Date { at } => *at = ms(*at),
             // Like cron's "from now on": the first fire is one period away.
             Trigger::Interval { start, every_s, .. } if start.is_none() => {
                 let every = i64::try_from(*every_s).unwrap_or(i64::MAX / 1000);
@@ -626,6 +635,16 @@ pub(crate) fn plan(task: &Task, running: u32, now: DateTime<Utc>) -> Plan {
     }
 }
 
+/// The clock's time to the millisecond: what the store keeps, so a fire
+/// time read back equals the one computed.
+fn now_ms(clock: &dyn Clock) -> DateTime<Utc> {
+    ms(clock.now())
+}
+
+fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// Runs one claimed run and writes its outcome. `jitter`: whether the
 /// task's jitter applies (scheduled runs, not manual ones).
 async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter: bool) {
@@ -657,7 +676,7 @@ async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter:
             status,
             result.as_ref(),
             error.as_deref(),
-            shared.clock.now(),
+            now_ms(&*shared.clock),
         )
         .await
     {

@@ -48,9 +48,11 @@ fn parse<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> Result<T, WireEr
 fn to_wire(e: TaskError) -> WireError {
     let kind = match e {
         TaskError::Invalid { .. } => ErrorKind::Validation,
-        _ => ErrorKind::HostService,
+        TaskError::NotFound(_) => ErrorKind::NotFound,
+        TaskError::Conflict(_) => ErrorKind::Conflict,
+        TaskError::Corrupt(_) | TaskError::Store(_) => ErrorKind::HostService,
     };
-    WireError::new(kind, format!("tasks: {e}"))
+    WireError::new(kind, e.to_string())
 }
 
 fn value<T: serde::Serialize>(v: T) -> Result<Value, WireError> {

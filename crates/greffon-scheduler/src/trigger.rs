@@ -125,6 +125,11 @@ pub(crate) fn parse_zone(name: &str) -> Result<Tz, TaskError> {
     })
 }
 
+/// Whether `name` is an IANA zone greffon knows.
+pub fn check_zone(name: &str) -> Result<(), TaskError> {
+    parse_zone(name).map(|_| ())
+}
+
 /// The host's IANA zone: `$TZ`, else the `/etc/localtime` link, else
 /// `/etc/timezone`, else UTC.
 pub fn host_zone() -> String {

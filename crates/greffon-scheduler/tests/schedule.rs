@@ -588,3 +588,41 @@ async fn old_runs_are_pruned_to_the_retention() {
         .expect("prune");
     assert_eq!(deleted, 3, "older than the cut-off");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_between_milliseconds_fires_each_interval_once() {
+    // The store keeps milliseconds; a start kept finer than that once made
+    // the first fire come back as due a second time.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = rig_at(dir.path(), utc("2026-06-01T12:00:00.000700Z"), None).await;
+    let t = r
+        .scheduler
+        .create(task(
+            "fine",
+            Trigger::Interval {
+                every_s: 60,
+                start: None,
+                end: None,
+            },
+        ))
+        .await
+        .expect("created");
+    let looping = spawn_loop(&r.scheduler);
+    r.calls.recv().await.expect("first");
+    r.calls.recv().await.expect("second");
+    looping.abort();
+    let mut runs = r
+        .scheduler
+        .runs(&TaskKey::Id(t.id), 10)
+        .await
+        .expect("runs");
+    runs.reverse();
+    let fired: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
+    assert_eq!(
+        fired,
+        [
+            Some(utc("2026-06-01T12:01:00Z")),
+            Some(utc("2026-06-01T12:02:00Z"))
+        ]
+    );
+}

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use greffon_host::{CallError, Host, HostError};
 use greffon_protocol::ErrorKind;
+use greffon_scheduler::{Scheduler, SqliteTaskStore};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,17 +38,22 @@ pub struct ServeOptions {
     pub watch: Option<PathBuf>,
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Vec<String>,
+    /// The task scheduler behind `/v1/tasks`.
+    pub tasks: Scheduler<SqliteTaskStore>,
+    /// Whether its loop fires tasks (`[scheduler] enabled`).
+    pub fire_tasks: bool,
 }
 
-struct App {
-    host: Host,
+pub(crate) struct App {
+    pub host: Host,
+    pub tasks: Scheduler<SqliteTaskStore>,
     metrics: Metrics,
     max_body_bytes: usize,
 }
 
-type AppState = State<Arc<App>>;
+pub(crate) type AppState = State<Arc<App>>;
 
-fn error(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(json!({"error": message.into(), "kind": kind.as_str()})),
@@ -55,7 +61,7 @@ fn error(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Res
         .into_response()
 }
 
-fn status_of(kind: ErrorKind) -> StatusCode {
+pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Validation => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
@@ -199,7 +205,9 @@ async fn metrics(State(app): AppState) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "greffon", description = "Run plain Python plugins, kernel-sandboxed. Every /v1 route but /v1/health needs `Authorization: Bearer <token>` (the token is in <home>/app/token). Errors are {\"error\", \"kind\"}."),
-    paths(health, list, plugin, enable, disable, reload, run, openapi_route, metrics),
+    paths(health, list, plugin, enable, disable, reload, run, openapi_route, metrics,
+          crate::tasks::list, crate::tasks::create, crate::tasks::get_task, crate::tasks::update,
+          crate::tasks::delete, crate::tasks::run_now, crate::tasks::runs, crate::tasks::next),
     modifiers(&Bearer)
 )]
 struct ApiDoc;
@@ -231,6 +239,7 @@ fn router(app: Arc<App>, guard_state: Arc<Guard>, cors_state: Arc<Cors>) -> Rout
         .route("/v1/plugins/{name}/disable", post(disable))
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/run", post(run))
+        .merge(crate::tasks::routes())
         .route("/v1/openapi.json", get(openapi_route))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -289,6 +298,7 @@ pub async fn serve(
     };
     let app = Arc::new(App {
         host: host.clone(),
+        tasks: opts.tasks.clone(),
         metrics: Metrics::default(),
         max_body_bytes: opts.max_body_bytes,
     });
@@ -313,6 +323,11 @@ pub async fn serve(
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
+    let scheduler = opts.tasks.clone();
+    let firing = opts.fire_tasks.then(|| {
+        let s = scheduler.clone();
+        tokio::spawn(async move { s.run_loop().await })
+    });
     let outcome = tokio::select! {
         r = &mut server => r,
         () = shutdown => {
@@ -327,6 +342,12 @@ pub async fn serve(
             }
         }
     };
+    // Task runs in flight get the same grace as calls; the ones still
+    // running after it are recorded as lost, not left `running`.
+    scheduler.stop(opts.grace).await;
+    if let Some(task) = firing {
+        task.abort();
+    }
     host.shutdown().await;
     Endpoint::remove_if_ours(&opts.endpoint_file, pid);
     outcome.map_err(|source| ServerError::Io {

@@ -6,6 +6,7 @@
 //! - `auth`: the bearer token ([`resolve_token`]) and the `Host` header
 //!   check that defeats DNS rebinding;
 //! - `metrics`: Prometheus text at `/metrics`;
+//! - `tasks`: the `/v1/tasks` routes over the scheduler;
 //! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server;
 //! - `watch`: the file watcher that applies changes under `plugins/`.
 //!
@@ -17,6 +18,7 @@ mod api;
 mod auth;
 mod endpoint;
 mod metrics;
+mod tasks;
 mod watch;
 
 pub use api::{ServeOptions, openapi, serve};

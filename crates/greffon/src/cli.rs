@@ -41,6 +41,11 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
     },
+    /// Scheduled plugin calls: create, change, run now, history, preview.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Check the interpreter and the kernel sandbox (exit 1 when plugins
     /// cannot run as configured).
     Doctor {
@@ -102,4 +107,114 @@ pub enum PluginCommand {
     },
     /// Create plugins/NAME/ from plugins/_template/.
     Scaffold { name: String },
+}
+
+/// A task is named by its id or its name.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Every task with its trigger and next fire time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task.
+    Get {
+        task: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a task: --name, --plugin, one of --cron/--every/--at, options.
+    Create {
+        #[command(flatten)]
+        spec: TaskSpec,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change some fields of a task; a new trigger restarts its schedule.
+    Update {
+        task: String,
+        #[command(flatten)]
+        spec: TaskSpec,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a task and its run history.
+    Delete {
+        task: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a task now and print the finished run (the schedule does not
+    /// move; refused while max_instances runs are running unless --force).
+    Run {
+        task: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The most recent runs, newest first.
+    Runs {
+        task: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The next fire times.
+    Next {
+        task: String,
+        #[arg(short, long, default_value_t = 5)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A task's fields as flags; unset flags are left out (defaults on
+/// create, unchanged on update).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskSpec {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// The plugin's arguments as one JSON object.
+    #[arg(long, value_name = "OBJECT")]
+    pub args: Option<String>,
+    /// A cron expression: 5 fields, 6 with seconds first, or @daily-style.
+    #[arg(long, value_name = "EXPR", conflicts_with_all = ["every", "at"])]
+    pub cron: Option<String>,
+    /// IANA zone of --cron (default `[scheduler] default_tz`, else the host's).
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub tz: Option<String>,
+    /// Fire every SECONDS.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "at")]
+    pub every: Option<u64>,
+    /// First fire of --every (RFC 3339; default: one period from now).
+    #[arg(long, value_name = "TIME", requires = "every")]
+    pub start: Option<String>,
+    /// No fire of --every after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", requires = "every")]
+    pub end: Option<String>,
+    /// Fire once at TIME (RFC 3339, e.g. 2026-12-01T09:00:00+01:00).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    #[arg(long, value_name = "BOOL")]
+    pub enabled: Option<bool>,
+    /// Which missed fires run: latest (default), earliest or all.
+    #[arg(long, value_name = "POLICY")]
+    pub coalesce: Option<String>,
+    /// How late a fire may start and still run (default: always).
+    #[arg(long, value_name = "SECONDS")]
+    pub misfire_grace: Option<f64>,
+    /// Runs at once (default 1).
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<u32>,
+    /// Up to this many seconds added to each fire.
+    #[arg(long, value_name = "SECONDS")]
+    pub jitter: Option<f64>,
+    /// Replaces the plugin's timeout for this task.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod print;
 mod remote;
+mod task;
 
 use anyhow::Context;
 use clap::Parser;
@@ -56,6 +57,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { command } => command,
         Command::Doctor { json } => return Ok(doctor(&config, json)),
         Command::Serve { bind } => return serve(&root, config, bind).await,
+        Command::Task { command } => {
+            return task_command(&root, config, &home, remote_flag.as_deref(), command).await;
+        }
     };
 
     if let Some(remote) = remote::Remote::find(&home, remote_flag.as_deref())?
@@ -66,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
+    let settings = scheduler_settings(&config)?;
     let host = match Host::open_with(&root, config).await {
         Ok(h) => h,
         Err(e) if is_run => {
@@ -73,6 +78,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_ERROR));
         }
         Err(e) => return Err(e.into()),
+    };
+    // A plugin run may use `greffon.tasks` (the bundled `tasks` plugin).
+    let _tasks = if is_run {
+        Some(greffon_scheduler::attach(&host, settings).await?)
+    } else {
+        None
     };
     // Ctrl-C or SIGTERM still stops what was started: every plugin's
     // stop() runs before exit.
@@ -264,6 +275,49 @@ async fn remote_command(
     Ok(Some(ExitCode::SUCCESS))
 }
 
+/// `[scheduler]` as the scheduler's settings; a bad zone names the key.
+fn scheduler_settings(config: &Config) -> anyhow::Result<greffon_scheduler::Settings> {
+    let c = &config.scheduler;
+    let default_tz = match &c.default_tz {
+        Some(tz) => {
+            greffon_scheduler::check_zone(tz)
+                .with_context(|| "greffon.toml: key 'scheduler.default_tz'")?;
+            tz.clone()
+        }
+        None => greffon_scheduler::host_zone(),
+    };
+    Ok(greffon_scheduler::Settings {
+        default_tz,
+        keep_runs: c.keep_runs,
+        keep_days: c.keep_days,
+    })
+}
+
+/// `greffon task ...`: through the running server, or embedded.
+async fn task_command(
+    root: &std::path::Path,
+    config: Config,
+    home: &Home,
+    remote_flag: Option<&str>,
+    command: cli::TaskCommand,
+) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = remote::Remote::find(home, remote_flag)? {
+        return task::command(task::Backend::Remote(&remote), command).await;
+    }
+    let settings = scheduler_settings(&config)?;
+    let host = Host::open_with(root, config).await?;
+    let scheduler = greffon_scheduler::attach(&host, settings).await?;
+    let code = tokio::select! {
+        code = task::command(task::Backend::Embedded(&scheduler), command) => code,
+        signal = interrupted() => {
+            eprintln!("greffon: {signal}; stopping plugins");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+    };
+    host.shutdown().await;
+    code
+}
+
 /// `greffon serve`: the API until SIGINT or SIGTERM, then a graceful stop.
 async fn serve(
     root: &std::path::Path,
@@ -277,7 +331,10 @@ async fn serve(
         .context("--bind must be an address with a port, e.g. 127.0.0.1:8765")?;
     let server_config = config.server.clone();
     let max_body_bytes = config.max_args_bytes;
+    let settings = scheduler_settings(&config)?;
+    let fire_tasks = config.scheduler.enabled;
     let host = Host::open_with(root, config).await?;
+    let tasks = greffon_scheduler::attach(&host, settings).await?;
     let app = host.home().app_dir();
     let token = greffon_server::resolve_token(&server_config, bind, &app.join("token"))?;
     host.start_enabled().await;
@@ -290,6 +347,8 @@ async fn serve(
         max_body_bytes,
         endpoint_file: app.join("server.json"),
         watch: server_config.watch.then(|| host.home().plugins_dir()),
+        tasks,
+        fire_tasks,
     };
     greffon_server::serve(host, opts, async {
         let signal = interrupted().await;

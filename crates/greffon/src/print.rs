@@ -207,3 +207,123 @@ pub fn doctor(report: &Value) {
         }
     }
 }
+
+/// A trigger in one line: `cron "30 2 * * *" Europe/Paris`.
+fn trigger_text(t: &Value) -> String {
+    match t["kind"].as_str() {
+        Some("cron") => format!(
+            "cron \"{}\" {}",
+            t["expr"].as_str().unwrap_or(""),
+            t["tz"].as_str().unwrap_or("")
+        ),
+        Some("interval") => format!("every {} s", t["every_s"]),
+        Some("date") => format!("at {}", t["at"].as_str().unwrap_or("")),
+        _ => t.to_string(),
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn task_line(t: &Value) -> String {
+    format!(
+        "{:>4}  {:<20} {:<14} {:<40} {}{}",
+        t["id"].to_string(),
+        text(&t["name"]),
+        text(&t["plugin"]),
+        trigger_text(&t["trigger"]),
+        text(&t["next_run_at"]),
+        if t["enabled"] == false {
+            "  (disabled)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn run_line(r: &Value) -> String {
+    let detail = match (&r["error"], &r["result"]) {
+        (Value::String(e), _) => e.clone(),
+        (_, Value::Null) => String::new(),
+        (_, v) => v.to_string(),
+    };
+    format!(
+        "{:>5}  {:<9} {:<10} {:<30} {}",
+        r["id"].to_string(),
+        text(&r["kind"]),
+        text(&r["status"]),
+        text(&r["scheduled_for"]),
+        detail
+    )
+}
+
+/// The human form of a `task` command's answer.
+pub fn task_answer(cmd: &crate::cli::TaskCommand, v: &Value) {
+    use crate::cli::TaskCommand as C;
+    match cmd {
+        C::List { .. } => match v.as_array() {
+            Some(tasks) if !tasks.is_empty() => {
+                out!(
+                    "{:>4}  {:<20} {:<14} {:<40} next run",
+                    "id",
+                    "name",
+                    "plugin",
+                    "trigger"
+                );
+                for t in tasks {
+                    out!("{}", task_line(t));
+                }
+            }
+            _ => out!("no tasks"),
+        },
+        C::Get { .. } => {
+            out!("{}", task_line(v));
+            out!("  args: {}", v["args"]);
+            out!(
+                "  coalesce={} misfire_grace_s={} max_instances={} jitter_s={} timeout_s={}",
+                text(&v["coalesce"]),
+                v["misfire_grace_s"],
+                v["max_instances"],
+                v["jitter_s"],
+                v["timeout_s"]
+            );
+            out!("  last run: {}", text(&v["last_run_at"]));
+        }
+        C::Create { .. } | C::Update { .. } => {
+            let verb = if matches!(cmd, C::Create { .. }) {
+                "created"
+            } else {
+                "updated"
+            };
+            out!(
+                "{verb} task {} '{}'; next run: {}",
+                v["id"],
+                text(&v["name"]),
+                text(&v["next_run_at"])
+            );
+        }
+        C::Delete { .. } => out!("deleted task {} '{}'", v["id"], text(&v["name"])),
+        C::Run { .. } => out!("{}", run_line(v)),
+        C::Runs { .. } => match v.as_array() {
+            Some(runs) if !runs.is_empty() => {
+                out!(
+                    "{:>5}  {:<9} {:<10} {:<30} result or error",
+                    "run",
+                    "kind",
+                    "status",
+                    "scheduled for"
+                );
+                for r in runs {
+                    out!("{}", run_line(r));
+                }
+            }
+            _ => out!("no runs"),
+        },
+        C::Next { .. } => {
+            for t in v.as_array().into_iter().flatten() {
+                out!("{}", text(t));
+            }
+        }
+    }
+}
