@@ -766,7 +766,7 @@ impl Host {
         let audit_args = self.inner.config.audit_args.then(|| args.to_string());
         let outcome = self.call_inner(name, args, timeout).await;
         let label = match &outcome {
-            Ok(v) if v.get("error").is_some() => "plugin_error",
+            Ok(v) if greffon_protocol::returned_error(v).is_some() => "plugin_error",
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };

@@ -125,3 +125,26 @@ mod tests {
         }
     }
 }
+
+/// The error a plugin *returned* (the contract's `{"error": "..."}`): an
+/// object whose `error` is set and not null. A record that merely has an
+/// empty `error` field (a task run) is a result.
+pub fn returned_error(result: &serde_json::Value) -> Option<&serde_json::Value> {
+    result.get("error").filter(|e| !e.is_null())
+}
+
+#[cfg(test)]
+mod returned_error_tests {
+    use super::returned_error;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_set_error_is_an_error() {
+        assert_eq!(returned_error(&json!({"error": "no"})), Some(&json!("no")));
+        assert_eq!(
+            returned_error(&json!({"error": null, "status": "ok"})),
+            None
+        );
+        assert_eq!(returned_error(&json!([1])), None);
+    }
+}

@@ -20,7 +20,7 @@ mod frame;
 mod message;
 pub mod method;
 
-pub use error::{ErrorKind, WireError};
+pub use error::{ErrorKind, WireError, returned_error};
 pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame, encode_request};
 pub use message::{Message, Output, ResponseBody};
 

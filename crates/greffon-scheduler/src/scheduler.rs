@@ -659,7 +659,7 @@ async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter:
         .run(&task.plugin, task.args.clone(), timeout)
         .await;
     let (status, result, error) = match outcome {
-        Outcome::Ok(v) => match v.get("error") {
+        Outcome::Ok(v) => match greffon_protocol::returned_error(&v) {
             Some(e) => {
                 let message = e.as_str().map_or_else(|| e.to_string(), str::to_string);
                 (RunStatus::Error, Some(v), Some(message))

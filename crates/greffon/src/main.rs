@@ -263,7 +263,7 @@ async fn remote_command(
                 json!({ "error": remote::error_text(&v) })
             };
             print::json(&shown);
-            let is_error = shown.as_object().is_some_and(|o| o.contains_key("error"));
+            let is_error = greffon_protocol::returned_error(&shown).is_some();
             return Ok(Some(if is_error {
                 ExitCode::from(EXIT_ERROR)
             } else {
@@ -455,7 +455,7 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
             match host.call(&name, args).await {
                 Ok(result) => {
                     print::json(&result);
-                    let is_error = result.as_object().is_some_and(|o| o.contains_key("error"));
+                    let is_error = greffon_protocol::returned_error(&result).is_some();
                     Ok(if is_error {
                         ExitCode::from(EXIT_ERROR)
                     } else {
