@@ -90,6 +90,10 @@ fn main() {
                 endpoint_file: endpoint_file.clone(),
                 watch: None,
                 cors_origins: Vec::new(),
+                tasks: greffon_scheduler::attach(&host, Default::default())
+                    .await
+                    .expect("scheduler"),
+                fire_tasks: false,
             };
             let announce = async move {
                 loop {

@@ -52,15 +52,17 @@ fn answer<T: serde::Serialize>(status: StatusCode, r: Result<T, TaskError>) -> R
 }
 
 /// The body as `T`; a refusal names the field (serde's message).
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     let text = if bytes.is_empty() { &b"{}"[..] } else { bytes };
-    serde_json::from_slice(text).map_err(|e| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorKind::Validation,
-            format!("invalid task: {e}"),
-        )
-    })
+    serde_json::from_slice(text).map_err(|e| format!("invalid task: {e}"))
+}
+
+fn invalid(message: String) -> Response {
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Validation,
+        message,
+    )
 }
 
 #[utoipa::path(get, path = "/v1/tasks", responses((status = 200, description = "Every task with its next fire time", body = [Object])), security(("bearer" = [])))]
@@ -75,7 +77,7 @@ pub(crate) async fn list(State(app): AppState) -> Response {
 pub(crate) async fn create(State(app): AppState, bytes: Bytes) -> Response {
     match body::<NewTask>(&bytes) {
         Ok(new) => answer(StatusCode::CREATED, app.tasks.create(new).await),
-        Err(r) => r,
+        Err(e) => invalid(e),
     }
 }
 
@@ -95,7 +97,7 @@ pub(crate) async fn update(
             StatusCode::OK,
             app.tasks.update(&TaskKey::parse(&task), patch).await,
         ),
-        Err(r) => r,
+        Err(e) => invalid(e),
     }
 }
 
@@ -128,7 +130,7 @@ pub(crate) async fn run_now(
             StatusCode::OK,
             app.tasks.run_now(&TaskKey::parse(&task), r.force).await,
         ),
-        Err(r) => r,
+        Err(e) => invalid(e),
     }
 }
 

@@ -126,7 +126,7 @@ pub enum TaskCommand {
     /// Save a task: --name, --plugin, one of --cron/--every/--at, options.
     Create {
         #[command(flatten)]
-        spec: TaskSpec,
+        spec: Box<TaskSpec>,
         #[arg(long)]
         json: bool,
     },
@@ -134,7 +134,7 @@ pub enum TaskCommand {
     Update {
         task: String,
         #[command(flatten)]
-        spec: TaskSpec,
+        spec: Box<TaskSpec>,
         #[arg(long)]
         json: bool,
     },

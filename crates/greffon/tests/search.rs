@@ -33,7 +33,7 @@ fn duckduckgo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let upstream = Upstream::start(move |req| {
-        log.lock().unwrap().push(req.clone());
+        log.lock().expect("lock").push(req.clone());
         let q = query(req);
         let path = req.target.split('?').next().unwrap_or("");
         let html = |status, body: &str| Response::new(status, "text/html; charset=UTF-8", body);
@@ -103,7 +103,7 @@ fn the_first_organic_result_skips_the_ad_and_decodes_the_link() {
             "source": "web",
         })
     );
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 1, "no fallback request");
     assert!(seen[0].target.starts_with("/html/?"), "{}", seen[0].target);
     let q = query(&seen[0]);
@@ -130,7 +130,7 @@ fn an_empty_page_falls_back_to_the_instant_answer() {
             .is_some_and(|s| s.starts_with("Rust is a general-purpose")),
         "{v}"
     );
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 2);
     let ia = query(&seen[1]);
     assert_eq!(ia["q"], "rust");

@@ -35,7 +35,7 @@ fn open_meteo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let upstream = Upstream::start(move |req| {
-        log.lock().unwrap().push(req.clone());
+        log.lock().expect("lock").push(req.clone());
         let q = query(req);
         let path = req.target.split('?').next().unwrap_or("");
         let json = |body: &str| Response::new(200, "application/json; charset=utf-8", body);
@@ -130,7 +130,7 @@ fn a_city_gives_location_current_conditions_and_daily_forecast() {
     );
 
     // What went upstream: geocoding, then the forecast at its coordinates.
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 2);
     let geo = query(&seen[0]);
     assert!(
@@ -182,7 +182,7 @@ fn coordinates_skip_geocoding_and_options_reach_the_upstream() {
     assert_eq!(v["location"]["latitude"], 48.86);
     assert_eq!(v["location"]["timezone"], "Europe/Paris");
     assert_eq!(v["current"]["description"], "Overcast");
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 1, "no geocoding request");
     let fc = query(&seen[0]);
     assert_eq!(fc["temperature_unit"], "fahrenheit");
@@ -201,7 +201,10 @@ fn bad_inputs_are_refused_naming_the_field() {
     assert!(neither.contains("latitude and longitude"), "{neither}");
     let blank = home.run_error("weather", r#"{"city": "  "}"#);
     assert!(blank.contains("blank"), "{blank}");
-    assert!(seen.lock().unwrap().is_empty(), "nothing reached upstream");
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing reached upstream"
+    );
 }
 
 #[test]

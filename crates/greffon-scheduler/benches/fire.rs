@@ -1,0 +1,163 @@
+//! Fire lateness and the loop's CPU with many tasks (issue #5).
+//!
+//! 10,000 interval tasks whose first fires are spread evenly over one
+//! minute, each running a trivial plugin in a real sandboxed worker
+//! through the real host and the SQLite store in a temporary home. Reports:
+//! - idle CPU of the greffon process while the 10,000 tasks are all in
+//!   the future (the loop sleeping until the first);
+//! - lateness of each fire: scheduled time → claimed (the run row's
+//!   `started_at`) and → arrived in the plugin (its `time.time()`);
+//! - CPU of the greffon process during the minute of fires.
+//!
+//! Knobs: GREFFON_BENCH_TASKS (10000), GREFFON_BENCH_SPREAD_S (60),
+//! GREFFON_BENCH_IDLE_S (10), GREFFON_BENCH_CPU (pin to one CPU).
+
+#[path = "../../greffon-host/benches/support/mod.rs"]
+mod support;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use greffon_core::Config;
+use greffon_host::Host;
+use greffon_scheduler::{NewTask, Settings, TaskKey, Trigger};
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PLUGIN: &str = "import time\nclass P:\n    meta = {'name': 'noop', 'timeout': 10}\n    def run(self):\n        return {'t': time.time()}\nplugin = P()\n";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn main() {
+    let pinned = support::pin_from_env();
+    let n = env_usize("GREFFON_BENCH_TASKS", 10_000);
+    let spread_s = env_usize("GREFFON_BENCH_SPREAD_S", 60) as i64;
+    let idle_s = env_usize("GREFFON_BENCH_IDLE_S", 10) as u64;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("plugins/noop")).expect("plugin dir");
+        std::fs::write(root.join("plugins/noop/plugin.py"), PLUGIN).expect("plugin");
+        let config = Config::parse("", Path::new("greffon.toml")).expect("config");
+        let host = Host::open_with(root, config).await.expect("host opens");
+        host.enable("noop").await.expect("enable");
+        let settings = Settings {
+            default_tz: "UTC".into(),
+            ..Settings::default()
+        };
+        let scheduler = greffon_scheduler::attach(&host, settings)
+            .await
+            .expect("scheduler");
+
+        // The first fire of task i is at t0 + i * spread / n; t0 leaves
+        // time to create them all and to measure the idle loop.
+        let created = Instant::now();
+        let t0: DateTime<Utc> =
+            Utc::now() + ChronoDuration::seconds(idle_s as i64 + 5 + (n as i64) / 1000);
+        let step_us = spread_s * 1_000_000 / n as i64;
+        for i in 0..n {
+            let start = t0 + ChronoDuration::microseconds(step_us * i as i64);
+            let new: NewTask = serde_json::from_value(json!({
+                "name": format!("t{i}"),
+                "plugin": "noop",
+                "trigger": Trigger::Interval { every_s: 3600, start: Some(start), end: None },
+            }))
+            .expect("task");
+            scheduler.create(new).await.expect("created");
+        }
+        let creating = created.elapsed();
+        println!(
+            "created {n} tasks in {:.1} s ({:.0} µs each){}",
+            creating.as_secs_f64(),
+            creating.as_secs_f64() * 1e6 / n as f64,
+            pinned.map_or(String::new(), |c| format!(", pinned to CPU {c}"))
+        );
+
+        let looping = {
+            let s = scheduler.clone();
+            tokio::spawn(async move { s.run_loop().await })
+        };
+        // Idle: every task in the future.
+        let (c0, w0) = (cpu_s(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(idle_s)).await;
+        let idle_share = (cpu_s() - c0) / w0.elapsed().as_secs_f64();
+        assert!(Utc::now() < t0, "the idle window overran the first fire");
+        println!(
+            "idle, {n} future tasks: CPU {:.3} % of one core over {idle_s} s",
+            idle_share * 100.0
+        );
+
+        // The minute of fires.
+        let wait = (t0 - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let (c1, w1) = (cpu_s(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(spread_s as u64 + 2)).await;
+        let busy_share = (cpu_s() - c1) / w1.elapsed().as_secs_f64();
+        scheduler.stop(Duration::from_secs(10)).await;
+        looping.abort();
+
+        let mut claimed = Vec::with_capacity(n);
+        let mut arrived = Vec::with_capacity(n);
+        let mut not_ok = 0;
+        for i in 0..n {
+            let runs = scheduler
+                .runs(&TaskKey::Name(format!("t{i}")), 5)
+                .await
+                .expect("runs");
+            let Some(run) = runs.last() else {
+                not_ok += 1;
+                continue;
+            };
+            let due = run.scheduled_for.expect("scheduled");
+            if run.status != greffon_scheduler::RunStatus::Ok {
+                not_ok += 1;
+                continue;
+            }
+            let started = run.started_at.expect("started");
+            claimed.push((started - due).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            let t = run
+                .result
+                .as_ref()
+                .and_then(|r| r["t"].as_f64())
+                .expect("plugin time");
+            arrived.push(t * 1000.0 - due.timestamp_millis() as f64);
+        }
+        let row = |label: &str, v: &[f64]| {
+            println!(
+                "{label:<28} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+                support::percentile(v.to_vec(), 50),
+                support::percentile(v.to_vec(), 99),
+                support::percentile(v.to_vec(), 100)
+            );
+        };
+        println!("fires: {} ok, {not_ok} missing or not ok", claimed.len());
+        row("lateness, due -> claimed", &claimed);
+        row("lateness, due -> in plugin", &arrived);
+        println!(
+            "greffon process CPU during the fires: {:.1} % of one core ({:.0} fires/s)",
+            busy_share * 100.0,
+            n as f64 / spread_s as f64
+        );
+        host.shutdown().await;
+    });
+}
