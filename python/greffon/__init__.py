@@ -5,12 +5,13 @@
 - ``greffon.system.info()``: facts about the machine.
 - ``greffon.http``: HTTP through the host, within the plugin's allowlist.
 - ``greffon.tasks``: the host's scheduler (create, update, run_now...).
+- ``greffon.LLM``: the local model (``LLM().infer(prompt, options)``).
 """
 
 from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
-__all__ = ["HostError", "NotInWorker", "config", "http", "log", "system", "tasks"]
+__all__ = ["LLM", "HostError", "NotInWorker", "config", "http", "log", "system", "tasks"]
 
 
 def config():
@@ -23,7 +24,11 @@ def config():
 def __getattr__(name):
     # Submodules load on first use: a worker whose plugin does not log does
     # not pay for importing logging.
-    if name in ("http", "log", "system", "tasks"):
+    if name == "LLM":
+        from greffon.llm import LLM
+
+        return LLM
+    if name in ("http", "llm", "log", "system", "tasks"):
         import importlib
 
         return importlib.import_module(f"greffon.{name}")

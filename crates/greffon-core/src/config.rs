@@ -53,6 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Scheduled tasks.
     pub scheduler: SchedulerConfig,
+    /// The local LLM.
+    pub llm: LlmConfig,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
 }
@@ -115,6 +117,62 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// `[llm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// `llama` (embedded llama.cpp) or `openai` (an OpenAI-compatible
+    /// server: Ollama, llama-server, vLLM).
+    pub backend: LlmBackend,
+    /// The GGUF file, relative to the home's `models/` (or absolute).
+    pub model: PathBuf,
+    /// Threads for llama.cpp; unset: the available cores.
+    pub threads: Option<u32>,
+    /// Context length in tokens (prompt + answer).
+    pub context: u32,
+    /// Tokens decoded at once while reading a prompt.
+    pub batch: u32,
+    /// Requests waiting for the model; one more is refused at once (0:
+    /// refused whenever the model is busy).
+    pub queue: usize,
+    /// Longest a request may take, queue included.
+    pub timeout_s: f64,
+    /// Write prompts and answers into `llm.log` (off: they may be private).
+    pub log_prompts: bool,
+    /// `openai`: the server's base URL, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    /// `openai`: the model name the server knows.
+    pub api_model: String,
+    /// `openai`: the bearer key, if the server wants one (never logged).
+    pub api_key: Option<String>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            backend: LlmBackend::Llama,
+            model: PathBuf::from("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            threads: None,
+            context: 2048,
+            batch: 512,
+            queue: 8,
+            timeout_s: 300.0,
+            log_prompts: false,
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_model: "smollm2:135m".into(),
+            api_key: None,
+        }
+    }
+}
+
+/// `[llm] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    Llama,
+    Openai,
+}
+
 /// `sandbox = "enforce" | "off"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,6 +224,7 @@ impl Default for Config {
             http_timeout_s: 30.0,
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
+            llm: LlmConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -290,6 +349,21 @@ impl Config {
                     bad = Some((format!("plugins.{name}.allowlist_domains"), why));
                 }
             }
+        }
+        for (key, v) in [
+            ("llm.context", self.llm.context),
+            ("llm.batch", self.llm.batch),
+            ("llm.threads", self.llm.threads.unwrap_or(1)),
+        ] {
+            if bad.is_none() && v == 0 {
+                bad = Some((key.to_string(), "must be at least 1".into()));
+            }
+        }
+        if bad.is_none() && !(self.llm.timeout_s.is_finite() && self.llm.timeout_s > 0.0) {
+            bad = Some((
+                "llm.timeout_s".into(),
+                "must be a number of seconds > 0".into(),
+            ));
         }
         if bad.is_none() && self.scheduler.keep_runs == 0 {
             bad = Some(("scheduler.keep_runs".into(), "must be at least 1".into()));

@@ -86,6 +86,11 @@ impl Home {
         self.logs_dir.join("plugins")
     }
 
+    /// Local model files (`models/`), where `[llm] model` is looked up.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
     pub fn db_file(&self) -> PathBuf {
         self.root.join("greffon.db")
     }

@@ -23,7 +23,10 @@ mod permission;
 mod schema;
 
 pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};
-pub use config::{Config, ConfigError, PluginConfig, SandboxMode, SchedulerConfig, ServerConfig};
+pub use config::{
+    Config, ConfigError, LlmBackend, LlmConfig, PluginConfig, SandboxMode, SchedulerConfig,
+    ServerConfig,
+};
 pub use home::Home;
 pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name};
 pub use permission::Permission;

@@ -19,12 +19,14 @@ const FILES: &[(&str, &str)] = sdk_files![
     "greffon/_seal.py",
     "greffon/_channel.py",
     "greffon/http.py",
+    "greffon/llm.py",
     "greffon/log.py",
     "greffon/system.py",
     "greffon/tasks.py",
     "greffon/worker.py",
     "app/__init__.py",
     "app/core/__init__.py",
+    "app/core/llm.py",
     "app/core/logger.py",
 ];
 

