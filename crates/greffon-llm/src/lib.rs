@@ -19,6 +19,7 @@ pub mod models;
 mod openai;
 mod request;
 mod service;
+#[cfg(feature = "llama")]
 mod text;
 
 pub use openai::OpenAiLlm;
