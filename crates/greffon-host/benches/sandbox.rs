@@ -61,13 +61,6 @@ plugin = P()
     )
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn write_plugin(root: &Path, folder: &str, code: &str) {
     let dir = root.join("plugins").join(folder);
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -168,8 +161,8 @@ async fn direct(client: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
 
 fn main() {
     let pinned = support::pin_from_env();
-    let rounds = env_usize("GREFFON_BENCH_ROUNDS", 30);
-    let requests = env_usize("GREFFON_BENCH_REQUESTS", 3000);
+    let rounds = support::env_usize("GREFFON_BENCH_ROUNDS", 30);
+    let requests = support::env_usize("GREFFON_BENCH_REQUESTS", 3000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -35,13 +35,6 @@ and the girl who comes to borrow a book that nobody has read for three hundred y
 
 const PLUGIN: &str = "from greffon import LLM\nclass P:\n    meta = {'name': 'gen', 'timeout': 300, 'inputs': {'schema': {'prompt': 'string', 'max_tokens': 'integer'}}}\n    def run(self, prompt, max_tokens):\n        return LLM().complete(prompt, {'max_tokens': max_tokens})\nplugin = P()\n";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn model_file() -> PathBuf {
     std::env::var_os("GREFFON_TEST_MODEL")
         .map(PathBuf::from)
@@ -108,8 +101,8 @@ impl Direct {
 
 fn main() {
     let pinned = support::pin_from_env();
-    let rounds = env_usize("GREFFON_BENCH_ROUNDS", 7);
-    let max = env_usize("GREFFON_BENCH_TOKENS", 256) as u32;
+    let rounds = support::env_usize("GREFFON_BENCH_ROUNDS", 7);
+    let max = support::env_usize("GREFFON_BENCH_TOKENS", 256) as u32;
     let path = model_file();
     assert!(path.is_file(), "no model at {}", path.display());
     let threads = default_threads();

@@ -25,13 +25,6 @@ use std::time::{Duration, Instant};
 
 const PLUGIN: &str = "import time\nclass P:\n    meta = {'name': 'noop', 'timeout': 10}\n    def run(self):\n        return {'t': time.time()}\nplugin = P()\n";
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// CPU seconds (user + system) of this process so far.
 fn cpu_s() -> f64 {
     // SAFETY: getrusage fills the zeroed struct.
@@ -46,9 +39,9 @@ fn cpu_s() -> f64 {
 
 fn main() {
     let pinned = support::pin_from_env();
-    let n = env_usize("GREFFON_BENCH_TASKS", 10_000);
-    let spread_s = env_usize("GREFFON_BENCH_SPREAD_S", 60) as i64;
-    let idle_s = env_usize("GREFFON_BENCH_IDLE_S", 10) as u64;
+    let n = support::env_usize("GREFFON_BENCH_TASKS", 10_000);
+    let spread_s = support::env_usize("GREFFON_BENCH_SPREAD_S", 60) as i64;
+    let idle_s = support::env_usize("GREFFON_BENCH_IDLE_S", 10) as u64;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -210,8 +210,14 @@ fn run_from(row: &SqliteRow) -> Result<Run, TaskError> {
     })
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// A taken name is the caller's conflict, not a store failure.
+fn name_conflict(e: sqlx::Error, name: &str) -> TaskError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            TaskError::Conflict(format!("a task named '{name}' already exists"))
+        }
+        _ => e.into(),
+    }
 }
 
 impl SqliteTaskStore {
@@ -341,13 +347,7 @@ impl TaskStore for SqliteTaskStore {
                 .bind(ms(task.updated_at))
                 .fetch_one(&mut *c)
                 .await
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        TaskError::Conflict(format!("a task named '{}' already exists", task.name))
-                    } else {
-                        e.into()
-                    }
-                })?;
+                .map_err(|e| name_conflict(e, &task.name))?;
                 task_from(&row)
             })
         })
@@ -421,13 +421,7 @@ impl TaskStore for SqliteTaskStore {
                 .bind(task.id)
                 .fetch_optional(&mut *c)
                 .await
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        TaskError::Conflict(format!("a task named '{}' already exists", task.name))
-                    } else {
-                        e.into()
-                    }
-                })?;
+                .map_err(|e| name_conflict(e, &task.name))?;
                 match row {
                     Some(row) => task_from(&row),
                     None => Err(TaskError::NotFound(task.id.to_string())),

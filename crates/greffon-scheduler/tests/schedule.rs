@@ -102,6 +102,15 @@ fn utc(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Every `s` seconds from one period after saving.
+fn every(s: u64) -> Trigger {
+    Trigger::Interval {
+        every_s: s,
+        start: None,
+        end: None,
+    }
+}
+
 fn task(name: &str, trigger: Trigger) -> NewTask {
     serde_json::from_value(json!({
         "name": name,
@@ -199,14 +208,7 @@ async fn after_downtime(
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
-        let mut new = task(
-            "minutely",
-            Trigger::Interval {
-                every_s: 60,
-                start: None,
-                end: None,
-            },
-        );
+        let mut new = task("minutely", every(60));
         new.coalesce = Some(coalesce);
         new.misfire_grace_s = grace;
         r.scheduler.create(new).await.expect("created");
@@ -315,14 +317,7 @@ async fn max_instances_records_overlapping_fires_as_missed_and_run_now_needs_for
     let dir = tempfile::tempdir().expect("tempdir");
     let mut r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), Some(gate.clone())).await;
     r.scheduler
-        .create(task(
-            "slow",
-            Trigger::Interval {
-                every_s: 10,
-                start: None,
-                end: None,
-            },
-        ))
+        .create(task("slow", every(10)))
         .await
         .expect("created");
     let looping = spawn_loop(&r.scheduler);
@@ -393,14 +388,7 @@ async fn updates_reschedule_and_disabled_tasks_do_not_fire() {
     let mut r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
     let key = TaskKey::Name("t".into());
     r.scheduler
-        .create(task(
-            "t",
-            Trigger::Interval {
-                every_s: 60,
-                start: None,
-                end: None,
-            },
-        ))
+        .create(task("t", every(60)))
         .await
         .expect("created");
     let disabled = r
@@ -463,17 +451,7 @@ async fn bad_tasks_are_refused_naming_the_field() {
         (task("7", cron("0 9 * * *", "UTC")), "name"),
         (zero, "max_instances"),
         (negative, "misfire_grace_s"),
-        (
-            task(
-                "g",
-                Trigger::Interval {
-                    every_s: 0,
-                    start: None,
-                    end: None,
-                },
-            ),
-            "trigger.every_s",
-        ),
+        (task("g", every(0)), "trigger.every_s"),
     ];
     for (new, field) in cases {
         let name = new.name.clone();
@@ -508,14 +486,7 @@ async fn runs_of_a_dead_process_are_marked_lost_at_start() {
     let r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
     let t = r
         .scheduler
-        .create(task(
-            "x",
-            Trigger::Interval {
-                every_s: 60,
-                start: None,
-                end: None,
-            },
-        ))
+        .create(task("x", every(60)))
         .await
         .expect("created");
     let store = r.scheduler.store();
@@ -553,14 +524,7 @@ async fn old_runs_are_pruned_to_the_retention() {
     let r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
     let t = r
         .scheduler
-        .create(task(
-            "p",
-            Trigger::Interval {
-                every_s: 60,
-                start: None,
-                end: None,
-            },
-        ))
+        .create(task("p", every(60)))
         .await
         .expect("created");
     for _ in 0..5 {
@@ -597,14 +561,7 @@ async fn a_clock_between_milliseconds_fires_each_interval_once() {
     let mut r = rig_at(dir.path(), utc("2026-06-01T12:00:00.000700Z"), None).await;
     let t = r
         .scheduler
-        .create(task(
-            "fine",
-            Trigger::Interval {
-                every_s: 60,
-                start: None,
-                end: None,
-            },
-        ))
+        .create(task("fine", every(60)))
         .await
         .expect("created");
     let looping = spawn_loop(&r.scheduler);

@@ -8,9 +8,8 @@
 mod common;
 
 use common::TestHome;
-use common::upstream::{Request, Response, Upstream};
+use common::upstream::{Request, Response, Upstream, pointed_at};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,13 +19,6 @@ const CHALLENGE: &str = include_str!("fixtures/duckduckgo/challenge.html");
 const INSTANT: &str = include_str!("fixtures/duckduckgo/instant-answer.json");
 const NO_INSTANT: &str = include_str!("fixtures/duckduckgo/instant-answer-empty.json");
 
-fn query(req: &Request) -> HashMap<String, String> {
-    let q = req.target.split_once('?').map_or("", |(_, q)| q);
-    url::form_urlencoded::parse(q.as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// A fake DuckDuckGo: `/html/` and the Instant Answer API at `/`, both
 /// answering by query. Every request is kept.
 fn duckduckgo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
@@ -34,7 +26,7 @@ fn duckduckgo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     let log = seen.clone();
     let upstream = Upstream::start(move |req| {
         log.lock().expect("lock").push(req.clone());
-        let q = query(req);
+        let q = req.query();
         let path = req.target.split('?').next().unwrap_or("");
         let html = |status, body: &str| Response::new(status, "text/html; charset=UTF-8", body);
         // The real API answers JSON with this content type.
@@ -62,20 +54,9 @@ fn duckduckgo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     (upstream, seen)
 }
 
+/// The bundled plugin, pointed at `upstream` (see `pointed_at`).
 fn home_for(upstream: &Upstream, allow: bool, extra: &str) -> TestHome {
-    let home = TestHome::new();
-    home.bundled("search");
-    let base = upstream.url("");
-    let allowlist = if allow {
-        format!("allowlist_domains = [\"{}\"]\n", upstream.addr)
-    } else {
-        String::new()
-    };
-    home.config(&format!(
-        "[plugins.search]\n{allowlist}[plugins.search.config]\nhtml_url = \"{base}\"\napi_url = \"{base}\"\n{extra}"
-    ));
-    home.enable("search");
-    home
+    pointed_at("search", upstream, &["html_url", "api_url"], allow, extra)
 }
 
 fn search(home: &TestHome, args: Value) -> Value {
@@ -106,7 +87,7 @@ fn the_first_organic_result_skips_the_ad_and_decodes_the_link() {
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 1, "no fallback request");
     assert!(seen[0].target.starts_with("/html/?"), "{}", seen[0].target);
-    let q = query(&seen[0]);
+    let q = seen[0].query();
     assert_eq!(q["q"], "rust programming language");
     assert_eq!(q["kl"], "fr-fr");
     assert_eq!(q["kp"], "1", "strict safe search");
@@ -132,10 +113,10 @@ fn an_empty_page_falls_back_to_the_instant_answer() {
     );
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 2);
-    let ia = query(&seen[1]);
+    let ia = seen[1].query();
     assert_eq!(ia["q"], "rust");
     assert_eq!(ia["format"], "json");
-    assert_eq!(query(&seen[0])["kp"], "-1", "moderate by default");
+    assert_eq!(seen[0].query()["kp"], "-1", "moderate by default");
 }
 
 #[test]

@@ -8,9 +8,8 @@ mod common;
 
 use common::TestHome;
 use common::server::start;
-use common::upstream::{Request, Response, Upstream};
+use common::upstream::{Request, Response, Upstream, pointed_at};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,6 @@ const GEOCODING: &str = include_str!("fixtures/open-meteo/geocoding-paris.json")
 const NO_PLACE: &str = include_str!("fixtures/open-meteo/geocoding-empty.json");
 const FORECAST: &str = include_str!("fixtures/open-meteo/forecast-paris.json");
 const BAD_REQUEST: &str = include_str!("fixtures/open-meteo/error-400.json");
-
-/// The query string of a request, decoded.
-fn query(req: &Request) -> HashMap<String, String> {
-    let q = req.target.split_once('?').map_or("", |(_, q)| q);
-    url::form_urlencoded::parse(q.as_bytes())
-        .into_owned()
-        .collect()
-}
 
 /// A fake Open-Meteo. Geocoding knows "Paris", answers "Slowville" late,
 /// and places "Errorville", "Brokenville" and "Fieldless" at latitudes for
@@ -36,7 +27,7 @@ fn open_meteo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     let log = seen.clone();
     let upstream = Upstream::start(move |req| {
         log.lock().expect("lock").push(req.clone());
-        let q = query(req);
+        let q = req.query();
         let path = req.target.split('?').next().unwrap_or("");
         let json = |body: &str| Response::new(200, "application/json; charset=utf-8", body);
         let place_at = |name: &str, lat: &str| {
@@ -68,22 +59,15 @@ fn open_meteo() -> (Upstream, Arc<Mutex<Vec<Request>>>) {
     (upstream, seen)
 }
 
-/// A home with the bundled plugin pointed at `upstream`, the allowlist set
-/// to its loopback address explicitly (unless `allow` is false), enabled.
+/// The bundled plugin, pointed at `upstream` (see `pointed_at`).
 fn home_for(upstream: &Upstream, allow: bool, extra: &str) -> TestHome {
-    let home = TestHome::new();
-    home.bundled("weather");
-    let base = upstream.url("");
-    let allowlist = if allow {
-        format!("allowlist_domains = [\"{}\"]\n", upstream.addr)
-    } else {
-        String::new()
-    };
-    home.config(&format!(
-        "[plugins.weather]\n{allowlist}[plugins.weather.config]\ngeocoding_url = \"{base}\"\nforecast_url = \"{base}\"\n{extra}"
-    ));
-    home.enable("weather");
-    home
+    pointed_at(
+        "weather",
+        upstream,
+        &["geocoding_url", "forecast_url"],
+        allow,
+        extra,
+    )
 }
 
 fn weather(home: &TestHome, args: Value) -> Value {
@@ -132,7 +116,7 @@ fn a_city_gives_location_current_conditions_and_daily_forecast() {
     // What went upstream: geocoding, then the forecast at its coordinates.
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 2);
-    let geo = query(&seen[0]);
+    let geo = seen[0].query();
     assert!(
         seen[0].target.starts_with("/v1/search?"),
         "{}",
@@ -141,7 +125,7 @@ fn a_city_gives_location_current_conditions_and_daily_forecast() {
     assert_eq!(geo["name"], "Paris");
     assert_eq!(geo["count"], "1");
     assert_eq!(geo["language"], "fr");
-    let fc = query(&seen[1]);
+    let fc = seen[1].query();
     assert!(
         seen[1].target.starts_with("/v1/forecast?"),
         "{}",
@@ -184,7 +168,7 @@ fn coordinates_skip_geocoding_and_options_reach_the_upstream() {
     assert_eq!(v["current"]["description"], "Overcast");
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 1, "no geocoding request");
-    let fc = query(&seen[0]);
+    let fc = seen[0].query();
     assert_eq!(fc["temperature_unit"], "fahrenheit");
     assert_eq!(fc["forecast_days"], "1", "days defaults to 1");
 }

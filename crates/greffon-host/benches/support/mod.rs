@@ -23,3 +23,11 @@ pub fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
     v.sort_by(f64::total_cmp);
     v[(v.len() * p / 100).min(v.len() - 1)]
 }
+
+/// A knob from the environment, or its default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

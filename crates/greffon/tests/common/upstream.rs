@@ -23,6 +23,47 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+impl Request {
+    /// The query string, decoded.
+    pub fn query(&self) -> HashMap<String, String> {
+        let q = self.target.split_once('?').map_or("", |(_, q)| q);
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    }
+}
+
+/// A home with the bundled `plugin` enabled and pointed at `upstream`:
+/// each of `url_keys` in `[plugins.NAME.config]` is the server's base URL,
+/// plus the `extra` config lines. `allow`: the plugin's allowlist is set
+/// to the server's loopback address explicitly; otherwise it keeps the
+/// plugin's own.
+pub fn pointed_at(
+    plugin: &str,
+    upstream: &Upstream,
+    url_keys: &[&str],
+    allow: bool,
+    extra: &str,
+) -> super::TestHome {
+    let home = super::TestHome::new();
+    home.bundled(plugin);
+    let base = upstream.url("");
+    let allowlist = if allow {
+        format!("allowlist_domains = [\"{}\"]\n", upstream.addr)
+    } else {
+        String::new()
+    };
+    let urls: String = url_keys
+        .iter()
+        .map(|k| format!("{k} = \"{base}\"\n"))
+        .collect();
+    home.config(&format!(
+        "[plugins.{plugin}]\n{allowlist}[plugins.{plugin}.config]\n{urls}{extra}"
+    ));
+    home.enable(plugin);
+    home
+}
+
 /// What the handler answers.
 #[derive(Debug, Clone)]
 pub struct Response {
