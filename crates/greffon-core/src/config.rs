@@ -139,6 +139,8 @@ pub struct LlmConfig {
     pub timeout_s: f64,
     /// Write prompts and answers into `llm.log` (off: they may be private).
     pub log_prompts: bool,
+    /// Pull the default model at its first use when its file is missing.
+    pub auto_pull: bool,
     /// `openai`: the server's base URL, e.g. `http://127.0.0.1:11434/v1`.
     pub base_url: String,
     /// `openai`: the model name the server knows.
@@ -158,6 +160,7 @@ impl Default for LlmConfig {
             queue: 8,
             timeout_s: 300.0,
             log_prompts: false,
+            auto_pull: true,
             base_url: "http://127.0.0.1:11434/v1".into(),
             api_model: "smollm2:135m".into(),
             api_key: None,

@@ -128,7 +128,13 @@ fn main() {
             .expect("host");
         let llm = LlamaLlm::start(
             path.clone(),
-            EngineSettings { threads, context: 2048, batch: 512, queue: 8 },
+            EngineSettings {
+                threads,
+                context: 2048,
+                batch: 512,
+                queue: 8,
+                auto_pull: None,
+            },
         );
         let service = LlmService::new(Arc::new(llm), false, Duration::from_secs(600));
         host.register_service("llm", Arc::new(service));

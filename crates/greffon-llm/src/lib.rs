@@ -89,18 +89,23 @@ pub fn model_path(home: &Home, config: &LlmConfig) -> PathBuf {
 }
 
 /// The backend `[llm]` configures. Nothing is loaded yet: the llama
-/// backend loads its model at the first request.
-pub fn open(home: &Home, config: &LlmConfig) -> Result<Arc<dyn Llm>, LlmError> {
+/// backend loads its model at the first request (pulling it first, with
+/// `auto_pull`, when it is a known model whose file is missing).
+pub fn open(
+    home: &Home,
+    config: &LlmConfig,
+    auto_pull: Option<models::AutoPull>,
+) -> Result<Arc<dyn Llm>, LlmError> {
     match config.backend {
         LlmBackend::Openai => Ok(Arc::new(OpenAiLlm::new(config)?)),
         #[cfg(feature = "llama")]
         LlmBackend::Llama => Ok(Arc::new(llama::LlamaLlm::start(
             model_path(home, config),
-            llama::EngineSettings::from_config(config),
+            llama::EngineSettings::from_config(config, auto_pull),
         ))),
         #[cfg(not(feature = "llama"))]
         LlmBackend::Llama => {
-            let _ = home;
+            let _ = (home, auto_pull);
             Err(LlmError::NotBuilt)
         }
     }

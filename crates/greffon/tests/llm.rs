@@ -167,6 +167,42 @@ fn a_missing_model_names_the_path_and_the_pull_command() {
     assert!(e.contains("not usable") && e.contains("GGUF magic"), "{e}");
 }
 
+#[test]
+fn the_default_model_is_pulled_at_its_first_use() {
+    // No [llm] model: the default file, missing from this new home.
+    let home = TestHome::new();
+    home.bundled("llm");
+    home.enable("llm");
+    let model = home.path().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(!model.exists());
+    let a = ask(&home, json!({"prompt": "What is the capital of France?"}));
+    assert!(
+        a["text"].as_str().is_some_and(|t| t.contains("Paris")),
+        "{a}"
+    );
+    assert_eq!(
+        std::fs::metadata(&model).map(|m| m.len()).ok(),
+        Some(98_362_432)
+    );
+    assert!(
+        home.path()
+            .join("models/SmolLM2-135M-Instruct.Q4_1.gguf.sha256")
+            .is_file()
+    );
+    assert!(home.log("llm").contains("pulling smollm2 (first use)"));
+    // `model list` shows it, configured and sound.
+    let listed: Value = serde_json::from_str(&home.ok(&["model", "list", "--json"])).expect("json");
+    assert_eq!(listed[0]["configured"], true, "{listed}");
+    assert_eq!(listed[0]["problem"], Value::Null, "{listed}");
+    // With auto_pull off, a missing model stays an error.
+    let other = TestHome::new();
+    other.bundled("llm");
+    other.config("[llm]\nauto_pull = false\n");
+    other.enable("llm");
+    let e = other.run_error("llm", r#"{"prompt": "hi"}"#);
+    assert!(e.contains("greffon model pull smollm2"), "{e}");
+}
+
 /// Reads a streaming response until `needle` appears; the connection
 /// stays open.
 fn stream_until(api: &Api, body: &Value, needle: &str) -> (TcpStream, String) {
