@@ -134,3 +134,20 @@ def test_a_host_error_answer_raises_host_error():
     chan.resolve(chan.main.read())
     t.join(5)
     assert errors == [("unknown host service", "unknown_method")]
+
+
+def test_llm_and_tasks_need_a_worker_and_check_their_input_first():
+    from app.core.llm import LLM as CompatLLM
+    from greffon import tasks
+    from greffon.llm import LLM, LLMError
+
+    assert greffon.LLM is LLM and CompatLLM is LLM
+    with pytest.raises(LLMError, match="prompt must be a string") as e:
+        LLM().infer(42)
+    assert e.value.kind == "validation"
+    with pytest.raises(LLMError, match="options must be a dict"):
+        LLM().infer("hi", ["max_tokens"])
+    with pytest.raises(greffon.NotInWorker):
+        LLM().infer("hi")
+    with pytest.raises(greffon.NotInWorker):
+        tasks.list()
