@@ -6,7 +6,10 @@
 //! the first token: the first-token latency, and prompt tok/s) and one of
 //! `GREFFON_BENCH_TOKENS` (256) greedy tokens; generation tok/s is the
 //! extra tokens over the extra time. The plugin path is measured from the
-//! host's caller: plugin call, host service, queue, engine, answer.
+//! host's caller: plugin call, host service, queue, engine, answer. The
+//! direct loop runs in a child process (this bench with `--direct`),
+//! before and after the plugin rounds: two llama.cpp engines in one
+//! process, each with its own OpenMP pool, slow each other on 2 vCPUs.
 //!
 //! Needs the model: GREFFON_TEST_MODEL, else
 //! ~/.cache/greffon/models-home/models/SmolLM2-135M-Instruct.Q4_1.gguf.
@@ -99,6 +102,65 @@ impl Direct {
     }
 }
 
+/// The direct loop's rounds, in this process: (prompt tokens, generated,
+/// 1-token times, full times).
+fn direct_rounds(
+    path: &Path,
+    threads: u32,
+    rounds: usize,
+    max: u32,
+) -> (usize, u32, Vec<f64>, Vec<f64>) {
+    let direct = Direct {
+        model: LlamaModel::load_from_file(
+            backend().expect("backend"),
+            path,
+            &LlamaModelParams::default(),
+        )
+        .expect("model"),
+        threads: threads as i32,
+    };
+    direct.run(1);
+    let (mut first, mut full, mut pt, mut g) = (vec![], vec![], 0, 0);
+    for _ in 0..rounds {
+        let (p, _, s) = direct.run(1);
+        first.push(s);
+        let (_, n, s) = direct.run(max);
+        full.push(s);
+        (pt, g) = (p, n);
+    }
+    (pt, g, first, full)
+}
+
+/// The direct loop in a child process (this bench run with `--direct`),
+/// so that each engine has the machine to itself, as in production.
+fn direct_in_child(rounds: usize, max: u32) -> (usize, u32, Vec<f64>, Vec<f64>) {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--direct")
+        .env("GREFFON_BENCH_ROUNDS", rounds.to_string())
+        .env("GREFFON_BENCH_TOKENS", max.to_string())
+        .output()
+        .expect("child runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("child JSON");
+    let list = |k: &str| -> Vec<f64> {
+        v[k].as_array()
+            .expect("list")
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect()
+    };
+    (
+        v["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+        v["generated"].as_u64().unwrap_or(0) as u32,
+        list("first"),
+        list("full"),
+    )
+}
+
 fn main() {
     let pinned = support::pin_from_env();
     let rounds = support::env_usize("GREFFON_BENCH_ROUNDS", 7);
@@ -106,26 +168,32 @@ fn main() {
     let path = model_file();
     assert!(path.is_file(), "no model at {}", path.display());
     let threads = default_threads();
-    let direct = Direct {
-        model: LlamaModel::load_from_file(
-            backend().expect("backend"),
-            &path,
-            &LlamaModelParams::default(),
-        )
-        .expect("model"),
-        threads: threads as i32,
-    };
+    if std::env::args().any(|a| a == "--direct") {
+        let (pt, g, first, full) = direct_rounds(&path, threads, rounds, max);
+        println!(
+            "{}",
+            json!({"prompt_tokens": pt, "generated": g, "first": first, "full": full})
+        );
+        return;
+    }
+    // Direct, plugin, direct again: the direct figures bracket the
+    // plugin's in time.
+    let (prompt_tokens, generated, mut d_first, mut d_full) =
+        direct_in_child(rounds.div_ceil(2), max);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async move {
+    let (p_first, p_full) = rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("plugins/gen")).expect("dir");
         std::fs::write(dir.path().join("plugins/gen/plugin.py"), PLUGIN).expect("plugin");
-        let host = Host::open_with(dir.path(), Config::parse("", Path::new("greffon.toml")).expect("config"))
-            .await
-            .expect("host");
+        let host = Host::open_with(
+            dir.path(),
+            Config::parse("", Path::new("greffon.toml")).expect("config"),
+        )
+        .await
+        .expect("host");
         let llm = LlamaLlm::start(
             path.clone(),
             EngineSettings {
@@ -156,53 +224,49 @@ fn main() {
         };
         // Warm-up: the engine loads the model, the worker starts.
         call(1).await;
-        direct.run(1);
-        let (mut d_first, mut d_full, mut p_first, mut p_full) = (vec![], vec![], vec![], vec![]);
-        let (mut prompt_tokens, mut generated) = (0, 0);
-        // The two paths alternate back to back. (A pause before each
-        // measurement was tried: after an idle gap every path starts slower,
-        // the one with more threads to wake most, which measures the VM's
-        // idle states rather than greffon.)
+        let (mut first, mut full) = (vec![], vec![]);
         for _ in 0..rounds {
-            let (pt, _, s) = direct.run(1);
-            d_first.push(s);
-            let (ppt, _, s) = call(1).await;
-            p_first.push(s);
-            let (_, g, s) = direct.run(max);
-            d_full.push(s);
-            let (_, pg, s) = call(max).await;
-            p_full.push(s);
-            assert_eq!(pt, ppt, "both paths read the same prompt");
-            assert_eq!(g, pg, "both paths generate the same tokens");
-            prompt_tokens = pt;
-            generated = g;
+            let (pt, _, s) = call(1).await;
+            first.push(s);
+            let (_, g, s) = call(max).await;
+            full.push(s);
+            assert_eq!(pt, prompt_tokens, "both paths read the same prompt");
+            assert_eq!(g, generated, "both paths generate the same tokens");
         }
-        let med = |v: &Vec<f64>| support::percentile(v.clone(), 50);
-        let (df, dg, pf, pg) = (med(&d_first), med(&d_full), med(&p_first), med(&p_full));
-        let gen_tps = |first: f64, full: f64| f64::from(generated - 1) / (full - first);
-        println!(
-            "model {} | {threads} threads | prompt {prompt_tokens} tokens | {generated} generated | {rounds} rounds, medians{}",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-            pinned.map_or(String::new(), |c| format!(" | pinned to CPU {c}"))
-        );
-        println!("{:<34} {:>12} {:>14} {:>14}", "", "direct loop", "LLM().infer", "plugin/direct");
-        let row = |label: &str, d: f64, p: f64, unit: &str| {
-            println!("{label:<34} {d:>9.1} {unit:<2} {p:>11.1} {unit:<2} {:>13.3}×", p / d);
-        };
-        row(
-            "prompt tok/s (prompt + 1st token)",
-            prompt_tokens as f64 / df,
-            prompt_tokens as f64 / pf,
-            "",
-        );
-        row("generation tok/s", gen_tps(df, dg), gen_tps(pf, pg), "");
-        println!(
-            "{:<34} {:>9.1} ms {:>11.1} ms {:>13.3}×",
-            "first-token latency",
-            df * 1000.0,
-            pf * 1000.0,
-            pf / df
-        );
         host.shutdown().await;
+        (first, full)
     });
+    let (_, _, more_first, more_full) = direct_in_child(rounds / 2 + 1, max);
+    d_first.extend(more_first);
+    d_full.extend(more_full);
+    let med = |v: &Vec<f64>| support::percentile(v.clone(), 50);
+    let (df, dg, pf, pg) = (med(&d_first), med(&d_full), med(&p_first), med(&p_full));
+    let gen_tps = |first: f64, full: f64| f64::from(generated - 1) / (full - first);
+    println!(
+        "model {} | {threads} threads | prompt {prompt_tokens} tokens | {generated} generated | {rounds} rounds each, medians{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        pinned.map_or(String::new(), |c| format!(" | pinned to CPU {c}"))
+    );
+    println!(
+        "{:<34} {:>12} {:>14} {:>14}",
+        "", "direct loop", "LLM().infer", "plugin/direct"
+    );
+    let row = |label: &str, d: f64, p: f64| {
+        println!("{label:<34} {d:>12.1} {p:>14.1} {:>13.3}×", p / d);
+    };
+    row(
+        "prompt tok/s (prompt + 1st token)",
+        prompt_tokens as f64 / df,
+        prompt_tokens as f64 / pf,
+    );
+    row("generation tok/s", gen_tps(df, dg), gen_tps(pf, pg));
+    println!(
+        "{:<34} {:>9.1} ms {:>11.1} ms {:>13.3}×",
+        "first-token latency",
+        df * 1000.0,
+        pf * 1000.0,
+        pf / df
+    );
 }
