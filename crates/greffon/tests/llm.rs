@@ -194,6 +194,16 @@ fn the_default_model_is_pulled_at_its_first_use() {
     let listed: Value = serde_json::from_str(&home.ok(&["model", "list", "--json"])).expect("json");
     assert_eq!(listed[0]["configured"], true, "{listed}");
     assert_eq!(listed[0]["problem"], Value::Null, "{listed}");
+    let out = home.greffon(&["model", "pull", "gpt5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no model called 'gpt5' (known: smollm2)"),
+        "{err}"
+    );
+    // A second pull finds the verified copy and downloads nothing.
+    let again = home.ok(&["model", "pull", "smollm2"]);
+    assert!(again.contains("is already there"), "{again}");
     // With auto_pull off, a missing model stays an error.
     let other = TestHome::new();
     other.bundled("llm");
@@ -427,6 +437,17 @@ fn the_openai_backend_speaks_the_wire_format() {
         !home.log("llm").contains("sk-local-secret"),
         "the key is never logged"
     );
+    // No server at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    home.config(&format!(
+        "[llm]\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\n"
+    ));
+    let e = home.run_error("llm", r#"{"prompt": "hi"}"#);
+    let expected =
+        format!("the LLM server at http://127.0.0.1:{port}/v1/chat/completions cannot be reached");
+    assert!(e.starts_with(&expected), "{e}");
 }
 
 #[test]

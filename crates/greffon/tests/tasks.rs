@@ -385,3 +385,61 @@ fn millis(v: &Value) -> i64 {
         .expect("rfc3339")
         .timestamp_millis()
 }
+
+#[test]
+fn a_run_still_going_at_shutdown_is_recorded_as_lost_and_a_disabled_scheduler_fires_nothing() {
+    let home = home();
+    home.config("[server]\nshutdown_grace_s = 0.5\n");
+    let server = start(&home);
+    let (st, _) = call(
+        &server.api,
+        "POST",
+        "/v1/tasks",
+        &json!({"name": "long", "plugin": "work", "args": {"sleep": 20},
+                "trigger": {"kind": "interval", "every_s": 1}})
+        .to_string(),
+    );
+    assert_eq!(st, 201);
+    wait_for(Duration::from_secs(20), || {
+        runs(&server.api, "long")
+            .iter()
+            .any(|r| r["status"] == "running")
+            .then_some(())
+    })
+    .expect("a run is running");
+    stop(server);
+    // Read back embedded: the run did not finish within the grace.
+    let listed: Value =
+        serde_json::from_str(&home.ok(&["task", "runs", "long", "--json"])).expect("json");
+    let run = &listed[0];
+    assert_eq!(run["status"], "error", "{listed}");
+    assert_eq!(
+        run["error"],
+        "lost: greffon stopped before the run finished"
+    );
+
+    // [scheduler] enabled = false: the API works, nothing fires.
+    home.config("[scheduler]\nenabled = false\n");
+    let before = listed.as_array().map_or(0, Vec::len);
+    let server = start(&home);
+    let (st, _) = call(
+        &server.api,
+        "PATCH",
+        "/v1/tasks/long",
+        r#"{"trigger": {"kind": "interval", "every_s": 1}, "args": {"sleep": 0}}"#,
+    );
+    assert_eq!(st, 200);
+    let (_, next) = call(&server.api, "GET", "/v1/tasks/long/next?n=1", "");
+    let due = millis(&next[0]);
+    // Past the next fire time (this wait is the scenario), nothing ran.
+    wait_for(Duration::from_secs(10), || {
+        (chrono::Utc::now().timestamp_millis() > due + 1500).then_some(())
+    })
+    .expect("time passes");
+    assert_eq!(
+        runs(&server.api, "long").len(),
+        before,
+        "a disabled scheduler fired"
+    );
+    stop(server);
+}
