@@ -18,7 +18,8 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Talk to the greffon server at URL (plugin list, info, enable,
-    /// disable, reload, run); by default the CLI uses the server named in
+    /// disable, reload, run, and every task command); by default the CLI
+    /// uses the server named in
     /// <home>/app/server.json when one runs, and works embedded otherwise.
     /// The token comes from $GREFFON_TOKEN, else <home>/app/token.
     #[arg(long, global = true, value_name = "URL")]
