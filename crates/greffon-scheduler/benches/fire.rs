@@ -58,9 +58,7 @@ fn main() {
             default_tz: "UTC".into(),
             ..Settings::default()
         };
-        let scheduler = greffon_scheduler::attach(&host, settings)
-            .await
-            .expect("scheduler");
+        let scheduler = greffon_scheduler::attach(&host, settings);
 
         // The first fire of task i is at t0 + i * spread / n; t0 leaves
         // time to create them all and to measure the idle loop.

@@ -40,11 +40,8 @@ impl Runner for HostRunner {
 
 /// The scheduler of `host`: tasks in the home's `greffon.db`, runs through
 /// the host, and the `tasks.*` service registered for plugins.
-pub async fn attach(
-    host: &Host,
-    settings: crate::Settings,
-) -> Result<crate::Scheduler<crate::SqliteTaskStore>, crate::TaskError> {
-    let store = crate::SqliteTaskStore::open(&host.home().db_file()).await?;
+pub fn attach(host: &Host, settings: crate::Settings) -> crate::Scheduler<crate::SqliteTaskStore> {
+    let store = crate::SqliteTaskStore::new(&host.home().db_file());
     let scheduler = crate::Scheduler::new(
         store,
         std::sync::Arc::new(HostRunner(host.clone())),
@@ -55,5 +52,5 @@ pub async fn attach(
         "tasks",
         std::sync::Arc::new(crate::TasksService::new(&scheduler)),
     );
-    Ok(scheduler)
+    scheduler
 }

@@ -136,10 +136,13 @@ type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, TaskError>> + Send + 'c>>
 ///
 /// One connection, taken in turn: SQLite has one writer anyway, the
 /// statements are short, and a pool would add acquire timers, which fire
-/// early when tests run the loop on tokio's paused clock.
+/// early when tests run the loop on tokio's paused clock. It is opened at
+/// the first operation, so a command that never touches tasks (a plugin
+/// run that could use `greffon.tasks` but does not) does not pay for it.
 #[derive(Debug, Clone)]
 pub struct SqliteTaskStore {
-    conn: Arc<Mutex<SqliteConnection>>,
+    options: SqliteConnectOptions,
+    conn: Arc<Mutex<Option<SqliteConnection>>>,
 }
 
 /// Queries built only from the column lists below and literals.
@@ -223,7 +226,7 @@ fn name_conflict(e: sqlx::Error, name: &str) -> TaskError {
 impl SqliteTaskStore {
     /// Opens (creating it if needed) the database at `path` and applies
     /// the scheduler's migrations.
-    pub async fn open(path: &Path) -> Result<SqliteTaskStore, TaskError> {
+    pub fn new(path: &Path) -> SqliteTaskStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -233,31 +236,40 @@ impl SqliteTaskStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let mut conn = SqliteConnection::connect_with(&options).await?;
-        migrator()
-            .run(&mut conn)
-            .await
-            .map_err(|e| TaskError::Store(e.into()))?;
-        Ok(SqliteTaskStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        SqliteTaskStore {
+            options,
+            conn: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Runs `op` on the connection inside `spawn_blocking`, driven by the
     /// runtime's handle. The connection's own worker thread does the I/O
     /// either way; a blocking task in flight is what keeps tokio's paused
     /// clock (tests of the loop) from jumping ahead while the database
-    /// answers, so a query takes no virtual time.
+    /// answers, so a query takes no virtual time. The first operation
+    /// connects and applies the migrations.
     async fn with<T: Send + 'static>(
         &self,
         op: impl for<'c> FnOnce(&'c mut SqliteConnection) -> Op<'c, T> + Send + 'static,
     ) -> Result<T, TaskError> {
         let conn = self.conn.clone();
+        let options = self.options.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             handle.block_on(async move {
-                let mut conn = conn.lock().await;
-                op(&mut conn).await
+                let mut slot = conn.lock().await;
+                let conn = match &mut *slot {
+                    Some(c) => c,
+                    None => {
+                        let mut c = SqliteConnection::connect_with(&options).await?;
+                        migrator()
+                            .run(&mut c)
+                            .await
+                            .map_err(|e| TaskError::Store(e.into()))?;
+                        slot.insert(c)
+                    }
+                };
+                op(conn).await
             })
         })
         .await

@@ -76,9 +76,7 @@ struct Rig {
 
 /// A scheduler on the database in `dir`, its clock reading `start`.
 async fn rig_at(dir: &Path, start: DateTime<Utc>, gate: Option<Arc<Semaphore>>) -> Rig {
-    let store = SqliteTaskStore::open(&dir.join("greffon.db"))
-        .await
-        .expect("store opens");
+    let store = SqliteTaskStore::new(&dir.join("greffon.db"));
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start));
     let (tx, rx) = mpsc::unbounded_channel();
     let runner = Recorder {
@@ -518,9 +516,7 @@ async fn runs_of_a_dead_process_are_marked_lost_at_start() {
 #[tokio::test(start_paused = true)]
 async fn old_runs_are_pruned_to_the_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteTaskStore::open(&dir.path().join("greffon.db"))
-        .await
-        .expect("store");
+    let store = SqliteTaskStore::new(&dir.path().join("greffon.db"));
     let r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
     let t = r
         .scheduler

@@ -90,9 +90,7 @@ fn main() {
                 endpoint_file: endpoint_file.clone(),
                 watch: None,
                 cors_origins: Vec::new(),
-                tasks: greffon_scheduler::attach(&host, Default::default())
-                    .await
-                    .expect("scheduler"),
+                tasks: greffon_scheduler::attach(&host, Default::default()),
                 fire_tasks: false,
                 llm: greffon_llm::LlmService::new(
                     std::sync::Arc::new(

@@ -85,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // `tasks` and `llm` plugins).
     let _services = if is_run {
         Some((
-            greffon_scheduler::attach(&host, settings).await?,
+            greffon_scheduler::attach(&host, settings),
             attach_llm(&host, &llm_config)?,
         ))
     } else {
@@ -419,7 +419,7 @@ async fn task_command(
     }
     let settings = scheduler_settings(&config)?;
     let host = Host::open_with(root, config).await?;
-    let scheduler = greffon_scheduler::attach(&host, settings).await?;
+    let scheduler = greffon_scheduler::attach(&host, settings);
     let code = tokio::select! {
         code = task::command(task::Backend::Embedded(&scheduler), command) => code,
         signal = interrupted() => {
@@ -448,7 +448,7 @@ async fn serve(
     let fire_tasks = config.scheduler.enabled;
     let llm_config = config.clone();
     let host = Host::open_with(root, config).await?;
-    let tasks = greffon_scheduler::attach(&host, settings).await?;
+    let tasks = greffon_scheduler::attach(&host, settings);
     let llm = attach_llm(&host, &llm_config)?;
     let app = host.home().app_dir();
     let token = greffon_server::resolve_token(&server_config, bind, &app.join("token"))?;
