@@ -552,14 +552,14 @@ async fn old_runs_are_pruned_to_the_retention() {
 #[tokio::test(start_paused = true)]
 async fn a_clock_between_milliseconds_fires_each_interval_once() {
     // The store keeps milliseconds; a start kept finer than that once made
-    // the first fire come back as due a second time.
+    // the first fire come back as due a second time (12:01:00.000 and
+    // 12:01:00.000700). `coalesce = all` shows every due time as a run.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut r = rig_at(dir.path(), utc("2026-06-01T12:00:00.000700Z"), None).await;
-    let t = r
-        .scheduler
-        .create(task("fine", every(60)))
-        .await
-        .expect("created");
+    let mut new = task("fine", every(60));
+    new.coalesce = Some(Coalesce::All);
+    new.max_instances = Some(5);
+    let t = r.scheduler.create(new).await.expect("created");
     let looping = spawn_loop(&r.scheduler);
     r.calls.recv().await.expect("first");
     r.calls.recv().await.expect("second");
