@@ -31,13 +31,18 @@ fn model() -> PathBuf {
     path
 }
 
-/// A home with the bundled `llm` plugin enabled and `[llm]` settings.
-fn home(llm: &str) -> TestHome {
+/// A home with the bundled `llm` plugin enabled and this `greffon.toml`.
+fn llm_home(config: &str) -> TestHome {
     let home = TestHome::new();
     home.bundled("llm");
-    home.config(&format!("[llm]\nmodel = \"{}\"\n{llm}", model().display()));
+    home.config(config);
     home.enable("llm");
     home
+}
+
+/// The test model, with more `[llm]` settings.
+fn home(llm: &str) -> TestHome {
+    llm_home(&format!("[llm]\nmodel = \"{}\"\n{llm}", model().display()))
 }
 
 fn ask(home: &TestHome, args: Value) -> Value {
@@ -149,10 +154,7 @@ fn the_sdk_refuses_bad_options_and_long_prompts_naming_them() {
 
 #[test]
 fn a_missing_model_names_the_path_and_the_pull_command() {
-    let home = TestHome::new();
-    home.bundled("llm");
-    home.config("[llm]\nmodel = \"nowhere.gguf\"\n");
-    home.enable("llm");
+    let home = llm_home("[llm]\nmodel = \"nowhere.gguf\"\n");
     let e = home.run_error("llm", r#"{"prompt": "hi"}"#);
     assert!(e.contains("models/nowhere.gguf"), "{e}");
     assert!(e.contains("greffon model pull smollm2"), "{e}");
@@ -170,9 +172,7 @@ fn a_missing_model_names_the_path_and_the_pull_command() {
 #[test]
 fn the_default_model_is_pulled_at_its_first_use() {
     // No [llm] model: the default file, missing from this new home.
-    let home = TestHome::new();
-    home.bundled("llm");
-    home.enable("llm");
+    let home = llm_home("");
     let model = home.path().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(!model.exists());
     let a = ask(&home, json!({"prompt": "What is the capital of France?"}));
@@ -205,10 +205,7 @@ fn the_default_model_is_pulled_at_its_first_use() {
     let again = home.ok(&["model", "pull", "smollm2"]);
     assert!(again.contains("is already there"), "{again}");
     // With auto_pull off, a missing model stays an error.
-    let other = TestHome::new();
-    other.bundled("llm");
-    other.config("[llm]\nauto_pull = false\n");
-    other.enable("llm");
+    let other = llm_home("[llm]\nauto_pull = false\n");
     let e = other.run_error("llm", r#"{"prompt": "hi"}"#);
     assert!(e.contains("greffon model pull smollm2"), "{e}");
 }
@@ -411,13 +408,10 @@ fn the_openai_backend_speaks_the_wire_format() {
             })),
         }
     });
-    let home = TestHome::new();
-    home.bundled("llm");
-    home.config(&format!(
+    let home = llm_home(&format!(
         "[llm]\nbackend = \"openai\"\nbase_url = \"{}\"\napi_model = \"smollm2:135m\"\napi_key = \"sk-local-secret\"\ntimeout_s = 0.5\n",
         upstream.url("/v1")
     ));
-    home.enable("llm");
     let a = ask(
         &home,
         json!({"prompt": "What is the capital of France?", "max_tokens": 12, "temperature": 0.5, "stop": ["\n"], "system": "Be brief."}),
@@ -461,13 +455,10 @@ fn the_openai_request_carries_the_options() {
             "usage": {"prompt_tokens": 1, "completion_tokens": 2}
         }))
     });
-    let home = TestHome::new();
-    home.bundled("llm");
-    home.config(&format!(
+    let home = llm_home(&format!(
         "[llm]\nbackend = \"openai\"\nbase_url = \"{}/\"\napi_model = \"qwen\"\napi_key = \"sk-x\"\n",
         upstream.url("/v1")
     ));
-    home.enable("llm");
     let a = ask(
         &home,
         json!({"prompt": "Hi", "max_tokens": 12, "temperature": 0.5, "top_k": 5, "seed": 3, "stop": ["\n"], "system": "Be brief."}),
