@@ -73,16 +73,6 @@ pub enum LlmError {
     NotBuilt,
 }
 
-impl LlmError {
-    /// Whether the caller's input is at fault (a 422), not the service.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(
-            self,
-            LlmError::InvalidOption { .. } | LlmError::PromptTooLong { .. }
-        )
-    }
-}
-
 /// Where `[llm] model` points: relative to the home's `models/`, or absolute.
 pub fn model_path(home: &Home, config: &LlmConfig) -> PathBuf {
     home.models_dir().join(&config.model)

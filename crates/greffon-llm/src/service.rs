@@ -37,10 +37,6 @@ impl LlmService {
         }
     }
 
-    pub fn llm(&self) -> &Arc<dyn Llm> {
-        &self.llm
-    }
-
     /// One request, bounded by `timeout` (and the service's own): the
     /// request is cancelled when the time is up. Logged in `llm.log`.
     pub async fn infer(

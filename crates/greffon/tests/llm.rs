@@ -300,6 +300,14 @@ fn the_api_answers_streams_and_runs_the_plugin() {
         v["error"].as_str().is_some_and(|e| e.contains("colour")),
         "{v}"
     );
+    let (st, v) = call(api, "POST", "/v1/llm/infer", "prompt: x");
+    assert_eq!(st, 422);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("llm: the body is not a request")),
+        "{v}"
+    );
 
     // Concurrent requests wait their turn and all complete.
     let answers: Vec<_> = (0..4)

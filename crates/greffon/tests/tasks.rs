@@ -98,6 +98,27 @@ fn the_tasks_plugin_creates_changes_runs_and_deletes_through_the_cli() {
         let error = home.run_error("tasks", &args.to_string());
         assert!(error.starts_with(expected), "{args}: {error}");
     }
+    // The CLI's own refusals are usage errors (exit 2).
+    for (args, says) in [
+        (
+            vec!["task", "create", "--name", "x", "--plugin", "work"],
+            "give a trigger",
+        ),
+        (
+            vec![
+                "task", "create", "--name", "x", "--plugin", "work", "--every", "5", "--args",
+                "{n:1}",
+            ],
+            "--args is not JSON",
+        ),
+    ] {
+        let out = home.greffon(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}"
+        );
+    }
     let bad_action = home.run_error("tasks", r#"{"action": "explode"}"#);
     assert!(bad_action.contains("action"), "{bad_action}");
 
@@ -191,6 +212,13 @@ fn the_task_routes_answer_with_their_statuses() {
             "trigger.tz",
         ),
         ("DELETE", "/v1/tasks/ghost", "", 404, "no task"),
+        (
+            "POST",
+            "/v1/tasks/hourly/run",
+            r#"{"forced": true}"#,
+            422,
+            "unknown field `forced`",
+        ),
     ] {
         let (st, v) = call(s, method, path, body);
         assert_eq!(st, status, "{method} {path}: {v}");
