@@ -242,7 +242,7 @@ impl<S: TaskStore> Scheduler<S> {
             created_at: now,
             updated_at: now,
         };
-        let schedule = self.prepare(&mut task, now)?;
+        let schedule = self.prepare(&mut task, now, true)?;
         task.next_run_at = schedule.first(now);
         let saved = self.shared.store.insert(&task).await?;
         tracing::info!(target: "audit", event = "task_created", task = saved.id, name = %saved.name, plugin = %saved.plugin);
@@ -257,6 +257,9 @@ impl<S: TaskStore> Scheduler<S> {
         let now = now_ms(&*self.shared.clock);
         let was_enabled = task.options.enabled;
         let rescheduled = patch.trigger.is_some();
+        // The plugin and arguments are checked again only when they change:
+        // a task whose plugin has gone can still be disabled or renamed.
+        let recheck = patch.plugin.is_some() || patch.args.is_some();
         if let Some(v) = patch.name {
             task.name = v;
         }
@@ -288,7 +291,7 @@ impl<S: TaskStore> Scheduler<S> {
         if let Some(v) = patch.timeout_s {
             o.timeout_s = v;
         }
-        let schedule = self.prepare(&mut task, now)?;
+        let schedule = self.prepare(&mut task, now, recheck)?;
         if rescheduled || (task.options.enabled && !was_enabled) {
             task.next_run_at = schedule.first(now);
         }
@@ -481,8 +484,14 @@ impl<S: TaskStore> Scheduler<S> {
     }
 
     /// Fills the defaults of a task being saved and checks it: name,
-    /// plugin and arguments, trigger, options. Answers its schedule.
-    fn prepare(&self, task: &mut Task, now: DateTime<Utc>) -> Result<Schedule, TaskError> {
+    /// plugin and arguments (when `check_plugin`), trigger, options.
+    /// Answers its schedule.
+    fn prepare(
+        &self,
+        task: &mut Task,
+        now: DateTime<Utc>,
+        check_plugin: bool,
+    ) -> Result<Schedule, TaskError> {
         let name = task.name.trim();
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(TaskError::invalid(
@@ -500,10 +509,12 @@ impl<S: TaskStore> Scheduler<S> {
         if !task.args.is_object() {
             return Err(TaskError::invalid("args", "must be an object"));
         }
-        self.shared
-            .runner
-            .check(&task.plugin, &task.args)
-            .map_err(|e| TaskError::invalid(e.field, e.message))?;
+        if check_plugin {
+            self.shared
+                .runner
+                .check(&task.plugin, &task.args)
+                .map_err(|e| TaskError::invalid(e.field, e.message))?;
+        }
         match &mut task.trigger {
             Trigger::Cron { tz, .. } if tz.is_none() => {
                 *tz = Some(self.shared.settings.default_tz.clone());

@@ -471,3 +471,31 @@ fn a_run_still_going_at_shutdown_is_recorded_as_lost_and_a_disabled_scheduler_fi
     );
     stop(server);
 }
+
+#[test]
+fn a_task_whose_plugin_is_gone_can_still_be_disabled() {
+    let home = home();
+    home.ok(&[
+        "task", "create", "--name", "orphan", "--plugin", "work", "--every", "60",
+    ]);
+    std::fs::remove_dir_all(home.path().join("plugins/work")).expect("remove the plugin");
+    // Changing only the options does not re-check the plugin...
+    let t: Value = serde_json::from_str(&home.ok(&[
+        "task",
+        "update",
+        "orphan",
+        "--enabled",
+        "false",
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(t["enabled"], false);
+    // ...changing its arguments does.
+    let out = home.greffon(&["task", "update", "orphan", "--args", r#"{"n": 2}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid task: plugin: unknown plugin 'work'"),
+        "{err}"
+    );
+}
