@@ -118,9 +118,7 @@ fn vet(host: &str, explicit: bool, addrs: &[SocketAddr]) -> Result<(), Refused> 
 }
 
 fn build_client(allowlist: &Allowlist) -> Result<reqwest::Client, String> {
-    // reqwest is built without a default crypto provider; ring is the one
-    // linked. Installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let policy_list = allowlist.clone();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {

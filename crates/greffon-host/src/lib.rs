@@ -38,3 +38,10 @@ pub use host::{CheckReport, Host, python_facts, sandbox_support};
 pub use registry::{AccessInfo, Failure, PluginInfo, State};
 pub use scaffold::scaffold;
 pub use services::{Service, ServiceFuture};
+
+/// Makes ring the TLS crypto provider before a `reqwest` client is built:
+/// reqwest is built without a default one (ring is the one linked).
+/// Calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -21,9 +21,7 @@ pub struct OpenAiLlm {
 
 impl OpenAiLlm {
     pub fn new(config: &LlmConfig) -> Result<OpenAiLlm, LlmError> {
-        // reqwest is built without a default crypto provider (ring is the
-        // one in the tree); an https base URL needs one installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        greffon_host::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(config.timeout_s))
             .build()

@@ -42,9 +42,7 @@ impl Remote {
                     .to_string()
             }
         };
-        // reqwest is built without a default crypto provider (ring is the
-        // one linked); a second install is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        greffon_host::install_tls_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
