@@ -6,12 +6,14 @@
 - ``greffon.http``: HTTP through the host, within the plugin's allowlist.
 - ``greffon.tasks``: the host's scheduler (create, update, run_now...).
 - ``greffon.LLM``: the local model (``LLM().infer(prompt, options)``).
+- ``greffon.progress(done, total=None, message=None)``: how far a long
+  ``run`` has got, shown to an MCP client that asked for progress.
 """
 
 from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
-__all__ = ["LLM", "HostError", "NotInWorker", "config", "http", "log", "system", "tasks"]
+__all__ = ["LLM", "HostError", "NotInWorker", "config", "http", "log", "progress", "system", "tasks"]
 
 
 def config():
@@ -19,6 +21,27 @@ def config():
     import copy
 
     return copy.deepcopy(_runtime.plugin_config)
+
+
+def progress(done, total=None, message=None):
+    """Reports how far the current ``run`` has got: ``done`` out of
+    ``total`` (either a count or a fraction), with an optional message.
+    The host forwards it to a caller that asked for progress (an MCP
+    client's progress token) and drops it otherwise; outside a call, or
+    outside a worker, it does nothing. Never blocks on the caller."""
+    request_id = getattr(_runtime.local, "request_id", None)
+    if _runtime.channel is None or request_id is None:
+        return
+    if isinstance(done, bool) or not isinstance(done, (int, float)):
+        raise TypeError(f"progress(): done must be a number, not {type(done).__name__}")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float))):
+        raise TypeError(f"progress(): total must be a number or None, not {type(total).__name__}")
+    params = {"id": request_id, "progress": done}
+    if total is not None:
+        params["total"] = total
+    if message is not None:
+        params["message"] = str(message)
+    _runtime.channel.notify("progress", params)
 
 
 def __getattr__(name):

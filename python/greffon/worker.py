@@ -16,6 +16,7 @@ import importlib.util
 import io
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -31,6 +32,12 @@ PROTOCOL_VERSION = 1
 
 #: Python types an author may write in a simplified schema, as JSON types.
 PY_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object", type(None): "null"}
+
+
+class Cancelled(BaseException):
+    """Raised in a call its caller cancelled. A BaseException, like
+    KeyboardInterrupt, so that a plugin's ``except Exception`` does not
+    swallow it."""
 
 
 class WorkerError(Exception):
@@ -164,6 +171,11 @@ class Worker:
         self.count_lock = threading.Lock()
         # Handler threads free to take a request from the queue.
         self.idle = 0
+        # The id of the request the main thread is serving, and the ids the
+        # host cancelled: the signal handler interrupts the main thread
+        # only for the request that was cancelled.
+        self.main_request = None
+        self.cancelled = set()
 
     # -- request handlers -------------------------------------------------
 
@@ -240,11 +252,22 @@ class Worker:
         ctx = CallContext(self.capture_limit)
         local = _runtime.local
         local.ctx = ctx
+        local.request_id = request_id
+        on_main = getattr(local, "on_main", False)
         try:
             if handler is None:
                 raise WorkerError("unknown_method", f"unknown method {method!r}")
-            result = handler(message.get("params") or {})
+            if not on_main:
+                result = handler(message.get("params") or {})
+            else:
+                self.main_request = request_id
+                try:
+                    result = handler(message.get("params") or {})
+                finally:
+                    self.main_request = None
             frame = b'{"id":%d,"result":%s' % (request_id, self.encode_result(method, result))
+        except Cancelled:
+            frame = b'{"id":%d,"error":%s' % (request_id, dumps({"kind": "cancelled", "message": "cancelled by the caller"}).encode("utf-8"))
         except WorkerError as e:
             frame = b'{"id":%d,"error":%s' % (request_id, dumps({"kind": e.kind, "message": str(e)}).encode("utf-8"))
         except BaseException as e:  # the plugin's failure is reported, never fatal
@@ -258,6 +281,8 @@ class Worker:
         finally:
             local.ctx = None
             local.deadline = None
+            local.request_id = None
+            self.cancelled.discard(request_id)
         self.channel.send_bytes(frame + ctx.encoded() + b"}")
         if method == "shutdown":
             sys.stdout.flush()
@@ -277,6 +302,7 @@ class Worker:
         """The main thread: serves each request of the main channel itself
         (the host sends one there only while the previous is answered), so
         the common call costs no hand-off between threads."""
+        signal.signal(signal.SIGUSR1, self.on_cancel_signal)
         threading.Thread(target=self.serve_side, daemon=True).start()
         # Host calls made by this thread read their answer on the main
         # channel (see Channel.call).
@@ -287,6 +313,20 @@ class Worker:
         """The side channel: overlapping requests go to handler threads;
         answers to host calls go to the threads waiting for them."""
         self.loop(self.channel.side, self.dispatch)
+
+    def cancel(self, request_id):
+        """The host gave up on a request. The main thread is interrupted
+        with a signal (which also wakes it from a blocking sleep or
+        read); a handler thread cannot be, and is left to finish or to be
+        killed with the worker after the host's grace."""
+        self.cancelled.add(request_id)
+        if self.main_request == request_id:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def on_cancel_signal(self, _signum, _frame):
+        request_id = self.main_request
+        if request_id is not None and request_id in self.cancelled:
+            raise Cancelled()
 
     def loop(self, reader, on_request):
         while True:
@@ -303,6 +343,11 @@ class Worker:
                 on_request(message)
 
     def dispatch(self, message):
+        if message.get("method") == "cancel" and "id" not in message:
+            request_id = (message.get("params") or {}).get("id")
+            if isinstance(request_id, int):
+                self.cancel(request_id)
+            return
         # Each queued request reserves a thread before it is queued: an idle
         # one, or a new one. Counting a thread idle until it has picked a
         # request up would let two requests share one thread, the second

@@ -9,7 +9,7 @@ use crate::python::Interpreter;
 use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
 use crate::services::{Service, Services};
 use crate::store::Store;
-use crate::worker::{OnCrash, Reply, Worker};
+use crate::worker::{Hooks, OnCrash, Reply, Worker};
 use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
 use greffon_protocol::method::{self, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
@@ -20,7 +20,30 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How one call may be steered from outside: what MCP needs beyond a
+/// plain [`Host::call`].
+#[derive(Debug, Default)]
+pub struct CallOptions {
+    /// Replaces the plugin's own timeout (a scheduled task's `timeout_s`).
+    pub timeout: Option<Duration>,
+    /// Cancelled when the caller gives up: the worker is asked to
+    /// interrupt the call, and replaced if it is still busy after
+    /// `kill_grace_s`.
+    pub cancel: Option<CancellationToken>,
+    /// Receives what the plugin reports with `greffon.progress()`.
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+/// One `greffon.progress(done, total, message)` of a running call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
 
 /// What the kernel offers, lowered by `GREFFON_LANDLOCK_ABI_CAP` (which can
 /// only lower it) to check greffon's refusal on an older kernel.
@@ -68,6 +91,10 @@ pub(crate) struct Inner {
     pub store: Store,
     pub services: Arc<Services>,
     pub plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    /// A generation bumped whenever a plugin may have entered or left the
+    /// enabled set or changed its meta: what MCP sessions watch to re-list
+    /// their tools.
+    pub changes: Arc<watch::Sender<u64>>,
 }
 
 /// What `check` found.
@@ -146,6 +173,7 @@ impl Host {
                 extra: Default::default(),
             }),
             plugins: RwLock::new(BTreeMap::new()),
+            changes: Arc::new(watch::Sender::new(0)),
         });
         let host = Host { inner };
         host.discover().await?;
@@ -154,6 +182,14 @@ impl Host {
 
     pub fn home(&self) -> &Home {
         &self.inner.home
+    }
+
+    /// A receiver that changes whenever the set of enabled plugins (or the
+    /// meta of one) may have changed: enable, disable, reload, a folder
+    /// synced by the watcher, a plugin marked failed. Consumers re-read
+    /// [`Host::plugins`] when it fires; a spurious wake-up is harmless.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Adds a host service plugins can call, for the methods named
@@ -371,6 +407,7 @@ impl Host {
     pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
         let _one_change = plugin.changing.lock().await;
+        let _announce = Announce(&self.inner.changes);
         {
             let s = plugin.status();
             if s.duplicate {
@@ -451,6 +488,7 @@ impl Host {
     /// stopped and removed. Returns what was done, for the logs.
     pub async fn sync_folder(&self, folder: &str) -> Result<String, HostError> {
         let inner = &self.inner;
+        let _announce = Announce(&inner.changes);
         let dir = inner.home.plugins_dir().join(folder);
         let present =
             !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file();
@@ -637,6 +675,7 @@ impl Host {
             old
         };
         tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "swapped");
+        announce(&inner.changes);
         if let Some(old) = old {
             // New calls now reach the new worker; the old one finishes what
             // it has (its calls are bounded by their timeout), then stops.
@@ -654,6 +693,7 @@ impl Host {
     pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
         let _one_change = plugin.changing.lock().await;
+        let _announce = Announce(&self.inner.changes);
         let worker = plugin.worker.lock().await.take();
         if let Some(w) = worker {
             self.inner.stop_worker(&plugin, &w).await;
@@ -751,7 +791,7 @@ impl Host {
     /// Runs the plugin with `args`: the plugin's result (a returned
     /// `{"error"}` included) or a [`CallError`].
     pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {
-        self.call_with_timeout(name, args, None).await
+        self.call_with(name, args, CallOptions::default()).await
     }
 
     /// [`Host::call`] with a timeout that replaces the plugin's own (a
@@ -762,9 +802,23 @@ impl Host {
         args: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
+        let options = CallOptions {
+            timeout,
+            ..CallOptions::default()
+        };
+        self.call_with(name, args, options).await
+    }
+
+    /// [`Host::call`] steered by `options`: timeout, cancellation, progress.
+    pub async fn call_with(
+        &self,
+        name: &str,
+        args: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
         let started = Instant::now();
         let audit_args = self.inner.config.audit_args.then(|| args.to_string());
-        let outcome = self.call_inner(name, args, timeout).await;
+        let outcome = self.call_inner(name, args, options).await;
         let label = match &outcome {
             Ok(v) if greffon_protocol::returned_error(v).is_some() => "plugin_error",
             Ok(_) => "ok",
@@ -822,8 +876,13 @@ impl Host {
         &self,
         name: &str,
         args: Value,
-        timeout: Option<Duration>,
+        options: CallOptions,
     ) -> Result<Value, CallError> {
+        let CallOptions {
+            timeout,
+            cancel,
+            progress,
+        } = options;
         let inner = &self.inner;
         let plugin = self
             .lookup(name)
@@ -848,11 +907,22 @@ impl Host {
             Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s))
         });
         let deadline = Instant::now() + timeout;
-        let _permit = plugin
-            .calls
-            .acquire()
-            .await
-            .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?;
+        let cancelled = || {
+            CallError::new(
+                ErrorKind::Cancelled,
+                format!("plugin '{name}': the call was cancelled by its caller"),
+            )
+        };
+        let cancel = cancel.unwrap_or_default();
+        let _permit = tokio::select! {
+            permit = plugin.calls.acquire() => permit
+                .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?,
+            () = cancel.cancelled() => return Err(cancelled()),
+        };
+        let hooks = Hooks {
+            cancel: cancel.clone(),
+            progress,
+        };
         let pydantic = meta.schema.source() == SchemaSource::Pydantic;
         let args = Arc::new(args);
         let params = RunParams {
@@ -868,7 +938,13 @@ impl Host {
             let worker = inner.worker_for(&plugin, deadline).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             match worker
-                .request(method::RUN, &params, Some(args.clone()), remaining)
+                .request_hooked(
+                    method::RUN,
+                    &params,
+                    Some(args.clone()),
+                    remaining,
+                    Some(&hooks),
+                )
                 .await
             {
                 Ok(Reply::NotDelivered) if attempts < 2 => continue,
@@ -902,20 +978,29 @@ impl Host {
                 ),
                 dump: exit.dump.clone(),
             }),
-            Err(timed_out) => {
+            Err(abandoned) => {
                 let grace = Duration::from_secs_f64(inner.config.kill_grace_s);
-                let (worker, id, limit) = (worker.clone(), timed_out.id, timeout.as_secs_f64());
-                // The thread cannot be interrupted; a call still running
-                // after the grace means a stuck worker, which is killed.
+                let (worker, id, limit) = (worker.clone(), abandoned.id, timeout.as_secs_f64());
+                let why = if abandoned.cancelled {
+                    "it was cancelled".to_string()
+                } else {
+                    format!("its {limit} s timeout")
+                };
+                // A cancelled call is interrupted in the worker where
+                // Python allows; a call still running after the grace
+                // means a stuck worker, which is killed.
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     if worker.is_pending(id) {
                         worker.kill(&format!(
-                            "a call was still running {} s after its {limit} s timeout",
+                            "a call was still running {} s after {why}",
                             grace.as_secs_f64()
                         ));
                     }
                 });
+                if abandoned.cancelled {
+                    return Err(cancelled());
+                }
                 Err(CallError::new(
                     ErrorKind::Timeout,
                     format!("plugin '{name}' did not answer within {limit} s (timeout)"),
@@ -1171,9 +1256,12 @@ impl Inner {
         );
         let on_crash = || -> OnCrash {
             let weak = weak.clone();
+            let changes = self.changes.clone();
             Box::new(move |exit| {
-                if let Some(p) = weak.upgrade() {
-                    p.record_crash(exit, max, window);
+                if let Some(p) = weak.upgrade()
+                    && p.record_crash(exit, max, window)
+                {
+                    announce(&changes);
                 }
             })
         };
@@ -1387,5 +1475,20 @@ pub(crate) fn exception_text(e: &WireError) -> String {
     match &e.exc_type {
         Some(t) => format!("{t}: {}", e.message),
         None => e.message.clone(),
+    }
+}
+
+/// Tells watchers of [`Host::changes`] that the registry moved.
+fn announce(changes: &watch::Sender<u64>) {
+    changes.send_modify(|generation| *generation = generation.wrapping_add(1));
+}
+
+/// Announces a change when the operation that holds it ends, whichever
+/// way it ends (a failed enable marks the plugin failed: also a change).
+struct Announce<'a>(&'a watch::Sender<u64>);
+
+impl Drop for Announce<'_> {
+    fn drop(&mut self) {
+        announce(self.0);
     }
 }

@@ -34,10 +34,11 @@ mod sysinfo;
 mod worker;
 
 pub use error::{CallError, HostError};
-pub use host::{CheckReport, Host, python_facts, sandbox_support};
+pub use host::{CallOptions, CheckReport, Host, Progress, python_facts, sandbox_support};
 pub use registry::{AccessInfo, Failure, PluginInfo, State};
 pub use scaffold::scaffold;
 pub use services::{Service, ServiceFuture};
+pub use tokio_util::sync::CancellationToken;
 
 /// Makes ring the TLS crypto provider before a `reqwest` client is built:
 /// reqwest is built without a default one (ring is the one linked).

@@ -124,12 +124,12 @@ impl Plugin {
     }
 
     /// Records an unexpected worker exit; `max` crashes within `window`
-    /// mark the plugin failed.
-    pub(crate) fn record_crash(&self, exit: &Exit, max: u32, window: Duration) {
-        self.record_crash_at(exit, max, window, Instant::now());
+    /// mark the plugin failed (then answers true).
+    pub(crate) fn record_crash(&self, exit: &Exit, max: u32, window: Duration) -> bool {
+        self.record_crash_at(exit, max, window, Instant::now())
     }
 
-    fn record_crash_at(&self, exit: &Exit, max: u32, window: Duration, now: Instant) {
+    fn record_crash_at(&self, exit: &Exit, max: u32, window: Duration, now: Instant) -> bool {
         let mut s = self.status();
         s.crashes.push_back(now);
         s.crash_total += 1;
@@ -153,7 +153,9 @@ impl Plugin {
                 dump: exit.dump.clone(),
             });
             tracing::error!(target: "server", plugin = %self.key, "plugin marked failed after repeated crashes");
+            return true;
         }
+        false
     }
 
     /// How long to wait before restarting a worker that crashed: 100 ms

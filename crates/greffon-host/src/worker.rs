@@ -20,6 +20,7 @@
 
 use crate::broker::NetAccess;
 use crate::dump::{self, Dump, Phase};
+use crate::host::Progress;
 use crate::jail::Jail;
 use crate::services::{Caller, Services};
 use greffon_core::Allowlist;
@@ -41,7 +42,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// How long a fresh interpreter may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -96,10 +98,19 @@ pub(crate) enum Reply {
     Retired,
 }
 
-/// A request whose answer did not come in time.
+/// A request the caller stopped waiting for: its deadline passed, or it
+/// was cancelled (the worker was then asked to interrupt it).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TimedOut {
+pub(crate) struct Abandoned {
     pub id: u64,
+    pub cancelled: bool,
+}
+
+/// How the caller of a `run` follows it beyond its answer.
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    pub cancel: CancellationToken,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
 }
 
 struct Pending {
@@ -111,6 +122,8 @@ struct Pending {
     method: &'static str,
     /// A `run`'s arguments, kept for the crash dump.
     args: Option<Arc<Value>>,
+    /// Where the plugin's `greffon.progress()` reports go.
+    progress: Option<mpsc::UnboundedSender<Progress>>,
 }
 
 #[derive(Default)]
@@ -610,7 +623,20 @@ impl Worker {
         params: &P,
         keep: Option<Arc<Value>>,
         deadline: Duration,
-    ) -> Result<Reply, TimedOut> {
+    ) -> Result<Reply, Abandoned> {
+        self.request_hooked(method, params, keep, deadline, None)
+            .await
+    }
+
+    /// [`Worker::request`], cancellable and with progress reports.
+    pub(crate) async fn request_hooked<P: serde::Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+        keep: Option<Arc<Value>>,
+        deadline: Duration,
+        hooks: Option<&Hooks>,
+    ) -> Result<Reply, Abandoned> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
@@ -635,6 +661,7 @@ impl Worker {
                     on_main,
                     method,
                     args: keep,
+                    progress: hooks.and_then(|h| h.progress.clone()),
                 },
             );
         }
@@ -653,18 +680,40 @@ impl Worker {
             pending.map.remove(&id);
             return Ok(Reply::NotDelivered);
         }
-        match tokio::time::timeout(deadline, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            // The sender is only dropped after the map is closed.
-            Ok(Err(_)) => Ok(Reply::Gone(self.wait_exit_now())),
-            Err(_) => {
-                let mut pending = self.shared.pending();
-                if let Some(slot) = pending.map.get_mut(&id) {
-                    slot.tx = None;
-                }
-                Err(TimedOut { id })
+        let never = CancellationToken::new();
+        let cancel = hooks.map_or(&never, |h| &h.cancel);
+        let cancelled = tokio::select! {
+            answer = tokio::time::timeout(deadline, rx) => match answer {
+                Ok(Ok(reply)) => return Ok(reply),
+                // The sender is only dropped after the map is closed.
+                Ok(Err(_)) => return Ok(Reply::Gone(self.wait_exit_now())),
+                Err(_) => false,
+            },
+            () = cancel.cancelled() => true,
+        };
+        {
+            let mut pending = self.shared.pending();
+            if let Some(slot) = pending.map.get_mut(&id) {
+                slot.tx = None;
+                slot.progress = None;
             }
         }
+        if cancelled {
+            let note = Message::Notification {
+                method: method::CANCEL.into(),
+                params: serde_json::json!(method::Cancel { id }),
+            };
+            // The side channel: the worker's main thread may be the one
+            // busy with this request. A worker already gone needs nothing.
+            let _ = self
+                .shared
+                .side
+                .lock()
+                .await
+                .write_all(&encode_frame(&note.to_json()))
+                .await;
+        }
+        Err(Abandoned { id, cancelled })
     }
 
     /// Stops taking new calls (they get [`Reply::Retired`] and go to the
@@ -833,6 +882,8 @@ async fn read_loop(
             Ok(Some(Message::Notification { method, params })) => {
                 if method == method::LOG {
                     log_record(&shared.spec.plugin, params);
+                } else if method == method::PROGRESS {
+                    forward_progress(&shared, params);
                 }
             }
         }
@@ -924,6 +975,26 @@ async fn read_loop(
         if let Some(tx) = p.tx {
             let _ = tx.send(Reply::Gone(exit.clone()));
         }
+    }
+}
+
+/// Hands a `greffon.progress()` report to the caller of its request, if
+/// it asked for them; a malformed or stray report is dropped.
+fn forward_progress(shared: &Shared, params: Value) {
+    let Ok(report) = serde_json::from_value::<method::Progress>(params) else {
+        return;
+    };
+    let pending = shared.pending();
+    if let Some(tx) = pending
+        .map
+        .get(&report.id)
+        .and_then(|p| p.progress.as_ref())
+    {
+        let _ = tx.send(Progress {
+            progress: report.progress,
+            total: report.total,
+            message: report.message,
+        });
     }
 }
 

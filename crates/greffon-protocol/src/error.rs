@@ -41,6 +41,8 @@ pub enum ErrorKind {
     /// The request conflicts with the current state (a taken name, a limit
     /// of runs reached).
     Conflict,
+    /// The caller gave up on the call (an MCP client's cancellation).
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -63,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 }
@@ -119,6 +122,9 @@ mod tests {
             ErrorKind::HostService,
             ErrorKind::PermissionDenied,
             ErrorKind::Internal,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Cancelled,
         ] {
             let json = serde_json::to_value(kind).expect("serializes");
             assert_eq!(json, serde_json::Value::from(kind.as_str()));

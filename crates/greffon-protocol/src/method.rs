@@ -1,7 +1,8 @@
 //! Method names and the parameter and result types that go with them.
 //!
-//! Host → worker: [`LOAD`], [`START`], [`RUN`], [`STOP`], [`SHUTDOWN`].
-//! Worker → host: [`HELLO`] and [`LOG`] (notifications), and host
+//! Host → worker: [`LOAD`], [`START`], [`RUN`], [`STOP`], [`SHUTDOWN`],
+//! and the [`CANCEL`] notification.
+//! Worker → host: [`HELLO`], [`LOG`] and [`PROGRESS`] (notifications), and host
 //! services such as [`SYSTEM_INFO`] and [`HTTP_REQUEST`] (requests, possibly mid-call).
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,11 @@ pub const LOG: &str = "log";
 pub const LOAD: &str = "load";
 /// Host → worker: call `plugin.start()` if it exists.
 pub const START: &str = "start";
+/// Worker → host notification: `greffon.progress()` during a `run`.
+pub const PROGRESS: &str = "progress";
+/// Host → worker notification: the caller gave up on a request; the worker
+/// interrupts it if it can.
+pub const CANCEL: &str = "cancel";
 /// Host → worker: call `plugin.run(**args)`.
 pub const RUN: &str = "run";
 /// Host → worker: call `plugin.stop()` if it exists.
@@ -33,6 +39,24 @@ pub struct Hello {
     /// `sys.version` of the worker's interpreter, first word.
     pub python: String,
     pub pid: u32,
+}
+
+/// Parameters of [`PROGRESS`]: how far the `run` request `id` has got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The host's id of the `run` request being served.
+    pub id: u64,
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Parameters of [`CANCEL`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub id: u64,
 }
 
 /// Parameters of [`LOAD`].
