@@ -50,7 +50,7 @@ pub(crate) struct App {
     pub host: Host,
     pub tasks: Scheduler<SqliteTaskStore>,
     pub llm: greffon_llm::LlmService,
-    metrics: Metrics,
+    pub metrics: Metrics,
     max_body_bytes: usize,
 }
 
@@ -234,8 +234,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-fn router(app: Arc<App>, guard_state: Arc<Guard>, cors_state: Arc<Cors>) -> Router {
+fn router(
+    app: Arc<App>,
+    guard_state: Arc<Guard>,
+    cors_state: Arc<Cors>,
+    mcp: greffon_mcp::HttpOptions,
+) -> Router {
+    let mcp = greffon_mcp::http_service(crate::mcp::Metered(app.clone()), mcp);
     Router::new()
+        .nest_service("/mcp", mcp)
         .route("/v1/health", get(health))
         .route("/v1/plugins", get(list))
         .route("/v1/plugins/{name}", get(plugin))
@@ -325,7 +332,22 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, router(app, guard_state, cors_state))
+    // `/mcp` refuses a foreign `Origin` (DNS rebinding): this server's own
+    // pages and the configured CORS origins are the only ones.
+    let mut origins = opts.cors_origins.clone();
+    let port = local.port();
+    origins.extend([
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ]);
+    let mcp_shutdown = greffon_host::CancellationToken::new();
+    let mcp = greffon_mcp::HttpOptions {
+        allowed_hosts: opts.allowed_hosts.clone(),
+        allowed_origins: origins,
+        shutdown: mcp_shutdown.clone(),
+    };
+    let server = axum::serve(listener, router(app, guard_state, cors_state, mcp))
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
@@ -339,6 +361,8 @@ pub async fn serve(
         () = shutdown => {
             tracing::info!(target: "server", "shutting down: no new connections; calls in flight may finish");
             stop.notify_one();
+            // MCP sessions hold streams open; they end now.
+            mcp_shutdown.cancel();
             match tokio::time::timeout(opts.grace, &mut server).await {
                 Ok(r) => r,
                 Err(_) => {

@@ -95,8 +95,8 @@ fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Refuses a `Host` that is neither loopback nor allowed (a page that
-/// rebinds its own name to 127.0.0.1 sends its own name), then a `/v1`
-/// request without the bearer token.
+/// rebinds its own name to 127.0.0.1 sends its own name), then a `/v1` or
+/// `/mcp` request without the bearer token.
 pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
@@ -113,7 +113,8 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
         );
     }
     let path = req.uri().path();
-    if path.starts_with("/v1/") && path != "/v1/health" {
+    let mcp = path == "/mcp" || path.starts_with("/mcp/");
+    if (path.starts_with("/v1/") && path != "/v1/health") || mcp {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -8,8 +8,12 @@
 //! - `metrics`: Prometheus text at `/metrics`;
 //! - `tasks`: the `/v1/tasks` routes over the scheduler;
 //! - `llm`: `/v1/llm/infer`, JSON or server-sent events;
+//! - `mcp`: `/mcp`, the Model Context Protocol over Streamable HTTP
+//!   ([`greffon_mcp::http_service`]) behind the same token, its calls
+//!   counted in the metrics;
 //! - [`Endpoint`]: `app/server.json`, how the CLI finds a running server;
-//! - `watch`: the file watcher that applies changes under `plugins/`.
+//! - [`watch_plugins`]: the file watcher that applies changes under
+//!   `plugins/` (also used by an embedded `greffon mcp`).
 //!
 //! [`serve`] binds, writes the endpoint file, serves until its shutdown
 //! future resolves, lets calls in flight finish within a grace period,
@@ -19,6 +23,7 @@ mod api;
 mod auth;
 mod endpoint;
 mod llm;
+mod mcp;
 mod metrics;
 mod tasks;
 mod watch;
@@ -26,6 +31,7 @@ mod watch;
 pub use api::{ServeOptions, openapi, serve};
 pub use auth::resolve_token;
 pub use endpoint::Endpoint;
+pub use watch::spawn as watch_plugins;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]

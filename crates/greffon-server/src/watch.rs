@@ -21,7 +21,7 @@ fn folder_of(plugins: &Path, path: &Path) -> Option<String> {
 
 /// Watches `plugins` for the life of the returned guard, syncing each
 /// changed folder with `host`.
-pub(crate) fn spawn(host: Host, plugins: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
+pub fn spawn(host: Host, plugins: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
     std::fs::create_dir_all(&plugins).map_err(notify::Error::io)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -42,6 +42,14 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
     },
+    /// Serve the enabled plugins as MCP tools on stdin/stdout (for an
+    /// assistant's MCP configuration). Goes through the running `greffon
+    /// serve` when there is one (or --remote), else runs the host itself.
+    Mcp {
+        /// Run the host in this process even when a server runs.
+        #[arg(long)]
+        embedded: bool,
+    },
     /// Scheduled plugin calls: create, change, run now, history, preview.
     Task {
         #[command(subcommand)]

@@ -58,6 +58,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => return Ok(doctor(&config, &home, json)),
         Command::Model { command } => return model_command(&config, &home, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
+        Command::Mcp { embedded } => {
+            let remote = if embedded {
+                None
+            } else {
+                remote::Remote::find(&home, remote_flag.as_deref())?
+            };
+            return mcp(&root, config, remote).await;
+        }
         Command::Task { command } => {
             return task_command(&root, config, &home, remote_flag.as_deref(), command).await;
         }
@@ -471,6 +479,59 @@ async fn serve(
         tracing::info!(target: "server", "{signal}");
     })
     .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `greffon mcp`: MCP over stdio, through the running server when there is
+/// one (same workers, scheduler and live state), else with the host in
+/// this process. Only protocol frames go to stdout; logs go to the log
+/// files and stderr.
+async fn mcp(
+    root: &std::path::Path,
+    config: Config,
+    remote: Option<remote::Remote>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = remote {
+        let url = format!("{}/mcp", remote.url());
+        let backend = greffon_mcp::Remote::connect(&url, remote.token()).await?;
+        tracing::info!(target: "server", url = %url, "MCP on stdio through the running server");
+        tokio::select! {
+            served = greffon_mcp::serve_stdio(backend) => served?,
+            signal = interrupted() => tracing::info!(target: "server", "{signal}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = scheduler_settings(&config)?;
+    let llm_config = config.clone();
+    let watch = config.server.watch;
+    let host = Host::open_with(root, config).await?;
+    // The bundled `tasks` and `llm` plugins need their services; tasks are
+    // stored, not fired: firing is `greffon serve`'s job.
+    let _services = (
+        greffon_scheduler::attach(&host, settings),
+        attach_llm(&host, &llm_config)?,
+    );
+    host.start_enabled().await;
+    // Edits under plugins/ reach the assistant as they do under `serve`.
+    let _watcher = if watch {
+        let plugins = host.home().plugins_dir();
+        Some(
+            greffon_server::watch_plugins(host.clone(), plugins.clone())
+                .with_context(|| format!("cannot watch {}", plugins.display()))?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(target: "server", "MCP on stdio with an embedded host");
+    let served = tokio::select! {
+        served = greffon_mcp::serve_stdio(host.clone()) => served,
+        signal = interrupted() => {
+            tracing::info!(target: "server", "{signal}");
+            Ok(())
+        }
+    };
+    host.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

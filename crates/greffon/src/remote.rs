@@ -58,6 +58,11 @@ impl Remote {
         &self.base
     }
 
+    /// The bearer token the server expects.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// One request: (status, JSON body).
     pub async fn send(
         &self,

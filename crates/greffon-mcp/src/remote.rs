@@ -1,0 +1,143 @@
+//! `greffon mcp` while a `greffon serve` runs for the home: the stdio
+//! session is served from the server's `/mcp`, so it sees the same
+//! workers, scheduler and live state as every other client.
+
+use crate::McpError;
+use crate::backend::{Backend, ToolCall};
+use greffon_host::Progress;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest,
+    ProgressNotificationParam, ProgressToken, ResultType, ServerResult, Tool,
+};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+type ProgressRoutes = Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
+
+/// The client half: hears the server's notifications.
+#[derive(Debug, Clone)]
+struct Listener {
+    changes: Arc<watch::Sender<u64>>,
+    progress: ProgressRoutes,
+}
+
+impl ClientHandler for Listener {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let routes = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = routes.get(&params.progress_token) {
+            let _ = tx.send(Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
+    }
+}
+
+/// A running `greffon serve`, reached through its `/mcp`.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    peer: Peer<RoleClient>,
+    changes: Arc<watch::Sender<u64>>,
+    progress: ProgressRoutes,
+    /// Keeps the client session (and its notification stream) alive.
+    _session: Arc<RunningService<RoleClient, Listener>>,
+}
+
+impl Remote {
+    /// Opens a session with the server at `url` (its `/mcp` endpoint).
+    pub async fn connect(url: &str, token: &str) -> Result<Remote, McpError> {
+        let changes = Arc::new(watch::Sender::new(0));
+        let progress = ProgressRoutes::default();
+        let listener = Listener {
+            changes: changes.clone(),
+            progress: progress.clone(),
+        };
+        let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        // A handshake session: the server then pushes tool-list changes
+        // on the session's stream without a subscription to keep open.
+        let session = listener
+            .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+            .await
+            .map_err(|e| McpError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Remote {
+            peer: session.peer().clone(),
+            changes,
+            progress,
+            _session: Arc::new(session),
+        })
+    }
+}
+
+fn upstream(e: ServiceError) -> ErrorData {
+    match e {
+        ServiceError::McpError(e) => e,
+        other => ErrorData::internal_error(format!("the greffon server: {other}"), None),
+    }
+}
+
+impl Backend for Remote {
+    async fn tools(&self) -> Result<Vec<Tool>, ErrorData> {
+        self.peer.list_all_tools().await.map_err(upstream)
+    }
+
+    async fn call(&self, call: ToolCall) -> Result<CallToolResult, ErrorData> {
+        let params = CallToolRequestParams::new(call.name).with_arguments(call.arguments);
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let mut handle = self
+            .peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(upstream)?;
+        let token = handle.progress_token.clone();
+        if let Some(tx) = call.progress {
+            let mut routes = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            routes.insert(token.clone(), tx);
+        }
+        let answer = tokio::select! {
+            answer = &mut handle.rx => Some(answer),
+            () = call.cancel.cancelled() => None,
+        };
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&token);
+        let Some(answer) = answer else {
+            // The server stops the call in its worker.
+            let _ = handle.cancel(Some("cancelled by the client".into())).await;
+            return Err(ErrorData::internal_error("the call was cancelled", None));
+        };
+        match answer.map_err(|_| upstream(ServiceError::TransportClosed))? {
+            // The server answered this handshake-era session without
+            // `resultType`; the client on stdio may speak 2026-07-28, which
+            // requires it (rmcp strips it again for older clients).
+            Ok(ServerResult::CallToolResult(mut result)) => {
+                result.result_type = Some(ResultType::COMPLETE);
+                Ok(result)
+            }
+            Ok(_) => Err(upstream(ServiceError::UnexpectedResponse)),
+            Err(e) => Err(upstream(e)),
+        }
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
