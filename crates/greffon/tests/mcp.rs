@@ -1,0 +1,266 @@
+//! greffon as an MCP server, driven by the official Python client
+//! (`mcp_client.py`, mcp 2.3.0) over stdio (embedded, and through a running
+//! server) and Streamable HTTP, in both protocol generations; plus the
+//! token and Origin checks of `/mcp`.
+
+mod common;
+
+use common::TestHome;
+use common::server::{Server, start};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+
+const ECHO: &str = "class P:\n    meta = {'name': 'echo', 'description': 'Echoes its arguments', 'inputs': {'schema': {'n': {'type': 'integer', 'default': 1, 'maximum': 5}}}}\n    def run(self, **kw):\n        return {'args': kw}\nplugin = P()\n";
+const LATER: &str = "class P:\n    meta = {'name': 'later', 'description': 'Enabled during the test'}\n    def run(self, **kw):\n        return {'args': kw}\nplugin = P()\n";
+const RET: &str = "class P:\n    meta = {'name': 'ret'}\n    def run(self):\n        return {'error': 'mine'}\nplugin = P()\n";
+const FLAKY: &str = "import os\nclass P:\n    meta = {'name': 'flaky', 'inputs': {'schema': {'crash': {'type': 'boolean', 'default': False}}}}\n    def run(self, crash):\n        if crash:\n            os._exit(3)\n        return {'ok': True}\nplugin = P()\n";
+/// Counts its sleeping calls, so the test sees one end when cancelled.
+const SLOW: &str = "import threading, time, greffon\nclass P:\n    meta = {'name': 'slow', 'timeout': 60, 'inputs': {'schema': {'action': {'type': 'string', 'enum': ['sleep', 'status']}, 's': {'type': 'number', 'default': 0}}}}\n    def __init__(self):\n        self.lock = threading.Lock()\n        self.running = 0\n    def run(self, action, s):\n        if action == 'status':\n            return {'running': self.running}\n        with self.lock:\n            self.running += 1\n        try:\n            greffon.progress(0, message='started')\n            time.sleep(s)\n            return {'slept': s}\n        finally:\n            with self.lock:\n                self.running -= 1\nplugin = P()\n";
+const PROG: &str = "import greffon\nclass P:\n    meta = {'name': 'prog'}\n    def run(self):\n        for i in range(1, 4):\n            greffon.progress(i, 3, f'step {i}')\n        return {'done': 3}\nplugin = P()\n";
+const FETCH: &str = "class P:\n    meta = {'name': 'fetch', 'permissions': ['net'], 'allowlist_domains': ['example.com']}\n    def run(self):\n        return {}\nplugin = P()\n";
+const WRITER: &str = "class P:\n    meta = {'name': 'writer', 'permissions': ['fs_write']}\n    def run(self):\n        return {}\nplugin = P()\n";
+const OFF: &str =
+    "class P:\n    meta = {'name': 'off'}\n    def run(self):\n        return {}\nplugin = P()\n";
+
+/// The interpreter of the test venv, which has the `mcp` client. CI must
+/// not skip: without it the test fails, saying how to get it.
+fn python() -> String {
+    let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import mcp, httpx2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the MCP tests need the official Python client in {python}: run them through scripts/test (it installs mcp==2.3.0 into its venv and sets GREFFON_PYTHON)"
+    );
+    python
+}
+
+fn calls_home() -> TestHome {
+    let home = TestHome::new();
+    home.config("[server]\nwatch = false\n");
+    for (folder, code) in [
+        ("echo", ECHO),
+        ("ret", RET),
+        ("flaky", FLAKY),
+        ("slow", SLOW),
+        ("prog", PROG),
+        ("fetch", FETCH),
+        ("writer", WRITER),
+    ] {
+        home.plugin(folder, code);
+        home.enable(folder);
+    }
+    home.plugin("off", OFF);
+    home
+}
+
+fn changes_home(watch: bool) -> TestHome {
+    let home = TestHome::new();
+    home.config(&format!("[server]\nwatch = {watch}\n"));
+    home.plugin("echo", ECHO);
+    home.enable("echo");
+    home.plugin("later", LATER);
+    home
+}
+
+/// Runs one scenario of the driver; fails with what it printed.
+fn drive(home: &Path, scenario: &str, transport: &str, mode: &str, extra: &[&str]) {
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+    let out = Command::new(python())
+        .arg(driver)
+        .args([scenario, "--transport", transport, "--mode", mode])
+        .args(["--greffon", env!("CARGO_BIN_EXE_greffon")])
+        .arg("--home")
+        .arg(home)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the driver runs");
+    assert!(
+        out.status.success(),
+        "{scenario} over {transport} ({mode}) failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn http_args(server: &Server) -> Vec<String> {
+    vec![
+        "--url".into(),
+        format!("http://{}/mcp", server.api.address),
+        "--token".into(),
+        server.api.token.clone(),
+    ]
+}
+
+fn drive_http(server: &Server, home: &Path, scenario: &str, mode: &str) {
+    let args = http_args(server);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    drive(home, scenario, "http", mode, &args);
+}
+
+#[test]
+fn calls_over_stdio_embedded() {
+    let home = calls_home();
+    drive(home.path(), "calls", "stdio", "legacy", &[]);
+    drive(home.path(), "calls", "stdio", "auto", &[]);
+}
+
+#[test]
+fn calls_over_stdio_through_a_running_server() {
+    let home = calls_home();
+    let server = start(&home);
+    let before = metric_calls(&server, "echo");
+    drive(home.path(), "calls", "stdio", "legacy", &[]);
+    drive(home.path(), "calls", "stdio", "auto", &[]);
+    // The calls went through the server's workers, not an embedded host.
+    assert_eq!(metric_calls(&server, "echo") - before, 6.0);
+}
+
+#[test]
+fn calls_over_http() {
+    let home = calls_home();
+    let server = start(&home);
+    drive_http(&server, home.path(), "calls", "legacy");
+    drive_http(&server, home.path(), "calls", "auto");
+}
+
+#[test]
+fn list_changes_over_http() {
+    let home = changes_home(false);
+    let server = start(&home);
+    drive_http(&server, home.path(), "changes", "legacy");
+    drive_http(&server, home.path(), "changes", "auto");
+}
+
+#[test]
+fn list_changes_over_stdio_through_a_running_server() {
+    let home = changes_home(false);
+    let _server = start(&home);
+    drive(home.path(), "changes", "stdio", "legacy", &[]);
+    drive(home.path(), "changes", "stdio", "auto", &[]);
+}
+
+#[test]
+fn list_changes_from_the_file_watcher_over_stdio_embedded() {
+    let home = changes_home(true);
+    drive(
+        home.path(),
+        "changes",
+        "stdio",
+        "legacy",
+        &["--trigger", "file"],
+    );
+    // The file now says 7; this run moves it to 7 again (a no-op edit is
+    // still a reload), so put 5 back first.
+    let plugin = home.path().join("plugins/echo/plugin.py");
+    std::fs::write(&plugin, ECHO).expect("restore echo");
+    drive(
+        home.path(),
+        "changes",
+        "stdio",
+        "auto",
+        &["--trigger", "file"],
+    );
+}
+
+/// `greffon_calls_total{plugin=NAME}` summed over outcomes.
+fn metric_calls(server: &Server, plugin: &str) -> f64 {
+    let (_, body) = http(server, "GET", "/metrics", &[], "");
+    let needle = format!("plugin=\"{plugin}\"");
+    body.lines()
+        .filter(|l| l.starts_with("greffon_calls_total") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A raw HTTP/1.1 exchange: (status, body).
+fn http(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(&server.api.address).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        server.api.address,
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body.as_bytes()).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[test]
+fn mcp_over_http_needs_the_token_and_a_local_origin() {
+    let home = calls_home();
+    let server = start(&home);
+    let accept = ("Accept", "application/json, text/event-stream");
+    let json = ("Content-Type", "application/json");
+    let bearer = format!("Bearer {}", server.api.token);
+    let auth = ("Authorization", bearer.as_str());
+
+    let (st, body) = http(&server, "POST", "/mcp", &[accept, json], INITIALIZE);
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("missing bearer token"), "{body}");
+    let (st, _) = http(
+        &server,
+        "POST",
+        "/mcp",
+        &[
+            accept,
+            json,
+            ("Authorization", "Bearer wrong-token-wrong-token"),
+        ],
+        INITIALIZE,
+    );
+    assert_eq!(st, 401);
+
+    // DNS rebinding: a page elsewhere that reaches 127.0.0.1 sends its origin.
+    let foreign = ("Origin", "http://evil.example");
+    let (st, body) = http(
+        &server,
+        "POST",
+        "/mcp",
+        &[accept, json, auth, foreign],
+        INITIALIZE,
+    );
+    assert_eq!(st, 403, "{body}");
+    let own = format!("http://{}", server.api.address);
+    let (st, body) = http(
+        &server,
+        "POST",
+        "/mcp",
+        &[accept, json, auth, ("Origin", own.as_str())],
+        INITIALIZE,
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"greffon\""), "{body}");
+    // Without an Origin (not a browser): served.
+    let (st, body) = http(&server, "POST", "/mcp", &[accept, json, auth], INITIALIZE);
+    assert_eq!(st, 200, "{body}");
+}
