@@ -28,14 +28,15 @@ def progress(done, total=None, message=None):
     ``total`` (either a count or a fraction), with an optional message.
     The host forwards it to a caller that asked for progress (an MCP
     client's progress token) and drops it otherwise; outside a call, or
-    outside a worker, it does nothing. Never blocks on the caller."""
-    request_id = getattr(_runtime.local, "request_id", None)
-    if _runtime.channel is None or request_id is None:
-        return
+    outside a worker, it does nothing (after checking its arguments, so a
+    plugin's own tests catch a mistake). Never blocks on the caller."""
     if isinstance(done, bool) or not isinstance(done, (int, float)):
         raise TypeError(f"progress(): done must be a number, not {type(done).__name__}")
     if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float))):
         raise TypeError(f"progress(): total must be a number or None, not {type(total).__name__}")
+    request_id = getattr(_runtime.local, "request_id", None)
+    if _runtime.channel is None or request_id is None:
+        return
     params = {"id": request_id, "progress": done}
     if total is not None:
         params["total"] = total

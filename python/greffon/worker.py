@@ -262,6 +262,9 @@ class Worker:
             else:
                 self.main_request = request_id
                 try:
+                    # A cancel read before this request started.
+                    if request_id in self.cancelled:
+                        raise Cancelled()
                     result = handler(message.get("params") or {})
                 finally:
                     self.main_request = None

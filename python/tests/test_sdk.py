@@ -65,6 +65,14 @@ def test_outside_a_worker_services_say_so_and_logging_still_works(caplog):
         log.get_logger("secrets")
 
 
+def test_progress_outside_a_call_does_nothing_and_checks_its_numbers():
+    assert greffon.progress(1, 2, "half") is None
+    with pytest.raises(TypeError, match="done must be a number"):
+        greffon.progress("1")
+    with pytest.raises(TypeError, match="total must be a number"):
+        greffon.progress(1, True)
+
+
 def test_compat_logger_module_reexports_get_logger():
     from app.core import logger as compat
 

@@ -292,3 +292,59 @@ def test_overlapping_requests_never_wait_behind_each_other(peer_for):
         message = peer.read()
         answers[message["id"]] = message["result"]
     assert answers == {first: True, waits[0]: True, waits[1]: True, opener: "opened"}
+
+
+def test_progress_reports_are_notifications_naming_their_request(peer_for):
+    peer = peer_for("""
+        import greffon
+        class P:
+            meta = {"name": "prog"}
+            def run(self):
+                greffon.progress(1, 2, "half")
+                greffon.progress(0.5)
+                return "done"
+        plugin = P()
+    """)
+    peer.load()
+    notes = []
+    rid = peer.request("run", {"args": {}})
+    assert peer.wait_response(rid, notes)["result"] == "done"
+    assert notes == [
+        {"method": "progress", "params": {"id": rid, "progress": 1, "total": 2, "message": "half"}},
+        {"method": "progress", "params": {"id": rid, "progress": 0.5}},
+    ]
+
+
+SLEEPER = """
+    import time
+    class P:
+        meta = {"name": "sleeper"}
+        def run(self, s):
+            try:
+                time.sleep(s)
+                return "slept"
+            except Exception:
+                return "swallowed"
+    plugin = P()
+"""
+
+
+def test_a_cancelled_call_on_the_main_thread_is_interrupted_even_in_a_sleep(peer_for):
+    peer = peer_for(SLEEPER)
+    peer.load()
+    rid = peer.request("run", {"args": {"s": 30}})
+    # The host cancels on the side channel: the main thread is busy.
+    peer.send({"method": "cancel", "params": {"id": rid}}, side=True)
+    response = peer.wait_response(rid)
+    # Not caught by the plugin's `except Exception`.
+    assert response["error"]["kind"] == "cancelled"
+    # The worker serves the next call.
+    assert peer.wait_response(peer.request("run", {"args": {"s": 0}}))["result"] == "slept"
+
+
+def test_a_cancel_for_another_request_changes_nothing(peer_for):
+    peer = peer_for(SLEEPER)
+    peer.load()
+    rid = peer.request("run", {"args": {"s": 0.3}})
+    peer.send({"method": "cancel", "params": {"id": rid + 100}}, side=True)
+    assert peer.wait_response(rid)["result"] == "slept"

@@ -15,7 +15,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 type ProgressRoutes = Arc<Mutex<HashMap<ProgressToken, mpsc::UnboundedSender<Progress>>>>;
 
@@ -50,39 +50,77 @@ impl ClientHandler for Listener {
 /// A running `greffon serve`, reached through its `/mcp`.
 #[derive(Debug, Clone)]
 pub struct Remote {
-    peer: Peer<RoleClient>,
+    url: Arc<str>,
+    token: Arc<str>,
+    /// The session with the server, opened once, in the background from
+    /// [`Remote::connect`] so that it overlaps the stdio client's own
+    /// handshake; the first request that needs it waits for it.
+    session: Arc<OnceCell<Upstream>>,
     changes: Arc<watch::Sender<u64>>,
     progress: ProgressRoutes,
-    /// Keeps the client session (and its notification stream) alive.
-    _session: Arc<RunningService<RoleClient, Listener>>,
+}
+
+/// An open session with the server.
+#[derive(Debug)]
+struct Upstream {
+    peer: Peer<RoleClient>,
+    /// Keeps the session (and its notification stream) alive.
+    _service: RunningService<RoleClient, Listener>,
 }
 
 impl Remote {
-    /// Opens a session with the server at `url` (its `/mcp` endpoint).
-    pub async fn connect(url: &str, token: &str) -> Result<Remote, McpError> {
-        let changes = Arc::new(watch::Sender::new(0));
-        let progress = ProgressRoutes::default();
-        let listener = Listener {
-            changes: changes.clone(),
-            progress: progress.clone(),
+    /// A backend for the server at `url` (its `/mcp` endpoint); the session
+    /// opens in the background. A server that cannot be reached fails the
+    /// first request that needs it, naming the URL.
+    pub fn connect(url: &str, token: &str) -> Remote {
+        greffon_host::install_tls_provider();
+        let remote = Remote {
+            url: url.into(),
+            token: token.into(),
+            session: Arc::default(),
+            changes: Arc::new(watch::Sender::new(0)),
+            progress: ProgressRoutes::default(),
         };
-        let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
-        let transport = StreamableHttpClientTransport::from_config(config);
-        // A handshake session: the server then pushes tool-list changes
-        // on the session's stream without a subscription to keep open.
-        let session = listener
-            .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
-            .await
-            .map_err(|e| McpError::Connect {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(Remote {
-            peer: session.peer().clone(),
-            changes,
-            progress,
-            _session: Arc::new(session),
-        })
+        let early = remote.clone();
+        tokio::spawn(async move {
+            if let Err(e) = early.upstream().await {
+                tracing::error!(target: "server", "{}", e.message);
+            }
+        });
+        remote
+    }
+
+    async fn upstream(&self) -> Result<&Peer<RoleClient>, ErrorData> {
+        let session = self
+            .session
+            .get_or_try_init(|| async {
+                let listener = Listener {
+                    changes: self.changes.clone(),
+                    progress: self.progress.clone(),
+                };
+                let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+                    .auth_header(self.token.to_string());
+                let transport = StreamableHttpClientTransport::from_config(config);
+                // A handshake session: the server then pushes tool-list
+                // changes on the session's stream, with no subscription to
+                // keep open.
+                let service = listener
+                    .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+                    .await
+                    .map_err(|e| {
+                        let e = McpError::Connect {
+                            url: self.url.to_string(),
+                            reason: e.to_string(),
+                        };
+                        ErrorData::internal_error(e.to_string(), None)
+                    })?;
+                Ok::<_, ErrorData>(Upstream {
+                    peer: service.peer().clone(),
+                    _service: service,
+                })
+            })
+            .await?;
+        Ok(&session.peer)
     }
 }
 
@@ -95,14 +133,19 @@ fn upstream(e: ServiceError) -> ErrorData {
 
 impl Backend for Remote {
     async fn tools(&self) -> Result<Vec<Tool>, ErrorData> {
-        self.peer.list_all_tools().await.map_err(upstream)
+        self.upstream()
+            .await?
+            .list_all_tools()
+            .await
+            .map_err(upstream)
     }
 
     async fn call(&self, call: ToolCall) -> Result<CallToolResult, ErrorData> {
         let params = CallToolRequestParams::new(call.name).with_arguments(call.arguments);
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let mut handle = self
-            .peer
+            .upstream()
+            .await?
             .send_cancellable_request(request, PeerRequestOptions::no_options())
             .await
             .map_err(upstream)?;

@@ -147,8 +147,10 @@ async fn send_progress(peer: &Peer<RoleServer>, token: Option<&ProgressToken>, p
 
 /// Serves `backend` on stdin/stdout until the client closes them.
 pub async fn serve_stdio<B: Backend>(backend: B) -> Result<(), McpError> {
+    // Clients launch stdio servers on pipes: served by the reactor, with
+    // no hand-off to a blocking thread per message.
     let running = McpServer::new(backend)
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .map_err(|e| McpError::Session(e.to_string()))?;
     running

@@ -493,7 +493,7 @@ async fn mcp(
 ) -> anyhow::Result<ExitCode> {
     if let Some(remote) = remote {
         let url = format!("{}/mcp", remote.url());
-        let backend = greffon_mcp::Remote::connect(&url, remote.token()).await?;
+        let backend = greffon_mcp::Remote::connect(&url, remote.token());
         tracing::info!(target: "server", url = %url, "MCP on stdio through the running server");
         tokio::select! {
             served = greffon_mcp::serve_stdio(backend) => served?,
@@ -511,7 +511,10 @@ async fn mcp(
         greffon_scheduler::attach(&host, settings),
         attach_llm(&host, &llm_config)?,
     );
-    host.start_enabled().await;
+    // The workers start while the client's handshake goes on; a call that
+    // comes first waits for its plugin's worker rather than starting two.
+    let starting = host.clone();
+    tokio::spawn(async move { starting.start_enabled().await });
     // Edits under plugins/ reach the assistant as they do under `serve`.
     let _watcher = if watch {
         let plugins = host.home().plugins_dir();
