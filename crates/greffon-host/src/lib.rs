@@ -46,3 +46,17 @@ pub use tokio_util::sync::CancellationToken;
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A client for a greffon server at `base` (the CLI, `greffon mcp`): no
+/// proxy, and for a plain `http://` URL no TLS roots — loading the
+/// system's certificates costs more than the request itself (~7 ms of a
+/// 9 ms `plugin list` through a server, measured).
+pub fn server_client(base: &str) -> reqwest::ClientBuilder {
+    install_tls_provider();
+    let builder = reqwest::Client::builder().no_proxy();
+    if base.starts_with("http://") {
+        builder.tls_certs_only([])
+    } else {
+        builder
+    }
+}

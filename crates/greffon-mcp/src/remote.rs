@@ -73,7 +73,6 @@ impl Remote {
     /// opens in the background. A server that cannot be reached fails the
     /// first request that needs it, naming the URL.
     pub fn connect(url: &str, token: &str) -> Remote {
-        greffon_host::install_tls_provider();
         let remote = Remote {
             url: url.into(),
             token: token.into(),
@@ -100,7 +99,10 @@ impl Remote {
                 };
                 let config = StreamableHttpClientTransportConfig::with_uri(self.url.clone())
                     .auth_header(self.token.to_string());
-                let transport = StreamableHttpClientTransport::from_config(config);
+                let client = greffon_host::server_client(&self.url)
+                    .build()
+                    .map_err(|e| ErrorData::internal_error(format!("HTTP client: {e}"), None))?;
+                let transport = StreamableHttpClientTransport::with_client(client, config);
                 // A handshake session: the server then pushes tool-list
                 // changes on the session's stream, with no subscription to
                 // keep open.

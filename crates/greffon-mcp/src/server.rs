@@ -174,7 +174,8 @@ pub struct HttpOptions {
 /// The Streamable HTTP service `greffon serve` mounts at `/mcp` (the
 /// bearer token is checked in front of it). Handshake-era clients get a
 /// session, so they can be told of tool-list changes; 2026-07-28 clients
-/// are served statelessly, as that version requires.
+/// are served statelessly, as that version requires, with JSON answers
+/// where no progress is streamed.
 pub fn http_service<B: Backend>(
     backend: B,
     options: HttpOptions,
@@ -186,6 +187,10 @@ pub fn http_service<B: Backend>(
     hosts.extend(options.allowed_hosts);
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
+        // A 2026-07-28 request whose answer is its only message gets plain
+        // JSON (one write, no event stream); one that reports progress
+        // still streams.
+        .with_json_response(true)
         .with_allowed_hosts(hosts)
         .with_allowed_origins(options.allowed_origins)
         .enforce_origin_validation()

@@ -5,7 +5,8 @@
 //! Rows, for each server: a trivial tool call 1 in flight (p50, p99,
 //! calls/s) and 16 in flight (calls/s), over stdio and over Streamable
 //! HTTP; and connect → first tool result (process start, handshake, first
-//! call). greffon's stdio server runs embedded (`greffon mcp`), its HTTP
+//! call). HTTP rows are given for both protocol generations (a handshake
+//! session; 2026-07-28 stateless requests). greffon's stdio server runs embedded (`greffon mcp`), its HTTP
 //! one is `greffon serve`'s `/mcp`, and `greffon mcp` through that server
 //! is measured for start-up. The embedded `Host::call` gives the floor the
 //! MCP path's overhead is measured against.
@@ -21,7 +22,7 @@ mod support;
 
 use greffon_core::Config;
 use greffon_host::Host;
-use rmcp::model::{CallToolRequestParams, JsonObject};
+use rmcp::model::{CallToolRequestParams, JsonObject, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -134,16 +135,22 @@ async fn stdio(program: &Path, args: &[&str]) -> Session {
     }
 }
 
-async fn http(url: &str, token: Option<&str>) -> Session {
+/// A Streamable HTTP session: the handshake era (`modern` false) or
+/// 2026-07-28's stateless requests.
+async fn http(url: &str, token: Option<&str>, modern: bool) -> Session {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url);
     if let Some(t) = token {
         config = config.auth_header(t);
     }
     let transport = StreamableHttpClientTransport::from_config(config);
-    let service =
-        ().serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
-            .await
-            .expect("handshake");
+    let lifecycle = if modern {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        }
+    } else {
+        ClientLifecycleMode::Initialize
+    };
+    let service = ().serve_with_lifecycle(transport, lifecycle).await.expect("handshake");
     Session {
         service,
         _child: None,
@@ -309,13 +316,20 @@ fn main() {
     let python_url = format!("http://127.0.0.1:{port}/mcp");
 
     rt.block_on(async {
-        let s = http(&greffon_url, Some(token.trim())).await;
-        let r = measure(&s, calls).await;
-        row("greffon HTTP (/mcp on serve)", r);
-        s.close().await;
-        let s = http(&python_url, None).await;
-        row("python SDK HTTP", measure(&s, calls).await);
-        s.close().await;
+        for (modern, era) in [(false, "handshake"), (true, "2026-07-28")] {
+            let s = http(&greffon_url, Some(token.trim()), modern).await;
+            row(
+                &format!("greffon HTTP /mcp ({era})"),
+                measure(&s, calls).await,
+            );
+            s.close().await;
+            let s = http(&python_url, None, modern).await;
+            row(
+                &format!("python SDK HTTP ({era})"),
+                measure(&s, calls).await,
+            );
+            s.close().await;
+        }
 
         println!("connect → first tool result (p50 / max)");
         let through = connects(starts, async || {

@@ -42,9 +42,7 @@ impl Remote {
                     .to_string()
             }
         };
-        greffon_host::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .no_proxy()
+        let client = greffon_host::server_client(&base)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Some(Remote {

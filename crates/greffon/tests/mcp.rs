@@ -264,3 +264,56 @@ fn mcp_over_http_needs_the_token_and_a_local_origin() {
     let (st, body) = http(&server, "POST", "/mcp", &[accept, json, auth], INITIALIZE);
     assert_eq!(st, 200, "{body}");
 }
+
+/// `greffon mcp` over raw stdio: the lines it answers to `requests`.
+fn stdio_exchange(home: &TestHome, args: &[&str], requests: &[&str]) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .env("GREFFON_TOKEN", "a-token-for-a-server-that-is-not-there")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("greffon mcp starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut answers = Vec::new();
+    for request in requests {
+        writeln!(stdin, "{request}").expect("write");
+        if request.contains("\"id\"") {
+            let line = lines.next().expect("an answer").expect("a line");
+            answers.push(serde_json::from_str(&line).expect("only JSON-RPC on stdout"));
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    answers
+}
+
+#[test]
+fn an_unreachable_server_is_an_error_naming_it_and_the_session_survives() {
+    let home = calls_home();
+    // Nothing listens on port 9 of loopback (discard, never served here).
+    let answers = stdio_exchange(
+        &home,
+        &["--remote", "http://127.0.0.1:9", "mcp"],
+        &[
+            INITIALIZE,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+        ],
+    );
+    assert_eq!(answers[0]["result"]["serverInfo"]["name"], "greffon");
+    let error = answers[1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("http://127.0.0.1:9/mcp"), "{}", answers[1]);
+    assert_eq!(
+        answers[2]["result"],
+        serde_json::json!({}),
+        "{}",
+        answers[2]
+    );
+}
