@@ -18,7 +18,6 @@ mod support;
 
 use greffon_core::Config;
 use greffon_host::Host;
-use serde_json::json;
 use std::time::{Duration, Instant};
 use support::percentile;
 
@@ -40,23 +39,7 @@ fn main() {
         .expect("runtime");
 
     // Embedded baseline, on the same kind of runtime.
-    let embedded: Vec<f64> = client_rt.block_on(async {
-        let host = Host::open_with(&root, Config::default())
-            .await
-            .expect("host");
-        host.enable("trivial").await.expect("enable");
-        for i in 0..200 {
-            host.call("trivial", json!({"n": i})).await.expect("warm");
-        }
-        let mut v = Vec::with_capacity(calls);
-        for i in 0..calls {
-            let t = Instant::now();
-            host.call("trivial", json!({"n": i})).await.expect("call");
-            v.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        host.shutdown().await;
-        v
-    });
+    let embedded: Vec<f64> = client_rt.block_on(support::embedded_latencies(&root, calls));
 
     // The server, as `greffon serve` runs it.
     let server_root = root.clone();

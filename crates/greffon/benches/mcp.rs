@@ -20,8 +20,6 @@
 #[path = "../../greffon-host/benches/support/mod.rs"]
 mod support;
 
-use greffon_core::Config;
-use greffon_host::Host;
 use rmcp::model::{CallToolRequestParams, JsonObject, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -243,22 +241,7 @@ fn main() {
         "MCP trivial tool, {calls} calls per row, {starts} starts (one Rust rmcp client){}",
         pinned.map_or(String::new(), |c| format!(", everything pinned to CPU {c}"))
     );
-    let floor = rt.block_on(async {
-        let host = Host::open_with(&home, Config::default())
-            .await
-            .expect("host");
-        for i in 0..200 {
-            host.call("trivial", json!({"n": i})).await.expect("warm");
-        }
-        let mut v = Vec::with_capacity(calls);
-        for i in 0..calls {
-            let t = Instant::now();
-            host.call("trivial", json!({"n": i})).await.expect("call");
-            v.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        host.shutdown().await;
-        percentile(v, 50)
-    });
+    let floor = percentile(rt.block_on(support::embedded_latencies(&home, calls)), 50);
     println!("{:<34} p50 {floor:>8.1} µs", "floor: embedded Host::call");
 
     rt.block_on(async {

@@ -6,9 +6,8 @@
 mod common;
 
 use common::TestHome;
-use common::server::{Server, start};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::server::{Server, exchange, start};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -178,7 +177,7 @@ fn metric_calls(server: &Server, plugin: &str) -> f64 {
         .sum()
 }
 
-/// A raw HTTP/1.1 exchange: (status, body).
+/// A raw HTTP/1.1 exchange with `server`: (status, body).
 fn http(
     server: &Server,
     method: &str,
@@ -186,31 +185,7 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(&server.api.address).expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        server.api.address,
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    stream.write_all(body.as_bytes()).expect("write body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    exchange(&server.api, method, path, None, headers, body)
 }
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;

@@ -31,3 +31,28 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The floor of the MCP and HTTP benches: `Host::call` of the `trivial`
+/// plugin (arguments `{"n": i}`) in a host opened on `root`, 1 in flight,
+/// after 200 warm-up calls; the latencies in µs.
+pub async fn embedded_latencies(root: &std::path::Path, calls: usize) -> Vec<f64> {
+    let host = greffon_host::Host::open_with(root, greffon_core::Config::default())
+        .await
+        .expect("host");
+    host.enable("trivial").await.expect("enable");
+    for i in 0..200 {
+        host.call("trivial", serde_json::json!({"n": i}))
+            .await
+            .expect("warm");
+    }
+    let mut v = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let t = std::time::Instant::now();
+        host.call("trivial", serde_json::json!({"n": i}))
+            .await
+            .expect("call");
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    host.shutdown().await;
+    v
+}

@@ -60,14 +60,34 @@ pub fn request(
     host: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
+    let bearer = auth.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    let (status, body) = exchange(s, method, path, host, &headers, body);
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
+}
+
+/// One HTTP/1.1 exchange with any headers (`host` replaces the server's
+/// own address in `Host`): (status, body as text).
+pub fn exchange(
+    s: &Api,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(&s.address).expect("connect");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         host.unwrap_or(&s.address),
         body.len()
     );
-    if let Some(t) = auth {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).expect("write");
@@ -81,8 +101,7 @@ pub fn request(
         .and_then(|c| c.parse().ok())
         .expect("status");
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-    (status, value)
+    (status, body.to_string())
 }
 
 /// A raw request with extra headers: (status, the response's head).
