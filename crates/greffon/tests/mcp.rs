@@ -215,7 +215,18 @@ fn mcp_over_http_needs_the_token_and_a_local_origin() {
     );
     assert_eq!(st, 401);
 
-    // DNS rebinding: a page elsewhere that reaches 127.0.0.1 sends its origin.
+    // DNS rebinding: a page that rebinds its own name sends it as Host...
+    let (st, body) = exchange(
+        &server.api,
+        "POST",
+        "/mcp",
+        Some("evil.example:80"),
+        &[accept, json, auth],
+        INITIALIZE,
+    );
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("forbidden_host"), "{body}");
+    // ... and a page elsewhere that reaches 127.0.0.1 sends its origin.
     let foreign = ("Origin", "http://evil.example");
     let (st, body) = http(
         &server,
