@@ -198,6 +198,86 @@ async fn a_stuck_call_is_killed_after_its_grace_and_the_plugin_recovers() {
     host.shutdown().await;
 }
 
+/// A cancelled call the worker cannot interrupt (it runs on a handler
+/// thread, beside one on the main thread) gets its worker killed after the
+/// grace; the one on the main thread is interrupted at once. The plugin
+/// reports progress once it sleeps, so the test cancels a running call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() {
+    use greffon_host::{CallOptions, CancellationToken};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(
+        tmp.path(),
+        "nap",
+        "import time, greffon\nclass P:\n    meta = {'name': 'nap', 'timeout': 60, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        greffon.progress(0)\n        time.sleep(s)\n        return s\nplugin = P()\n",
+    );
+    let host = host_with(tmp.path(), "kill_grace_s = 0.5\n").await;
+    host.enable("nap").await.expect("enabled");
+    let pid = host.worker_pid("nap").await.expect("running");
+    // Starts a 60 s nap; resolves once it sleeps, with the call's handle.
+    let nap = |token: CancellationToken| {
+        let host = host.clone();
+        async move {
+            let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+            let options = CallOptions {
+                cancel: Some(token),
+                progress: Some(tx),
+                ..CallOptions::default()
+            };
+            let call =
+                tokio::spawn(async move { host.call_with("nap", json!({"s": 60}), options).await });
+            started.recv().await.expect("the nap started");
+            call
+        }
+    };
+
+    // Alone, the call runs on the main thread: interrupted, worker kept.
+    let token = CancellationToken::new();
+    let call = nap(token.clone()).await;
+    token.cancel();
+    let e = call.await.expect("joined").expect_err("cancelled");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Cancelled);
+    assert_eq!(
+        host.call("nap", json!({"s": 0})).await.expect("next"),
+        json!(0)
+    );
+    assert_eq!(
+        host.worker_pid("nap").await,
+        Some(pid),
+        "the worker was kept"
+    );
+
+    // Beside a call on the main thread, it runs on a handler thread.
+    let first = nap(CancellationToken::new()).await;
+    let token = CancellationToken::new();
+    let second = nap(token.clone()).await;
+    token.cancel();
+    let e = second.await.expect("joined").expect_err("cancelled");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Cancelled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(i64::from(pid)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(i64::from(pid)),
+        "the worker was killed after the grace"
+    );
+    let ended = first
+        .await
+        .expect("joined")
+        .expect_err("the other call ends with it");
+    assert!(
+        ended.message.contains("after it was cancelled"),
+        "{}",
+        ended.message
+    );
+    assert_eq!(
+        host.call("nap", json!({"s": 0})).await.expect("recovered"),
+        json!(0)
+    );
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_every_worker_process() {
     let tmp = tempfile::tempdir().expect("tempdir");
