@@ -198,13 +198,31 @@ async fn a_stuck_call_is_killed_after_its_grace_and_the_plugin_recovers() {
     host.shutdown().await;
 }
 
+/// Starts a 60 s call of `nap` cancelled by `token`; returns once the
+/// plugin sleeps (it reported progress), with the call's handle.
+async fn start_nap(
+    host: &Host,
+    token: greffon_host::CancellationToken,
+) -> tokio::task::JoinHandle<Result<serde_json::Value, greffon_host::CallError>> {
+    let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let options = greffon_host::CallOptions {
+        cancel: Some(token),
+        progress: Some(tx),
+        ..greffon_host::CallOptions::default()
+    };
+    let host = host.clone();
+    let call = tokio::spawn(async move { host.call_with("nap", json!({"s": 60}), options).await });
+    started.recv().await.expect("the nap started");
+    call
+}
+
 /// A cancelled call the worker cannot interrupt (it runs on a handler
 /// thread, beside one on the main thread) gets its worker killed after the
 /// grace; the one on the main thread is interrupted at once. The plugin
 /// reports progress once it sleeps, so the test cancels a running call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() {
-    use greffon_host::{CallOptions, CancellationToken};
+    use greffon_host::CancellationToken;
     let tmp = tempfile::tempdir().expect("tempdir");
     write_plugin(
         tmp.path(),
@@ -214,23 +232,7 @@ async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() 
     let host = host_with(tmp.path(), "kill_grace_s = 0.5\n").await;
     host.enable("nap").await.expect("enabled");
     let pid = host.worker_pid("nap").await.expect("running");
-    // Starts a 60 s nap; resolves once it sleeps, with the call's handle.
-    let nap = |token: CancellationToken| {
-        let host = host.clone();
-        async move {
-            let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-            let options = CallOptions {
-                cancel: Some(token),
-                progress: Some(tx),
-                ..CallOptions::default()
-            };
-            let call =
-                tokio::spawn(async move { host.call_with("nap", json!({"s": 60}), options).await });
-            started.recv().await.expect("the nap started");
-            call
-        }
-    };
-
+    let nap = |token| start_nap(&host, token);
     // Alone, the call runs on the main thread: interrupted, worker kept.
     let token = CancellationToken::new();
     let call = nap(token.clone()).await;
