@@ -913,15 +913,11 @@ impl Host {
                 format!("plugin '{name}': the call was cancelled by its caller"),
             )
         };
-        let cancel = cancel.unwrap_or_default();
+        let hooks = Hooks { cancel, progress };
         let _permit = tokio::select! {
             permit = plugin.calls.acquire() => permit
                 .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?,
-            () = cancel.cancelled() => return Err(cancelled()),
-        };
-        let hooks = Hooks {
-            cancel: cancel.clone(),
-            progress,
+            () = hooks.cancelled() => return Err(cancelled()),
         };
         let pydantic = meta.schema.source() == SchemaSource::Pydantic;
         let args = Arc::new(args);
@@ -938,13 +934,7 @@ impl Host {
             let worker = inner.worker_for(&plugin, deadline).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             match worker
-                .request_hooked(
-                    method::RUN,
-                    &params,
-                    Some(args.clone()),
-                    remaining,
-                    Some(&hooks),
-                )
+                .request_hooked(method::RUN, &params, Some(args.clone()), remaining, &hooks)
                 .await
             {
                 Ok(Reply::NotDelivered) if attempts < 2 => continue,

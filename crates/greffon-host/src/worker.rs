@@ -106,11 +106,23 @@ pub(crate) struct Abandoned {
     pub cancelled: bool,
 }
 
-/// How the caller of a `run` follows it beyond its answer.
-#[derive(Debug)]
+/// How the caller of a `run` follows it beyond its answer (the default:
+/// not at all).
+#[derive(Debug, Default)]
 pub(crate) struct Hooks {
-    pub cancel: CancellationToken,
+    pub cancel: Option<CancellationToken>,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl Hooks {
+    /// Resolves when the caller cancels; never for a call that cannot be
+    /// cancelled (no token is made for those: this is the call path).
+    pub(crate) async fn cancelled(&self) {
+        match &self.cancel {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 struct Pending {
@@ -624,7 +636,7 @@ impl Worker {
         keep: Option<Arc<Value>>,
         deadline: Duration,
     ) -> Result<Reply, Abandoned> {
-        self.request_hooked(method, params, keep, deadline, None)
+        self.request_hooked(method, params, keep, deadline, &Hooks::default())
             .await
     }
 
@@ -635,7 +647,7 @@ impl Worker {
         params: &P,
         keep: Option<Arc<Value>>,
         deadline: Duration,
-        hooks: Option<&Hooks>,
+        hooks: &Hooks,
     ) -> Result<Reply, Abandoned> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -661,7 +673,7 @@ impl Worker {
                     on_main,
                     method,
                     args: keep,
-                    progress: hooks.and_then(|h| h.progress.clone()),
+                    progress: hooks.progress.clone(),
                 },
             );
         }
@@ -680,8 +692,6 @@ impl Worker {
             pending.map.remove(&id);
             return Ok(Reply::NotDelivered);
         }
-        let never = CancellationToken::new();
-        let cancel = hooks.map_or(&never, |h| &h.cancel);
         let cancelled = tokio::select! {
             answer = tokio::time::timeout(deadline, rx) => match answer {
                 Ok(Ok(reply)) => return Ok(reply),
@@ -689,7 +699,7 @@ impl Worker {
                 Ok(Err(_)) => return Ok(Reply::Gone(self.wait_exit_now())),
                 Err(_) => false,
             },
-            () = cancel.cancelled() => true,
+            () = hooks.cancelled() => true,
         };
         {
             let mut pending = self.shared.pending();
