@@ -59,12 +59,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model { command } => return model_command(&config, &home, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
         Command::Mcp { embedded } => {
-            let remote = if embedded {
+            let server = if embedded {
                 None
             } else {
-                remote::Remote::find(&home, remote_flag.as_deref())?
+                remote::Server::find(&home, remote_flag.as_deref())?
             };
-            return mcp(&root, config, remote).await;
+            return mcp(&root, config, server).await;
         }
         Command::Task { command } => {
             return task_command(&root, config, &home, remote_flag.as_deref(), command).await;
@@ -489,11 +489,11 @@ async fn serve(
 async fn mcp(
     root: &std::path::Path,
     config: Config,
-    remote: Option<remote::Remote>,
+    server: Option<remote::Server>,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(remote) = remote {
-        let url = format!("{}/mcp", remote.url());
-        let backend = greffon_mcp::Remote::connect(&url, remote.token());
+    if let Some(server) = server {
+        let url = format!("{}/mcp", server.base);
+        let backend = greffon_mcp::Remote::connect(&url, &server.token);
         tracing::info!(target: "server", url = %url, "MCP on stdio through the running server");
         tokio::select! {
             served = greffon_mcp::serve_stdio(backend) => served?,

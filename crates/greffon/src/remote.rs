@@ -6,18 +6,18 @@ use greffon_core::Home;
 use greffon_host::PluginInfo;
 use serde_json::Value;
 
-/// A server to talk to.
+/// Where a running server is and how to authenticate to it.
 #[derive(Debug)]
-pub struct Remote {
-    client: reqwest::Client,
-    base: String,
-    token: String,
+pub struct Server {
+    /// Its base URL, without a trailing slash.
+    pub base: String,
+    pub token: String,
 }
 
-impl Remote {
+impl Server {
     /// `--remote URL`, else the live server named in `app/server.json`,
     /// else none (the CLI works embedded).
-    pub fn find(home: &Home, flag: Option<&str>) -> anyhow::Result<Option<Remote>> {
+    pub fn find(home: &Home, flag: Option<&str>) -> anyhow::Result<Option<Server>> {
         let base = match flag {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
@@ -42,6 +42,24 @@ impl Remote {
                     .to_string()
             }
         };
+        Ok(Some(Server { base, token }))
+    }
+}
+
+/// A server to talk to, with the client for its `/v1` API.
+#[derive(Debug)]
+pub struct Remote {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Remote {
+    /// [`Server::find`], with a client for it.
+    pub fn find(home: &Home, flag: Option<&str>) -> anyhow::Result<Option<Remote>> {
+        let Some(Server { base, token }) = Server::find(home, flag)? else {
+            return Ok(None);
+        };
         let client = greffon_host::server_client(&base)
             .build()
             .context("cannot build the HTTP client")?;
@@ -54,11 +72,6 @@ impl Remote {
 
     pub fn url(&self) -> &str {
         &self.base
-    }
-
-    /// The bearer token the server expects.
-    pub fn token(&self) -> &str {
-        &self.token
     }
 
     /// One request: (status, JSON body).
