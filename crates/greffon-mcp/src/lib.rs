@@ -8,7 +8,7 @@
 //!   `subscriptions/listen` for 2026-07-28 ones);
 //! - [`Backend`]: what the handler serves from — the embedded
 //!   [`greffon_host::Host`], or a running `greffon serve` ([`Remote`]);
-//! - [`tools_of`]: the enabled plugins as tools; [`result_of`]: a call's
+//! - `tools`: the enabled plugins as tools; [`result_of`]: a call's
 //!   outcome as a tool result;
 //! - [`http_service`]: the Streamable HTTP service `greffon serve` mounts
 //!   at `/mcp`; [`serve_stdio`]: `greffon mcp`.
@@ -21,7 +21,7 @@ mod tools;
 pub use backend::{Backend, ToolCall, call_host};
 pub use remote::Remote;
 pub use server::{HttpOptions, McpServer, http_service, serve_stdio};
-pub use tools::{result_of, tools_of};
+pub use tools::result_of;
 
 /// Why an MCP server could not run.
 #[derive(Debug, thiserror::Error)]

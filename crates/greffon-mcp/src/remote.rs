@@ -126,7 +126,8 @@ impl Remote {
     }
 }
 
-fn upstream(e: ServiceError) -> ErrorData {
+/// The server's own error as it sent it; a transport failure as internal.
+fn from_server(e: ServiceError) -> ErrorData {
     match e {
         ServiceError::McpError(e) => e,
         other => ErrorData::internal_error(format!("the greffon server: {other}"), None),
@@ -139,7 +140,7 @@ impl Backend for Remote {
             .await?
             .list_all_tools()
             .await
-            .map_err(upstream)
+            .map_err(from_server)
     }
 
     async fn call(&self, call: ToolCall) -> Result<CallToolResult, ErrorData> {
@@ -150,7 +151,7 @@ impl Backend for Remote {
             .await?
             .send_cancellable_request(request, PeerRequestOptions::no_options())
             .await
-            .map_err(upstream)?;
+            .map_err(from_server)?;
         let token = handle.progress_token.clone();
         if let Some(tx) = call.progress {
             let mut routes = self.progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,7 +170,7 @@ impl Backend for Remote {
             let _ = handle.cancel(Some("cancelled by the client".into())).await;
             return Err(ErrorData::internal_error("the call was cancelled", None));
         };
-        match answer.map_err(|_| upstream(ServiceError::TransportClosed))? {
+        match answer.map_err(|_| from_server(ServiceError::TransportClosed))? {
             // The server answered this handshake-era session without
             // `resultType`; the client on stdio may speak 2026-07-28, which
             // requires it (rmcp strips it again for older clients).
@@ -177,8 +178,8 @@ impl Backend for Remote {
                 result.result_type = Some(ResultType::COMPLETE);
                 Ok(result)
             }
-            Ok(_) => Err(upstream(ServiceError::UnexpectedResponse)),
-            Err(e) => Err(upstream(e)),
+            Ok(_) => Err(from_server(ServiceError::UnexpectedResponse)),
+            Err(e) => Err(from_server(e)),
         }
     }
 

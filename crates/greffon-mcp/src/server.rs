@@ -61,14 +61,17 @@ impl<B: Backend> ServerHandler for McpServer<B> {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let token = context.meta.get_progress_token();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let call = ToolCall {
+        let mut call = ToolCall {
             name: request.name.to_string(),
             arguments: request.arguments.unwrap_or_default(),
             cancel: context.ct.clone(),
-            progress: token.is_some().then_some(tx),
+            progress: None,
         };
+        let Some(token) = context.meta.get_progress_token() else {
+            return self.backend.call(call).await.map(Into::into);
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        call.progress = Some(tx);
         let call = self.backend.call(call);
         tokio::pin!(call);
         // Progress is sent from this task, so every report reaches the
@@ -76,12 +79,12 @@ impl<B: Backend> ServerHandler for McpServer<B> {
         let outcome = loop {
             tokio::select! {
                 biased;
-                Some(p) = rx.recv() => send_progress(&context.peer, token.as_ref(), p).await,
+                Some(p) = rx.recv() => send_progress(&context.peer, &token, p).await,
                 outcome = &mut call => break outcome,
             }
         };
         while let Ok(p) = rx.try_recv() {
-            send_progress(&context.peer, token.as_ref(), p).await;
+            send_progress(&context.peer, &token, p).await;
         }
         outcome.map(Into::into)
     }
@@ -136,8 +139,7 @@ impl<B: Backend> ServerHandler for McpServer<B> {
     }
 }
 
-async fn send_progress(peer: &Peer<RoleServer>, token: Option<&ProgressToken>, p: Progress) {
-    let Some(token) = token else { return };
+async fn send_progress(peer: &Peer<RoleServer>, token: &ProgressToken, p: Progress) {
     let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
     param.total = p.total;
     param.message = p.message;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// The tools of the enabled plugins, by name.
-pub fn tools_of(plugins: &[PluginInfo]) -> Vec<Tool> {
+pub(crate) fn tools_of(plugins: &[PluginInfo]) -> Vec<Tool> {
     plugins
         .iter()
         .filter(|p| p.state == State::Enabled)

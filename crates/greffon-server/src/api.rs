@@ -4,7 +4,7 @@
 use crate::ServerError;
 use crate::auth::{Cors, Guard, cors, guard};
 use crate::endpoint::Endpoint;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, outcome_label};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path as UrlPath, State};
@@ -181,14 +181,12 @@ async fn run(State(app): AppState, UrlPath(name): UrlPath<String>, body: Body) -
         }
     };
     let outcome = app.host.call(&name, args).await;
-    let (label, response) = match outcome {
-        Ok(v) => ("ok", axum::Json(v).into_response()),
-        Err(CallError { kind, message, .. }) => {
-            (kind.as_str(), error(status_of(kind), kind, message))
-        }
-    };
-    app.metrics.call(&name, label, started.elapsed());
-    response
+    app.metrics
+        .call(&name, outcome_label(&outcome), started.elapsed());
+    match outcome {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(CallError { kind, message, .. }) => error(status_of(kind), kind, message),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This description", body = Object)), security(("bearer" = [])))]

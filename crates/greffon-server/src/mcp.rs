@@ -2,6 +2,7 @@
 //! in `/metrics` like any other.
 
 use crate::api::App;
+use crate::metrics::outcome_label;
 use greffon_mcp::{Backend, ToolCall};
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, Tool};
@@ -15,22 +16,20 @@ pub(crate) struct Metered(pub Arc<App>);
 
 impl Backend for Metered {
     async fn tools(&self) -> Result<Vec<Tool>, ErrorData> {
-        Ok(greffon_mcp::tools_of(&self.0.host.plugins()))
+        self.0.host.tools().await
     }
 
     async fn call(&self, call: ToolCall) -> Result<CallToolResult, ErrorData> {
         let started = Instant::now();
         let name = call.name.clone();
         let outcome = greffon_mcp::call_host(&self.0.host, call).await;
-        let label = match &outcome {
-            Ok(_) => "ok",
-            Err(e) => e.kind.as_str(),
-        };
-        self.0.metrics.call(&name, label, started.elapsed());
+        self.0
+            .metrics
+            .call(&name, outcome_label(&outcome), started.elapsed());
         greffon_mcp::result_of(outcome)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
-        self.0.host.changes()
+        Backend::changes(&self.0.host)
     }
 }

@@ -12,6 +12,15 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
 ];
 
+/// The `outcome` label of a call: `ok` (a returned `{"error"}` included)
+/// or the error's kind; the same for `/v1` and `/mcp`.
+pub(crate) fn outcome_label<T>(outcome: &Result<T, greffon_host::CallError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(e) => e.kind.as_str(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     /// plugin → outcome → calls.

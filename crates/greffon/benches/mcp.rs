@@ -73,22 +73,22 @@ fn args(n: usize) -> JsonObject {
     o
 }
 
-async fn call(session: &Session, n: usize) {
+async fn call(peer: &rmcp::Peer<RoleClient>, n: usize) {
     let params = CallToolRequestParams::new("trivial").with_arguments(args(n));
-    let result = session.peer().call_tool(params).await.expect("call");
+    let result = peer.call_tool(params).await.expect("call");
     assert_ne!(result.is_error, Some(true), "the trivial tool failed");
 }
 
 /// (p50 µs, p99 µs, calls/s) with 1 in flight, then calls/s with 16.
 async fn measure(session: &Session, calls: usize) -> (f64, f64, f64, f64) {
     for i in 0..200 {
-        call(session, i).await;
+        call(session.peer(), i).await;
     }
     let mut v = Vec::with_capacity(calls);
     let start = Instant::now();
     for i in 0..calls {
         let t = Instant::now();
-        call(session, i).await;
+        call(session.peer(), i).await;
         v.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let seq = calls as f64 / start.elapsed().as_secs_f64();
@@ -99,9 +99,7 @@ async fn measure(session: &Session, calls: usize) -> (f64, f64, f64, f64) {
         let share = calls / 16;
         tasks.spawn(async move {
             for i in 0..share {
-                let params =
-                    CallToolRequestParams::new("trivial").with_arguments(args(w * share + i));
-                peer.call_tool(params).await.expect("call");
+                call(&peer, w * share + i).await;
             }
         });
     }
@@ -161,7 +159,7 @@ async fn connects(starts: usize, mut open: impl AsyncFnMut() -> Session) -> (f64
     for i in 0..starts {
         let t = Instant::now();
         let session = open().await;
-        call(&session, i).await;
+        call(session.peer(), i).await;
         v.push(t.elapsed().as_secs_f64() * 1e3);
         session.close().await;
     }
