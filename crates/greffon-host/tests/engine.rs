@@ -280,6 +280,44 @@ async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() 
     host.shutdown().await;
 }
 
+/// A call cancelled while it waits for a free slot (`max_concurrent_calls`)
+/// ends there, without reaching the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_queued_never_reaches_the_worker() {
+    use greffon_host::CancellationToken;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(
+        tmp.path(),
+        "nap",
+        "import time, greffon\nclass P:\n    meta = {'name': 'nap', 'timeout': 60, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        greffon.progress(0)\n        time.sleep(s)\n        return s\nplugin = P()\n",
+    );
+    let host = host_with(tmp.path(), "max_concurrent_calls = 1\nkill_grace_s = 0.5\n").await;
+    host.enable("nap").await.expect("enabled");
+    let pid = host.worker_pid("nap").await;
+    let holder = CancellationToken::new();
+    let first = start_nap(&host, holder.clone()).await;
+    let token = CancellationToken::new();
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let queued = greffon_host::CallOptions {
+        cancel: Some(token.clone()),
+        progress: Some(tx),
+        ..greffon_host::CallOptions::default()
+    };
+    let waiting = host.clone();
+    let second =
+        tokio::spawn(async move { waiting.call_with("nap", json!({"s": 60}), queued).await });
+    token.cancel();
+    let e = second.await.expect("joined").expect_err("cancelled");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Cancelled);
+    assert!(reports.try_recv().is_err(), "the queued call never ran");
+    // The first call is still the one running, in the same worker.
+    assert_eq!(host.worker_pid("nap").await, pid);
+    holder.cancel();
+    let e = first.await.expect("joined").expect_err("cancelled");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Cancelled);
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_every_worker_process() {
     let tmp = tempfile::tempdir().expect("tempdir");

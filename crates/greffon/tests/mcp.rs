@@ -251,14 +251,20 @@ fn mcp_over_http_needs_the_token_and_a_local_origin() {
     assert_eq!(st, 200, "{body}");
 }
 
-/// `greffon mcp` over raw stdio: the lines it answers to `requests`.
-fn stdio_exchange(home: &TestHome, args: &[&str], requests: &[&str]) -> Vec<serde_json::Value> {
+/// `greffon mcp` over raw stdio, with `env` set: the lines it answers to
+/// `requests`.
+fn stdio_exchange(
+    home: &TestHome,
+    args: &[&str],
+    env: &[(&str, &str)],
+    requests: &[&str],
+) -> Vec<serde_json::Value> {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
         .arg("--home")
         .arg(home.path())
         .args(args)
-        .env("GREFFON_TOKEN", "a-token-for-a-server-that-is-not-there")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -279,6 +285,37 @@ fn stdio_exchange(home: &TestHome, args: &[&str], requests: &[&str]) -> Vec<serd
     answers
 }
 
+const CALL_ECHO: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"n":2}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+#[test]
+fn mcp_embedded_runs_its_own_host_even_when_a_server_runs() {
+    let home = calls_home();
+    let server = start(&home);
+    let before = metric_calls(&server, "echo");
+    let answers = stdio_exchange(
+        &home,
+        &["mcp", "--embedded"],
+        &[],
+        &[INITIALIZE, INITIALIZED, CALL_ECHO],
+    );
+    assert_eq!(
+        answers[1]["result"]["structuredContent"],
+        serde_json::json!({"args": {"n": 2}}),
+        "{}",
+        answers[1]
+    );
+    assert_eq!(
+        metric_calls(&server, "echo"),
+        before,
+        "the server saw no call"
+    );
+    // Without the flag the same exchange goes through the server.
+    let answers = stdio_exchange(&home, &["mcp"], &[], &[INITIALIZE, INITIALIZED, CALL_ECHO]);
+    assert_eq!(answers[1]["result"]["structuredContent"]["args"]["n"], 2);
+    assert_eq!(metric_calls(&server, "echo"), before + 1.0);
+}
+
 #[test]
 fn an_unreachable_server_is_an_error_naming_it_and_the_session_survives() {
     let home = calls_home();
@@ -286,9 +323,10 @@ fn an_unreachable_server_is_an_error_naming_it_and_the_session_survives() {
     let answers = stdio_exchange(
         &home,
         &["--remote", "http://127.0.0.1:9", "mcp"],
+        &[("GREFFON_TOKEN", "a-token-for-a-server-that-is-not-there")],
         &[
             INITIALIZE,
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            INITIALIZED,
             r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
             r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
         ],
