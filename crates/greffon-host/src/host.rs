@@ -11,7 +11,7 @@ use crate::services::{Service, Services};
 use crate::store::Store;
 use crate::worker::{Hooks, OnCrash, Reply, Worker};
 use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
-use greffon_protocol::method::{self, RunParams};
+use greffon_protocol::method::{self, Progress, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
 use greffon_sandbox::Support;
 use greffon_sandbox::paths::Protected;
@@ -35,14 +35,6 @@ pub struct CallOptions {
     pub cancel: Option<CancellationToken>,
     /// Receives what the plugin reports with `greffon.progress()`.
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
-}
-
-/// One `greffon.progress(done, total, message)` of a running call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub progress: f64,
-    pub total: Option<f64>,
-    pub message: Option<String>,
 }
 
 /// What the kernel offers, lowered by `GREFFON_LANDLOCK_ABI_CAP` (which can

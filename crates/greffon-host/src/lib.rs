@@ -34,7 +34,8 @@ mod sysinfo;
 mod worker;
 
 pub use error::{CallError, HostError};
-pub use host::{CallOptions, CheckReport, Host, Progress, python_facts, sandbox_support};
+pub use greffon_protocol::method::Progress;
+pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
 pub use registry::{AccessInfo, Failure, PluginInfo, State};
 pub use scaffold::scaffold;
 pub use services::{Service, ServiceFuture};

@@ -20,11 +20,10 @@
 
 use crate::broker::NetAccess;
 use crate::dump::{self, Dump, Phase};
-use crate::host::Progress;
 use crate::jail::Jail;
 use crate::services::{Caller, Services};
 use greffon_core::Allowlist;
-use greffon_protocol::method::{self, Hello, LogRecord};
+use greffon_protocol::method::{self, Hello, LogRecord, Progress};
 use greffon_protocol::{
     FRAME_HEADER_LEN, Message, Output, PROTOCOL_VERSION, ResponseBody, decode_header, encode_frame,
     encode_request,
@@ -991,20 +990,16 @@ async fn read_loop(
 /// Hands a `greffon.progress()` report to the caller of its request, if
 /// it asked for them; a malformed or stray report is dropped.
 fn forward_progress(shared: &Shared, params: Value) {
-    let Ok(report) = serde_json::from_value::<method::Progress>(params) else {
+    let Ok(params) = serde_json::from_value::<method::ProgressParams>(params) else {
         return;
     };
     let pending = shared.pending();
     if let Some(tx) = pending
         .map
-        .get(&report.id)
+        .get(&params.id)
         .and_then(|p| p.progress.as_ref())
     {
-        let _ = tx.send(Progress {
-            progress: report.progress,
-            total: report.total,
-            message: report.message,
-        });
+        let _ = tx.send(params.report);
     }
 }
 

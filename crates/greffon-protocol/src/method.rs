@@ -43,9 +43,16 @@ pub struct Hello {
 
 /// Parameters of [`PROGRESS`]: how far the `run` request `id` has got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub struct ProgressParams {
     /// The host's id of the `run` request being served.
     pub id: u64,
+    #[serde(flatten)]
+    pub report: Progress,
+}
+
+/// One `greffon.progress(done, total, message)` of a running call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
     pub progress: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
@@ -113,4 +120,30 @@ pub struct LogRecord {
     pub level: String,
     pub logger: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::{Progress, ProgressParams};
+    use serde_json::json;
+
+    #[test]
+    fn the_sdk_frames_decode_with_integers_or_fractions() {
+        let full: ProgressParams =
+            serde_json::from_value(json!({"id": 3, "progress": 1, "total": 2, "message": "half"}))
+                .expect("decodes");
+        assert_eq!(full.id, 3);
+        assert_eq!(
+            full.report,
+            Progress {
+                progress: 1.0,
+                total: Some(2.0),
+                message: Some("half".into())
+            }
+        );
+        let bare: ProgressParams =
+            serde_json::from_value(json!({"id": 4, "progress": 0.5})).expect("decodes");
+        assert_eq!((bare.report.progress, bare.report.total), (0.5, None));
+        assert!(serde_json::from_value::<ProgressParams>(json!({"id": 4})).is_err());
+    }
 }
