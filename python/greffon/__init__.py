@@ -8,12 +8,14 @@
 - ``greffon.LLM``: the local model (``LLM().infer(prompt, options)``).
 - ``greffon.progress(done, total=None, message=None)``: how far a long
   ``run`` has got, shown to an MCP client that asked for progress.
+- ``greffon.secret(name)``: the value of a secret the plugin declares in
+  ``meta["secrets"]`` (set with ``greffon secret set PLUGIN NAME``).
 """
 
 from greffon import _runtime
 from greffon._runtime import HostError, NotInWorker
 
-__all__ = ["LLM", "HostError", "NotInWorker", "config", "http", "log", "progress", "system", "tasks"]
+__all__ = ["LLM", "HostError", "NotInWorker", "config", "http", "log", "progress", "secret", "system", "tasks"]
 
 
 def config():
@@ -43,6 +45,18 @@ def progress(done, total=None, message=None):
     if message is not None:
         params["message"] = str(message)
     _runtime.channel.notify("progress", params)
+
+
+def secret(name):
+    """The value of the secret ``name``, asked from the host each time (a
+    value set while the plugin runs is seen at once). Only a name listed in
+    ``meta["secrets"]`` can be read, and only once it is set: otherwise
+    ``HostError`` (``kind`` ``permission_denied`` or ``not_found``) names
+    it. The host hides the value in crash dumps, logs and its own error
+    messages; do not return it or write it to files yourself."""
+    if not isinstance(name, str):
+        raise TypeError(f"secret(): name must be a string, not {type(name).__name__}")
+    return _runtime.call("secret.get", {"name": name})
 
 
 def __getattr__(name):

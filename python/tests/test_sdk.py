@@ -159,3 +159,10 @@ def test_llm_and_tasks_need_a_worker_and_check_their_input_first():
         LLM().infer("hi")
     with pytest.raises(greffon.NotInWorker):
         tasks.list()
+
+
+def test_secret_needs_a_worker_and_a_string_name():
+    with pytest.raises(TypeError, match="name must be a string"):
+        greffon.secret(None)
+    with pytest.raises(greffon.NotInWorker, match="secret.get"):
+        greffon.secret("GITHUB_TOKEN")

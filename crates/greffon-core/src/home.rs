@@ -100,6 +100,12 @@ impl Home {
         self.root.join("app")
     }
 
+    /// The secret store's file (mode 0600), used when no OS keyring is:
+    /// under `app/`, which no plugin may be granted.
+    pub fn secrets_file(&self) -> PathBuf {
+        self.app_dir().join("secrets.json")
+    }
+
     /// Where the embedded Python SDK is materialized.
     pub fn sdk_root(&self) -> PathBuf {
         self.app_dir().join("sdk")

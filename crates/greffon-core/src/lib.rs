@@ -28,6 +28,6 @@ pub use config::{
     ServerConfig,
 };
 pub use home::Home;
-pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name};
+pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name, is_valid_secret_name};
 pub use permission::Permission;
 pub use schema::{InputSchema, SchemaSource, Violation, describe, is_string_property, normalize};

@@ -26,6 +26,9 @@ pub struct PluginMeta {
     pub allowlist: Option<Vec<Pattern>>,
     /// `meta["limits"]`; config `[plugins.NAME]` wins.
     pub limits: DeclaredLimits,
+    /// `meta["secrets"]`: names of the secrets it may read, sorted,
+    /// without duplicates (values live in the host's secret store).
+    pub secrets: Vec<String>,
     /// The meta exactly as the worker reported it, for `plugin info`.
     pub raw: Value,
 }
@@ -54,6 +57,20 @@ impl std::error::Error for MetaError {}
 
 /// Longest accepted plugin name; names end up in file names and URLs.
 const MAX_NAME_LEN: usize = 64;
+
+/// Longest accepted secret name.
+const MAX_SECRET_NAME_LEN: usize = 64;
+
+/// Whether `name` can be a secret name: an environment-variable-like
+/// identifier (ASCII letters, digits and `_`, not starting with a digit),
+/// at most 64 characters, so it reads the same in a shell, a file and a
+/// log line.
+pub fn is_valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SECRET_NAME_LEN
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
 
 /// Whether `name` can be a plugin name: ASCII letters, digits, `_` and `-`,
 /// not starting with `-`, at most 64 characters.
@@ -206,6 +223,7 @@ impl PluginMeta {
         let (paths_read, paths_write) = parse_paths(map.get("paths"), &permissions, &mut problems);
         let allowlist = parse_allowlist(map.get("allowlist_domains"), &permissions, &mut problems);
         let limits = parse_limits(map.get("limits"), &mut problems);
+        let secrets = parse_secrets(map.get("secrets"), &mut problems);
 
         match schema {
             Some(schema) if problems.is_empty() => Ok(PluginMeta {
@@ -219,6 +237,7 @@ impl PluginMeta {
                 paths_write,
                 allowlist,
                 limits,
+                secrets,
                 raw: meta.clone(),
             }),
             _ => Err(MetaError { problems }),
@@ -310,6 +329,25 @@ fn parse_allowlist(
         }
     }
     Some(patterns)
+}
+
+fn parse_secrets(v: Option<&Value>, problems: &mut Vec<String>) -> Vec<String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for name in string_list(v, "meta.secrets", problems) {
+        if is_valid_secret_name(&name) {
+            names.push(name);
+        } else {
+            problems.push(format!(
+                "meta.secrets: '{name}' is not a valid secret name (letters, digits and '_', not starting with a digit, at most {MAX_SECRET_NAME_LEN})"
+            ));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn parse_limits(v: Option<&Value>, problems: &mut Vec<String>) -> DeclaredLimits {
@@ -458,5 +496,43 @@ mod tests {
         assert!(e.to_string().contains("not a valid name"));
         let e = PluginMeta::parse(Some(&json!({"name": 5})), None).expect_err("refused");
         assert!(e.to_string().contains("must be a string"));
+    }
+
+    #[test]
+    fn secrets_are_names_checked_sorted_and_deduplicated() {
+        let raw = json!({"name": "gh", "secrets": ["GITHUB_TOKEN", "api_key", "GITHUB_TOKEN"]});
+        let m = PluginMeta::parse(Some(&raw), None).expect("valid");
+        assert_eq!(m.secrets, vec!["GITHUB_TOKEN", "api_key"]);
+        assert!(
+            PluginMeta::parse(Some(&json!({"name": "x"})), None)
+                .expect("valid")
+                .secrets
+                .is_empty()
+        );
+        for bad in ["1TOKEN", "MY-TOKEN", "", "A B", "../x"] {
+            let raw = json!({"name": "gh", "secrets": [bad]});
+            let e = PluginMeta::parse(Some(&raw), None).expect_err("refused");
+            assert!(
+                e.to_string()
+                    .contains(&format!("meta.secrets: '{bad}' is not a valid secret name")),
+                "{e}"
+            );
+        }
+        let long = "A".repeat(65);
+        assert!(!is_valid_secret_name(&long));
+        let e = PluginMeta::parse(Some(&json!({"name": "gh", "secrets": "TOKEN"})), None)
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("meta.secrets must be a list of strings"),
+            "{e}"
+        );
+        let e = PluginMeta::parse(Some(&json!({"name": "gh", "secrets": [3]})), None)
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("meta.secrets: each entry must be a string"),
+            "{e}"
+        );
     }
 }

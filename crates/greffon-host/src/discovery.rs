@@ -67,6 +67,7 @@ impl Inner {
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
             net: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -90,6 +91,7 @@ impl Inner {
         })?;
         let mut spec = self.spawn_spec(folder, dir, &file_hash);
         spec.net = access.net.clone();
+        spec.secrets = access.secrets.clone();
         let worker = Worker::spawn(spec, jail, self.services.clone(), on_crash)
             .await
             .map_err(|e| {

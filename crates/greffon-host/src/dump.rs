@@ -74,6 +74,8 @@ pub(crate) fn write(dir: &Path, dump: &Dump<'_>) -> io::Result<PathBuf> {
     );
     let _ = writeln!(text, "\n--- stdout ---\n{}", dump.stdout.trim_end());
     let _ = writeln!(text, "\n--- stderr ---\n{}", dump.stderr.trim_end());
+    // What the plugin printed or raised may hold a secret it was handed.
+    let text = crate::redact::redact(&text);
     for n in 0u32.. {
         let name = match n {
             0 => format!("{}-{stamp}.log", dump.plugin),

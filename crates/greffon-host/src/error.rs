@@ -44,6 +44,11 @@ pub enum HostError {
     },
     #[error("cannot scaffold '{name}': {reason}")]
     Scaffold { name: String, reason: String },
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// A secret name or value that cannot be stored (says which and why).
+    #[error("{0}")]
+    InvalidSecret(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -58,7 +63,7 @@ impl HostError {
             HostError::UnknownPlugin(_) => ErrorKind::UnknownPlugin,
             HostError::Failed { .. } | HostError::Reload { .. } => ErrorKind::PluginFailed,
             HostError::NotEnabled(_) => ErrorKind::NotEnabled,
-            HostError::Scaffold { .. } => ErrorKind::Validation,
+            HostError::Scaffold { .. } | HostError::InvalidSecret(_) => ErrorKind::Validation,
             _ => ErrorKind::Internal,
         }
     }

@@ -6,7 +6,8 @@ use crate::dump::{self, Dump, Phase};
 use crate::error::{CallError, HostError, dump_note};
 use crate::jail::Access;
 use crate::python::Interpreter;
-use crate::registry::{Failure, Plugin, PluginInfo, State, Status};
+use crate::registry::{Failure, Granted, Plugin, PluginInfo, SecretState, State, Status};
+use crate::secrets::{SecretEntry, SecretStore};
 use crate::services::{Service, Services};
 use crate::store::Store;
 use crate::worker::{Hooks, OnCrash, Reply, Worker};
@@ -150,6 +151,7 @@ impl Host {
             max_response_bytes: config.http_max_response_bytes,
             timeout: Duration::from_secs_f64(config.http_timeout_s),
         };
+        let home_secrets = home.secrets_file();
         let inner = Arc::new(Inner {
             home,
             config,
@@ -162,6 +164,7 @@ impl Host {
             services: Arc::new(Services {
                 sys_root: PathBuf::from("/"),
                 http,
+                secrets: SecretStore::open(&home_secrets),
                 extra: Default::default(),
             }),
             plugins: RwLock::new(BTreeMap::new()),
@@ -351,17 +354,27 @@ impl Host {
     /// Every plugin, by name.
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let dumps = dump::listing(&self.inner.home.dumps_dir());
+        let set = self.inner.secret_names();
         let plugins = self.inner.all_plugins();
-        plugins.iter().map(|p| self.info_of(p, &dumps)).collect()
+        plugins
+            .iter()
+            .map(|p| self.info_of(p, &dumps, &set))
+            .collect()
     }
 
     /// One plugin's entry.
     pub fn plugin(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;
-        Ok(self.info_of(&plugin, &dump::listing(&self.inner.home.dumps_dir())))
+        let dumps = dump::listing(&self.inner.home.dumps_dir());
+        Ok(self.info_of(&plugin, &dumps, &self.inner.secret_names()))
     }
 
-    fn info_of(&self, p: &Plugin, dumps: &[String]) -> PluginInfo {
+    fn info_of(
+        &self,
+        p: &Plugin,
+        dumps: &[String],
+        set: &BTreeMap<String, Vec<String>>,
+    ) -> PluginInfo {
         let running = p
             .worker
             .try_lock()
@@ -377,7 +390,17 @@ impl Host {
             description: meta.map(|m| m.description.clone()).unwrap_or_default(),
             version: meta.and_then(|m| m.version.clone()),
             permissions: meta.map(|m| m.permissions.clone()).unwrap_or_default(),
-            granted: s.granted.clone(),
+            granted: s.granted.as_ref().map(|g| g.permissions.clone()),
+            secrets: meta.map_or_else(Vec::new, |m| {
+                let stored = set.get(&p.key);
+                m.secrets
+                    .iter()
+                    .map(|name| SecretState {
+                        name: name.clone(),
+                        set: stored.is_some_and(|s| s.contains(name)),
+                    })
+                    .collect()
+            }),
             timeout_s: self
                 .inner
                 .config
@@ -391,6 +414,27 @@ impl Host {
             access: meta.map_or_else(Default::default, |m| self.inner.access_info(m)),
             worker_crashes: s.crash_total,
         }
+    }
+
+    /// The declared and stored secrets of `plugin` (or of all), with
+    /// whether each is set; values are never returned.
+    pub fn secrets(&self, plugin: Option<&str>) -> Result<Vec<SecretEntry>, HostError> {
+        if let Some(name) = plugin
+            && !self.inner.secret_stored_for(name)?
+        {
+            self.lookup(name)?;
+        }
+        self.inner.secret_list(plugin)
+    }
+
+    /// Stores the value of a secret `plugin` declares.
+    pub fn set_secret(&self, plugin: &str, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.set_secret(plugin, name, value)
+    }
+
+    /// Removes a stored secret; false when it was not set.
+    pub fn remove_secret(&self, plugin: &str, name: &str) -> Result<bool, HostError> {
+        self.inner.remove_secret(plugin, name)
     }
 
     /// Grants the plugin its declared permissions, starts it (`start()`)
@@ -425,16 +469,12 @@ impl Host {
             Ok(worker) => {
                 let granted = {
                     let mut s = plugin.status();
-                    let perms = s
-                        .meta
-                        .as_ref()
-                        .map(|m| m.permissions.clone())
-                        .unwrap_or_default();
+                    let grant = s.meta.as_deref().map(Granted::declared).unwrap_or_default();
                     s.state = State::Enabled;
                     s.failure = None;
                     s.crashes.clear();
-                    s.granted = Some(perms.clone());
-                    perms
+                    s.granted = Some(grant.clone());
+                    grant
                 };
                 *slot = Some(worker);
                 drop(slot);
@@ -443,7 +483,7 @@ impl Host {
                     .set_enabled(&plugin.key, &granted)
                     .await
                     .map_err(|source| self.inner.db_error(source))?;
-                let names: Vec<&str> = granted.iter().map(|p| p.as_str()).collect();
+                let names: Vec<&str> = granted.permissions.iter().map(|p| p.as_str()).collect();
                 let reach = plugin
                     .status()
                     .meta
@@ -455,6 +495,7 @@ impl Host {
                     event = "enable",
                     plugin = %plugin.key,
                     permissions = ?names,
+                    secrets = ?granted.secrets,
                     network = ?reach.network,
                     reads = ?reach.read,
                     writes = ?reach.write,
@@ -1049,32 +1090,50 @@ fn json_size(value: &Value) -> usize {
     }
 }
 
-/// Why a plugin may not run with what it was granted: the permissions it
-/// declares beyond the grant, and the reason shown to the operator.
-fn ungranted(
-    name: &str,
-    declared: &[Permission],
-    granted: &[Permission],
-) -> Option<(Vec<&'static str>, String)> {
-    let extra: Vec<&'static str> = declared
+/// Why a plugin may not run with what it was granted: the permissions and
+/// secret names it declares beyond the grant, and the reason shown to the
+/// operator.
+fn ungranted(meta: &PluginMeta, granted: &Granted) -> Option<(Vec<String>, String)> {
+    let permissions: Vec<String> = meta
+        .permissions
         .iter()
-        .filter(|p| !granted.contains(p))
-        .map(|p| p.as_str())
+        .filter(|p| !granted.permissions.contains(p))
+        .map(|p| p.as_str().to_string())
         .collect();
-    if extra.is_empty() {
+    let secrets: Vec<String> = meta
+        .secrets
+        .iter()
+        .filter(|s| !granted.secrets.contains(s))
+        .cloned()
+        .collect();
+    let mut parts = Vec::new();
+    if !permissions.is_empty() {
+        parts.push(format!(
+            "permissions that were not granted ({})",
+            permissions.join(", ")
+        ));
+    }
+    if !secrets.is_empty() {
+        parts.push(format!(
+            "secrets that were not granted ({})",
+            secrets.join(", ")
+        ));
+    }
+    if parts.is_empty() {
         return None;
     }
     let reason = format!(
-        "it now declares permissions that were not granted ({}); run `greffon plugin enable {name}` to grant them",
-        extra.join(", ")
+        "it now declares {}; run `greffon plugin enable {}` to grant them",
+        parts.join(" and "),
+        meta.name
     );
-    Some((extra, reason))
+    Some(([permissions, secrets].concat(), reason))
 }
 
-fn settled_status(meta: PluginMeta, file_hash: String, granted: Option<Vec<Permission>>) -> Status {
+fn settled_status(meta: PluginMeta, file_hash: String, granted: Option<Granted>) -> Status {
     let (state, failure) = match &granted {
         None => (State::Disabled, None),
-        Some(g) => match ungranted(&meta.name, &meta.permissions, g) {
+        Some(g) => match ungranted(&meta, g) {
             None => (State::Enabled, None),
             Some((_, reason)) => (State::Failed, Some(Failure { reason, dump: None })),
         },
@@ -1131,6 +1190,15 @@ impl Inner {
             .into_iter()
             .filter(|p| p.key == name || p.status().meta.as_ref().is_some_and(|m| m.name == name))
             .collect()
+    }
+
+    /// The secret names set, by plugin; none when the store cannot be
+    /// read (said in the log: the listing must not fail for it).
+    fn secret_names(&self) -> BTreeMap<String, Vec<String>> {
+        self.services.secrets.names().unwrap_or_else(|e| {
+            tracing::warn!(target: "server", "{e}");
+            BTreeMap::new()
+        })
     }
 
     fn db_error(&self, source: sqlx::Error) -> HostError {
@@ -1250,10 +1318,10 @@ impl Inner {
         // Enable grants what the file declares; a restart keeps to what
         // was granted.
         let granted = plugin.status().granted.clone();
-        let grant_for = |meta: &PluginMeta| -> Vec<Permission> {
+        let grant_for = |meta: &PluginMeta| -> Granted {
             match (&granted, granting) {
                 (Some(g), false) => g.clone(),
-                _ => meta.permissions.clone(),
+                _ => Granted::declared(meta),
             }
         };
         // The worker's sandbox comes from the meta seen at discovery; if the
@@ -1304,7 +1372,7 @@ impl Inner {
                 None
             } else {
                 let granted = granted.clone().unwrap_or_default();
-                ungranted(&plugin.key, &meta.permissions, &granted).map(|(extra, reason)| {
+                ungranted(&meta, &granted).map(|(extra, reason)| {
                     tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
                     reason
                 })
@@ -1420,9 +1488,15 @@ impl Inner {
             }
             ErrorKind::Validation => CallError::new(
                 e.kind,
-                format!("plugin '{name}': invalid arguments: {}", e.message),
+                format!(
+                    "plugin '{name}': invalid arguments: {}",
+                    crate::redact::redact(&e.message)
+                ),
             ),
-            kind => CallError::new(kind, format!("plugin '{name}': {}", e.message)),
+            kind => CallError::new(
+                kind,
+                format!("plugin '{name}': {}", crate::redact::redact(&e.message)),
+            ),
         }
     }
 
@@ -1452,12 +1526,14 @@ impl Inner {
     }
 }
 
-/// `Type: message` of an exception answered by the worker.
+/// `Type: message` of an exception answered by the worker, with the
+/// secret values it was handed redacted.
 pub(crate) fn exception_text(e: &WireError) -> String {
-    match &e.exc_type {
+    let text = match &e.exc_type {
         Some(t) => format!("{t}: {}", e.message),
         None => e.message.clone(),
-    }
+    };
+    crate::redact::redact(&text).into_owned()
 }
 
 /// Tells watchers of [`Host::changes`] that the registry moved.

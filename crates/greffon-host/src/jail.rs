@@ -2,7 +2,7 @@
 //! paths a plugin was granted, its limits, and its private temp folder.
 
 use crate::host::Inner;
-use crate::registry::AccessInfo;
+use crate::registry::{AccessInfo, Granted};
 use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
@@ -40,6 +40,9 @@ pub(crate) struct Access {
     pub limits: Limits,
     /// The effective allowlist, when `net` is granted.
     pub net: Option<Allowlist>,
+    /// Secret names it declares and was granted: what `greffon.secret()`
+    /// may read.
+    pub secrets: Vec<String>,
 }
 
 impl Access {
@@ -52,17 +55,24 @@ impl Access {
             write: Vec::new(),
             limits: Limits::default(),
             net: None,
+            secrets: Vec::new(),
         }
     }
 
     /// What `meta` declares, within `granted`, with the limits of the
     /// config (which wins) or the meta.
-    pub(crate) fn for_plugin(meta: &PluginMeta, granted: &[Permission], config: &Config) -> Access {
+    pub(crate) fn for_plugin(meta: &PluginMeta, granted: &Granted, config: &Config) -> Access {
         let permissions: Vec<Permission> = meta
             .permissions
             .iter()
             .copied()
-            .filter(|p| granted.contains(p))
+            .filter(|p| granted.permissions.contains(p))
+            .collect();
+        let secrets = meta
+            .secrets
+            .iter()
+            .filter(|s| granted.secrets.contains(s))
+            .cloned()
             .collect();
         let has = |p| permissions.contains(&p);
         let pc = config.plugins.get(&meta.name);
@@ -103,6 +113,7 @@ impl Access {
             }),
             permissions,
             limits,
+            secrets,
         }
     }
 
@@ -154,6 +165,9 @@ pub(crate) fn protected(
             "greffon's own state (SDK, token, temp folders)",
         ),
         (home.logs_dir().to_path_buf(), "greffon's logs"),
+        // Inside app/ today; named on its own so that it stays protected
+        // wherever the store moves.
+        (home.secrets_file(), "greffon's secret store"),
         (db.clone(), "greffon's database"),
         (with_suffix("-wal"), "greffon's database"),
         (with_suffix("-shm"), "greffon's database"),
@@ -172,7 +186,7 @@ static SPAWNS: AtomicU64 = AtomicU64::new(0);
 impl Inner {
     /// What `meta`'s declared permissions would reach, for display.
     pub(crate) fn access_info(&self, meta: &PluginMeta) -> AccessInfo {
-        let a = Access::for_plugin(meta, &meta.permissions, &self.config);
+        let a = Access::for_plugin(meta, &Granted::declared(meta), &self.config);
         let shown = |declared: &[String], granted: bool| -> Vec<String> {
             match (granted, declared.is_empty()) {
                 (false, _) => Vec::new(),

@@ -12,6 +12,8 @@
 //!   `spawner`: the one thread that forks workers.
 //! - `services`: host services plugins call mid-call (`system.info`,
 //!   `http.request` through the `broker`).
+//! - `secrets`: the secret store plugins read through `greffon.secret()`;
+//!   [`redact`]: hiding every value handed out from dumps, logs, errors.
 //! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
 //!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
 //! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
@@ -24,9 +26,11 @@ mod host;
 mod jail;
 pub mod logging;
 mod python;
+mod redact;
 mod registry;
 mod scaffold;
 mod sdk;
+mod secrets;
 mod services;
 mod spawner;
 mod store;
@@ -36,8 +40,10 @@ mod worker;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
-pub use registry::{AccessInfo, Failure, PluginInfo, State};
+pub use redact::redact;
+pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;
+pub use secrets::{MAX_SECRET_BYTES, SecretEntry, SecretError};
 pub use services::{Service, ServiceFuture};
 pub use tokio_util::sync::CancellationToken;
 

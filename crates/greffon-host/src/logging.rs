@@ -1,6 +1,7 @@
 //! The four log categories as JSON lines under `<logs_dir>/`, and human
-//! lines on stderr.
+//! lines on stderr; both redact the secret values handed to workers.
 
+use crate::redact::Redacting;
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -30,7 +31,7 @@ pub fn init(logs_dir: &Path, verbosity: i8) -> std::io::Result<()> {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_writer(file)
+            .with_writer(Redacting(file))
             .with_filter(Targets::new().with_target(category, LevelFilter::DEBUG))
             .boxed();
         layers.push(layer);
@@ -48,7 +49,7 @@ pub fn init(logs_dir: &Path, verbosity: i8) -> std::io::Result<()> {
     // Colours only for a person at a terminal, not in captured output.
     let stderr = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(Redacting(std::io::stderr))
         .with_filter(console)
         .boxed();
     layers.push(stderr);

@@ -40,6 +40,32 @@ pub struct Failure {
     pub dump: Option<PathBuf>,
 }
 
+/// What the operator granted at enable, persisted with the enabled set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Granted {
+    pub permissions: Vec<Permission>,
+    /// Names of the secrets the plugin may read.
+    pub secrets: Vec<String>,
+}
+
+impl Granted {
+    /// Everything `meta` declares: what enable grants.
+    pub(crate) fn declared(meta: &PluginMeta) -> Granted {
+        Granted {
+            permissions: meta.permissions.clone(),
+            secrets: meta.secrets.clone(),
+        }
+    }
+}
+
+/// A secret a plugin declares, and whether the store holds a value for
+/// it (never the value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretState {
+    pub name: String,
+    pub set: bool,
+}
+
 /// A snapshot of one registry entry, for the CLI and the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginInfo {
@@ -54,6 +80,9 @@ pub struct PluginInfo {
     pub permissions: Vec<Permission>,
     /// What was granted at enable (None when not enabled).
     pub granted: Option<Vec<Permission>>,
+    /// The secrets it declares, and which are set.
+    #[serde(default)]
+    pub secrets: Vec<SecretState>,
     pub timeout_s: f64,
     pub schema_source: Option<SchemaSource>,
     /// The normalized JSON Schema of the arguments.
@@ -92,7 +121,7 @@ pub(crate) struct Status {
     pub state: State,
     pub failure: Option<Failure>,
     /// Persisted grant; `Some` exactly when the operator enabled it.
-    pub granted: Option<Vec<Permission>>,
+    pub granted: Option<Granted>,
     /// Recent unexpected worker exits, oldest first.
     pub crashes: VecDeque<Instant>,
     /// Unexpected worker exits since greffon started (for metrics).
@@ -196,7 +225,7 @@ mod tests {
                 file_hash: String::new(),
                 state: State::Enabled,
                 failure: None,
-                granted: Some(Vec::new()),
+                granted: Some(Granted::default()),
                 crashes: VecDeque::new(),
                 crash_total: 0,
                 duplicate: false,

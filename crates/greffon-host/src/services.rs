@@ -1,8 +1,10 @@
 //! Host services a plugin calls mid-call through its worker
-//! (`greffon.system`, `greffon.http`, and later `greffon.LLM`,
-//! `greffon.tasks`). Every call is audited.
+//! (`greffon.system`, `greffon.http`, `greffon.secret`, and those other
+//! crates register: `greffon.LLM`, `greffon.tasks`). Every call is
+//! audited.
 
 use crate::broker::{self, HttpSettings, NetAccess};
+use crate::secrets::SecretStore;
 use greffon_protocol::{ErrorKind, WireError, method};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub(crate) struct Caller {
     pub python_version: String,
     /// Set when the worker was granted `net`.
     pub net: Option<NetAccess>,
+    /// The secret names it may read.
+    pub secrets: Vec<String>,
 }
 
 /// The services of one host.
@@ -38,6 +42,7 @@ pub(crate) struct Services {
     /// in tests).
     pub sys_root: PathBuf,
     pub http: HttpSettings,
+    pub secrets: SecretStore,
     /// Registered services by method prefix (`tasks` for `tasks.create`).
     pub extra: RwLock<HashMap<String, Arc<dyn Service>>>,
 }
@@ -58,6 +63,9 @@ impl Services {
         if method == method::HTTP_REQUEST {
             // The broker writes its own, more detailed audit record.
             return broker::request(&caller.plugin, caller.net.as_ref(), self.http, params).await;
+        }
+        if method == method::SECRET_GET {
+            return self.secret(caller, params);
         }
         let outcome = match method {
             method::SYSTEM_INFO => {
@@ -83,6 +91,60 @@ impl Services {
             plugin = %caller.plugin,
             service = method,
             outcome = if outcome.is_ok() { "ok" } else { "error" },
+        );
+        outcome
+    }
+
+    /// `greffon.secret(NAME)`: the value, only for a name the plugin
+    /// declared (and was granted) and that is set. The value is remembered
+    /// for redaction before it leaves; the audit records the name only.
+    fn secret(&self, caller: &Caller, params: Value) -> Result<Value, WireError> {
+        let plugin = &caller.plugin;
+        let name = match params.get("name") {
+            Some(Value::String(n)) => n.clone(),
+            _ => {
+                return Err(WireError::new(
+                    ErrorKind::Validation,
+                    "secret(): the name must be a string",
+                ));
+            }
+        };
+        let outcome = if !caller.secrets.contains(&name) {
+            let declared = if caller.secrets.is_empty() {
+                "none".to_string()
+            } else {
+                caller.secrets.join(", ")
+            };
+            Err(WireError::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "plugin '{plugin}' may not read the secret '{name}': it is not in meta[\"secrets\"] (declared and granted: {declared})"
+                ),
+            ))
+        } else {
+            match self.secrets.get(plugin, &name) {
+                Ok(Some(value)) => {
+                    crate::redact::remember(&name, &value);
+                    Ok(Value::String(value))
+                }
+                Ok(None) => Err(WireError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "the secret '{name}' of plugin '{plugin}' is not set; run `greffon secret set {plugin} {name}`"
+                    ),
+                )),
+                Err(e) => Err(WireError::new(ErrorKind::Internal, e.to_string())),
+            }
+        };
+        tracing::info!(
+            target: "audit",
+            event = "secret_read",
+            plugin = %plugin,
+            secret = %name,
+            outcome = match &outcome {
+                Ok(_) => "ok",
+                Err(e) => e.kind.as_str(),
+            },
         );
         outcome
     }

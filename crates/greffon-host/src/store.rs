@@ -1,7 +1,7 @@
 //! The registry's persisted part in `greffon.db`: which plugins are
-//! enabled, and with which permissions.
+//! enabled, and with which permissions and secrets.
 
-use greffon_core::Permission;
+use crate::registry::Granted;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
@@ -15,13 +15,22 @@ use std::time::Duration;
 /// with their own migrations (the scheduler's start at 100), so versions
 /// this list does not know are expected.
 fn migrator() -> Migrator {
-    let mut m = Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("plugins"),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_plugins.sql").into_sql_str(),
-        false,
-    )]);
+    let mut m = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("plugins"),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_plugins.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("plugin secrets"),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_plugin_secrets.sql").into_sql_str(),
+            false,
+        ),
+    ]);
     m.set_ignore_missing(true);
     m
 }
@@ -46,9 +55,9 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Enabled plugins and the permissions they were granted.
-    pub(crate) async fn enabled(&self) -> Result<HashMap<String, Vec<Permission>>, sqlx::Error> {
-        let rows = sqlx::query("SELECT name, permissions FROM plugins WHERE enabled = 1")
+    /// Enabled plugins and what they were granted.
+    pub(crate) async fn enabled(&self) -> Result<HashMap<String, Granted>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, permissions, secrets FROM plugins WHERE enabled = 1")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -56,8 +65,12 @@ impl Store {
             .map(|r| {
                 let name: String = r.get("name");
                 let perms: String = r.get("permissions");
-                let perms: Vec<Permission> = serde_json::from_str(&perms).unwrap_or_default();
-                (name, perms)
+                let secrets: String = r.get("secrets");
+                let grant = Granted {
+                    permissions: serde_json::from_str(&perms).unwrap_or_default(),
+                    secrets: serde_json::from_str(&secrets).unwrap_or_default(),
+                };
+                (name, grant)
             })
             .collect())
     }
@@ -65,16 +78,18 @@ impl Store {
     pub(crate) async fn set_enabled(
         &self,
         name: &str,
-        granted: &[Permission],
+        granted: &Granted,
     ) -> Result<(), sqlx::Error> {
-        let perms = serde_json::to_string(granted).unwrap_or_else(|_| "[]".into());
+        let perms = serde_json::to_string(&granted.permissions).unwrap_or_else(|_| "[]".into());
+        let secrets = serde_json::to_string(&granted.secrets).unwrap_or_else(|_| "[]".into());
         sqlx::query(
-            "INSERT INTO plugins (name, enabled, permissions, updated_at) VALUES (?, 1, ?, ?)
+            "INSERT INTO plugins (name, enabled, permissions, secrets, updated_at) VALUES (?, 1, ?, ?, ?)
              ON CONFLICT(name) DO UPDATE SET enabled = 1, permissions = excluded.permissions,
-             updated_at = excluded.updated_at",
+             secrets = excluded.secrets, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(perms)
+        .bind(secrets)
         .bind(chrono::Utc::now().to_rfc3339())
         .execute(&self.pool)
         .await?;
@@ -98,19 +113,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use greffon_core::Permission;
 
     #[tokio::test]
     async fn enabled_set_survives_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("greffon.db");
         let s = Store::open(&db).await.expect("open");
-        s.set_enabled("a", &[Permission::Net]).await.expect("write");
-        s.set_enabled("b", &[]).await.expect("write");
+        let grant = Granted {
+            permissions: vec![Permission::Net],
+            secrets: vec!["TOKEN".into()],
+        };
+        s.set_enabled("a", &grant).await.expect("write");
+        s.set_enabled("b", &Granted::default())
+            .await
+            .expect("write");
         s.set_disabled("b").await.expect("write");
         s.close().await;
         let s = Store::open(&db).await.expect("reopen");
         let enabled = s.enabled().await.expect("read");
         assert_eq!(enabled.len(), 1);
-        assert_eq!(enabled["a"], vec![Permission::Net]);
+        assert_eq!(enabled["a"], grant);
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct SpawnSpec {
     pub max_frame: usize,
     /// The effective allowlist when `net` is granted.
     pub net: Option<Allowlist>,
+    /// The secret names it may read (declared and granted).
+    pub secrets: Vec<String>,
 }
 
 /// Why a worker is gone, shared with every call it was serving.
@@ -605,6 +607,7 @@ impl Worker {
             plugin: shared.spec.plugin.clone(),
             python_version: hello.python,
             net: shared.spec.net.clone().map(NetAccess::new),
+            secrets: shared.spec.secrets.clone(),
         };
         tokio::spawn(read_loop(
             rd,

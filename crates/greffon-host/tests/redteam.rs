@@ -69,6 +69,14 @@ async fn lab(plugins: &[(&str, &[&str], Value)], config: &str) -> Lab {
     std::fs::write(root.join("data/other/secret.txt"), SECRET).expect("secret");
     std::fs::create_dir_all(root.join("app")).expect("mkdir");
     std::fs::write(root.join("app/token"), SECRET).expect("token");
+    // The secret store as `greffon secret set` leaves it: mode 0600, which
+    // does not stop a worker (same user); only the sandbox does.
+    std::fs::write(root.join("app/secrets.json"), SECRET).expect("store");
+    std::fs::set_permissions(
+        root.join("app/secrets.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     std::fs::write(root.join("greffon.toml"), config).expect("config");
     for (name, perms, extra) in plugins {
         write_plugin(&root, name, perms, extra.clone());
@@ -190,6 +198,7 @@ async fn reads_and_writes_outside_the_grant_are_refused() {
             lab.out("secret.txt"),
             lab.p("greffon.toml"),
             lab.p("app/token"),
+            lab.p("app/secrets.json"),
             lab.p("data/other/secret.txt"),
         ] {
             lab.denied(plugin, "read", json!({"path": path}), &["EACCES"])
@@ -326,6 +335,10 @@ async fn declared_paths_through_symlinks_are_refused_before_any_grant() {
         (json!({"write": ["plugins"]}), "the plugins' code"),
         (json!({"write": ["."]}), "it is the greffon home"),
         (json!({"read": ["app"]}), "greffon's own state"),
+        (
+            json!({"read": ["app/secrets.json"]}),
+            "cannot be granted for read",
+        ),
         (json!({"read": ["greffon.toml"]}), "greffon's configuration"),
         (json!({"write": ["data/../app"]}), "'..'"),
     ] {

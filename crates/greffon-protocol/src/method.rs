@@ -31,6 +31,9 @@ pub const SHUTDOWN: &str = "shutdown";
 pub const SYSTEM_INFO: &str = "system.info";
 /// Worker → host service: an HTTP request made by the host's broker.
 pub const HTTP_REQUEST: &str = "http.request";
+/// Worker → host service: the value of one of the plugin's declared secrets
+/// (`{"name"}` → the value as a string).
+pub const SECRET_GET: &str = "secret.get";
 
 /// Parameters of [`HELLO`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

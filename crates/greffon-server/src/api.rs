@@ -80,7 +80,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-fn host_error(e: &HostError) -> Response {
+pub(crate) fn host_error(e: &HostError) -> Response {
     error(status_of(e.kind()), e.kind(), e.to_string())
 }
 
@@ -209,7 +209,8 @@ async fn metrics(State(app): AppState) -> Response {
     paths(health, list, plugin, enable, disable, reload, run, openapi_route, metrics,
           crate::tasks::list, crate::tasks::create, crate::tasks::get_task, crate::tasks::update,
           crate::tasks::delete, crate::tasks::run_now, crate::tasks::runs, crate::tasks::next,
-          crate::llm::infer),
+          crate::llm::infer, crate::secrets::list_all, crate::secrets::list_plugin,
+          crate::secrets::set, crate::secrets::remove),
     modifiers(&Bearer)
 )]
 struct ApiDoc;
@@ -250,6 +251,7 @@ fn router(
         .route("/v1/plugins/{name}/run", post(run))
         .merge(crate::tasks::routes())
         .merge(crate::llm::routes())
+        .merge(crate::secrets::routes())
         .route("/v1/openapi.json", get(openapi_route))
         .route("/metrics", get(metrics))
         .fallback(|| async {

@@ -8,6 +8,7 @@
 //! - `metrics`: Prometheus text at `/metrics`;
 //! - `tasks`: the `/v1/tasks` routes over the scheduler;
 //! - `llm`: `/v1/llm/infer`, JSON or server-sent events;
+//! - `secrets`: `/v1/secrets`, write-only plugin secrets;
 //! - `mcp`: `/mcp`, the Model Context Protocol over Streamable HTTP
 //!   ([`greffon_mcp::http_service`]) behind the same token, its calls
 //!   counted in the metrics;
@@ -25,6 +26,7 @@ mod endpoint;
 mod llm;
 mod mcp;
 mod metrics;
+mod secrets;
 mod tasks;
 mod watch;
 

@@ -55,6 +55,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Plugin secrets (API keys, tokens): stored outside greffon.toml,
+    /// read only by the plugin that declares them in meta["secrets"].
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Local model files under <home>/models/.
     Model {
         #[command(subcommand)]
@@ -231,6 +237,30 @@ pub struct TaskSpec {
     /// Replaces the plugin's timeout for this task.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret of PLUGIN: the value is read from stdin (one
+    /// trailing newline dropped), or from a prompt that does not echo when
+    /// stdin is a terminal — never from the command line, which shell
+    /// history and /proc keep.
+    Set {
+        plugin: String,
+        name: String,
+        /// Refused: only here to say why.
+        #[arg(hide = true)]
+        value: Option<String>,
+    },
+    /// The secrets plugins declare (or of PLUGIN) and whether each is set;
+    /// never a value.
+    List {
+        plugin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a stored secret (also of a plugin whose folder is gone).
+    Rm { plugin: String, name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod cli;
 mod print;
 mod remote;
+mod secret;
 mod task;
 
 use anyhow::Context;
@@ -68,6 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Task { command } => {
             return task_command(&root, config, &home, remote_flag.as_deref(), command).await;
+        }
+        Command::Secret { command } => {
+            return secret_command(&root, config, &home, remote_flag.as_deref(), command).await;
         }
     };
 
@@ -336,13 +340,7 @@ async fn remote_command(
                 .await?
             {
                 Ok(p) if *json => print::json(&serde_json::to_value(&p)?),
-                Ok(p) if verb == "enable" => {
-                    let granted = print::permissions(p.granted.as_deref().unwrap_or_default());
-                    print::out!("enabled {}; permissions granted: {granted}", p.name);
-                    for line in print::access_lines(&p.access) {
-                        print::out!("  {line}");
-                    }
-                }
+                Ok(p) if verb == "enable" => print::enabled(&p),
                 Ok(p) => print::out!("disabled {}", p.name),
                 Err(e) => return failed(e),
             }
@@ -435,6 +433,28 @@ async fn task_command(
             Ok(ExitCode::from(EXIT_INTERRUPTED))
         }
     };
+    host.shutdown().await;
+    code
+}
+
+/// `greffon secret ...`: through the running server, or on the home's
+/// store. A value on the command line is refused before anything else.
+async fn secret_command(
+    root: &std::path::Path,
+    config: Config,
+    home: &Home,
+    remote_flag: Option<&str>,
+    command: cli::SecretCommand,
+) -> anyhow::Result<ExitCode> {
+    if let cli::SecretCommand::Set { value: Some(_), .. } = &command {
+        eprintln!("error: {}", secret::NO_ARGUMENT_VALUE);
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if let Some(remote) = remote::Remote::find(home, remote_flag)? {
+        return secret::command(secret::Backend::Remote(&remote), command).await;
+    }
+    let host = Host::open_with(root, config).await?;
+    let code = secret::command(secret::Backend::Embedded(&host), command).await;
     host.shutdown().await;
     code
 }
@@ -578,11 +598,7 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                 if json {
                     print::json(&serde_json::to_value(&info)?);
                 } else {
-                    let granted = print::permissions(info.granted.as_deref().unwrap_or_default());
-                    print::out!("enabled {}; permissions granted: {granted}", info.name);
-                    for line in print::access_lines(&info.access) {
-                        print::out!("  {line}");
-                    }
+                    print::enabled(&info);
                 }
                 Ok(ExitCode::SUCCESS)
             }

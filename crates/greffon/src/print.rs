@@ -4,7 +4,7 @@
 //! drops the rest of the output instead of panicking.
 
 use greffon_core::{Home, Permission};
-use greffon_host::{AccessInfo, CheckReport, PluginInfo};
+use greffon_host::{AccessInfo, CheckReport, PluginInfo, SecretEntry, SecretState};
 use serde_json::Value;
 
 /// `println!` that ignores a closed stdout.
@@ -94,6 +94,9 @@ pub fn info(p: &PluginInfo) {
     if let Some(g) = &p.granted {
         out!("granted:     {}", permissions(g));
     }
+    if !p.secrets.is_empty() {
+        out!("secrets:     {}", secret_states(&p.secrets));
+    }
     out!("timeout:     {} s", p.timeout_s);
     for line in access_lines(&p.access) {
         out!("{line}");
@@ -116,6 +119,51 @@ pub fn info(p: &PluginInfo) {
         {
             out!("  {line}");
         }
+    }
+}
+
+/// `NAME (set), OTHER (not set)`: never a value.
+fn secret_states(secrets: &[SecretState]) -> String {
+    secrets
+        .iter()
+        .map(|s| format!("{} ({})", s.name, if s.set { "set" } else { "not set" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `plugin enable` says: the grant, the reach, the secrets to set.
+pub fn enabled(p: &PluginInfo) {
+    let granted = permissions(p.granted.as_deref().unwrap_or_default());
+    out!("enabled {}; permissions granted: {granted}", p.name);
+    for line in access_lines(&p.access) {
+        out!("  {line}");
+    }
+    if !p.secrets.is_empty() {
+        out!("  secrets: {}", secret_states(&p.secrets));
+        for s in p.secrets.iter().filter(|s| !s.set) {
+            out!(
+                "  set {} with: greffon secret set {} {}",
+                s.name,
+                p.name,
+                s.name
+            );
+        }
+    }
+}
+
+/// `secret list`: one line per secret, never a value.
+pub fn secrets(entries: &[SecretEntry]) {
+    if entries.is_empty() {
+        out!("no plugin declares a secret");
+        return;
+    }
+    for e in entries {
+        let state = match (e.set, e.declared) {
+            (true, true) => "set",
+            (false, _) => "not set",
+            (true, false) => "set, not declared (remove with `greffon secret rm`)",
+        };
+        out!("{:<20} {:<28} {state}", e.plugin, e.name);
     }
 }
 

@@ -1,0 +1,176 @@
+//! `greffon secret ...`: through a running server (its write-only
+//! `/v1/secrets`), or on the home's store when none runs.
+
+use crate::cli::SecretCommand;
+use crate::print;
+use crate::remote::{self, Remote};
+use anyhow::Context;
+use greffon_host::{Host, MAX_SECRET_BYTES, SecretEntry};
+use reqwest::Method;
+use serde_json::json;
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+/// Where the commands go.
+pub enum Backend<'a> {
+    Remote(&'a Remote),
+    Embedded(&'a Host),
+}
+
+/// Why `secret set` refuses a value given as an argument.
+pub const NO_ARGUMENT_VALUE: &str = "greffon secret set reads the value from stdin or a prompt, never from the command line (shell history and /proc would keep it): run `greffon secret set PLUGIN NAME` and type it, or pipe it in";
+
+pub async fn command(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result<ExitCode> {
+    let outcome = match command {
+        SecretCommand::Set { plugin, name, .. } => {
+            let value = read_value(&plugin, &name)?;
+            set(&backend, &plugin, &name, &value)
+                .await
+                .map(|r| r.map(|()| print::out!("secret {name} of {plugin} stored")))
+        }
+        SecretCommand::List { plugin, json } => list(&backend, plugin.as_deref()).await.map(|r| {
+            r.map(|entries| {
+                if json {
+                    print::json(&json!(entries));
+                } else {
+                    print::secrets(&entries);
+                }
+            })
+        }),
+        SecretCommand::Rm { plugin, name } => remove(&backend, &plugin, &name)
+            .await
+            .map(|r| r.map(|()| print::out!("secret {name} of {plugin} removed"))),
+    };
+    Ok(match outcome? {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(crate::EXIT_ERROR)
+        }
+    })
+}
+
+/// An operation's refusal (`Err(message)`) inside a transport failure.
+type Outcome<T> = anyhow::Result<Result<T, String>>;
+
+async fn set(backend: &Backend<'_>, plugin: &str, name: &str, value: &str) -> Outcome<()> {
+    Ok(match backend {
+        Backend::Embedded(host) => host
+            .set_secret(plugin, name, value)
+            .map_err(|e| e.to_string()),
+        Backend::Remote(r) => {
+            let path = format!("/v1/secrets/{plugin}/{name}");
+            let (status, v) = r
+                .send(Method::PUT, &path, Some(&json!({ "value": value })))
+                .await?;
+            if status == 204 {
+                Ok(())
+            } else {
+                Err(remote::error_text(&v))
+            }
+        }
+    })
+}
+
+async fn list(backend: &Backend<'_>, plugin: Option<&str>) -> Outcome<Vec<SecretEntry>> {
+    Ok(match backend {
+        Backend::Embedded(host) => host.secrets(plugin).map_err(|e| e.to_string()),
+        Backend::Remote(r) => {
+            let path = match plugin {
+                Some(p) => format!("/v1/secrets/{p}"),
+                None => "/v1/secrets".into(),
+            };
+            let (status, v) = r.send(Method::GET, &path, None).await?;
+            if status == 200 {
+                Ok(serde_json::from_value(v)
+                    .context("the server answered an unexpected secret list")?)
+            } else {
+                Err(remote::error_text(&v))
+            }
+        }
+    })
+}
+
+async fn remove(backend: &Backend<'_>, plugin: &str, name: &str) -> Outcome<()> {
+    let not_set = || format!("the secret '{name}' of plugin '{plugin}' is not set");
+    Ok(match backend {
+        Backend::Embedded(host) => match host.remove_secret(plugin, name) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_set()),
+            Err(e) => Err(e.to_string()),
+        },
+        Backend::Remote(r) => {
+            let path = format!("/v1/secrets/{plugin}/{name}");
+            let (status, v) = r.send(Method::DELETE, &path, None).await?;
+            if status == 204 {
+                Ok(())
+            } else {
+                Err(remote::error_text(&v))
+            }
+        }
+    })
+}
+
+/// The value from a no-echo prompt on a terminal, else all of stdin with
+/// one trailing newline dropped (what `echo` and here-strings add).
+fn read_value(plugin: &str, name: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    let mut value = if stdin.is_terminal() {
+        eprint!("value of {name} for {plugin} (not shown): ");
+        let _ = std::io::stderr().flush();
+        let line = {
+            let _quiet = NoEcho::on_stdin();
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .context("cannot read the value")?;
+            line
+        };
+        eprintln!();
+        line
+    } else {
+        let mut bytes = Vec::new();
+        stdin
+            .lock()
+            .take(MAX_SECRET_BYTES as u64 + 3)
+            .read_to_end(&mut bytes)
+            .context("cannot read the value from stdin")?;
+        String::from_utf8(bytes).context("the value is not UTF-8 text")?
+    };
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
+/// Terminal echo turned off on stdin until dropped.
+struct NoEcho(Option<libc::termios>);
+
+impl NoEcho {
+    fn on_stdin() -> NoEcho {
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+            return NoEcho(None);
+        }
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: sets attributes read above, with echo off.
+        if unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &quiet) } != 0 {
+            return NoEcho(None);
+        }
+        NoEcho(Some(saved))
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the attributes saved in on_stdin.
+            unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, saved) };
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! Plugin secrets end to end: `greffon secret` (embedded and through a
+//! server), `/v1/secrets`, `greffon.secret()` in real sandboxed workers,
+//! redaction in dumps, logs and errors, and reload escalation.
+
+mod common;
+
+use common::TestHome;
+use common::server::{call, start};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A value with a quote and a backslash, so that its JSON-escaped form
+/// (in log lines) differs from the raw one.
+const VALUE: &str = r#"ghp_9fQ2"x\7LmZ0kRtVw"#;
+
+/// Reads its secret and proves it by a hash, raises or dies holding it,
+/// and tries a name it did not declare.
+const GH: &str = r#"import hashlib, os, greffon
+from greffon import log
+class P:
+    meta = {'name': 'gh', 'secrets': ['GITHUB_TOKEN'], 'inputs': {'schema': {'action': 'string'}}}
+    def run(self, action):
+        if action == 'other':
+            try:
+                greffon.secret('OTHER_TOKEN')
+            except greffon.HostError as e:
+                return {'kind': e.kind, 'message': str(e)}
+        try:
+            token = greffon.secret('GITHUB_TOKEN')
+        except greffon.HostError as e:
+            return {'kind': e.kind, 'message': str(e)}
+        if action == 'hash':
+            return {'sha256': hashlib.sha256(token.encode()).hexdigest()}
+        print('token is', token)
+        log.get_logger('plugin').warning('using %s', token)
+        if action == 'raise':
+            raise ValueError(f'rejected {token}')
+        # Straight to the file descriptor: what a crashing extension or a
+        # child process writes, which no capture buffer holds.
+        os.write(2, f'dying with {token}\n'.encode())
+        os._exit(3)
+plugin = P()
+"#;
+
+/// Declares nothing, or the same name as `gh`: neither reads gh's value.
+const THIEF: &str = r#"import greffon
+class P:
+    meta = {'name': NAME, 'secrets': DECLARED}
+    def run(self):
+        try:
+            return {'value': greffon.secret('GITHUB_TOKEN')}
+        except greffon.HostError as e:
+            return {'kind': e.kind, 'message': str(e)}
+plugin = P()
+"#;
+
+fn thief(name: &str, declared: &str) -> String {
+    THIEF
+        .replace("NAME", &format!("'{name}'"))
+        .replace("DECLARED", declared)
+}
+
+fn secrets_home() -> TestHome {
+    let home = TestHome::new();
+    home.plugin("gh", GH)
+        .plugin("thief", &thief("thief", "[]"))
+        .plugin("twin", &thief("twin", "['GITHUB_TOKEN']"));
+    for name in ["gh", "thief", "twin"] {
+        home.enable(name);
+    }
+    home
+}
+
+/// `greffon secret ARGS` with `stdin` piped in: (exit code, stdout, stderr).
+fn secret(home: &TestHome, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("secret")
+        .args(args)
+        .env_remove("GREFFON_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("greffon runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("greffon ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every file under `dir` whose bytes hold `needle` (raw or JSON-escaped).
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let escaped = serde_json::to_string(needle).expect("json");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let text = String::from_utf8_lossy(&bytes);
+                if text.contains(needle) || text.contains(escaped) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn list(home: &TestHome) -> Vec<Value> {
+    let (code, out, err) = secret(home, &["list", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out)
+        .expect("list JSON")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+#[test]
+fn a_plugin_reads_only_its_declared_secret_and_the_value_stays_in_the_store() {
+    let home = secrets_home();
+    // Unset: the plugin learns how to set it.
+    let (_, v) = home.run("gh", r#"{"action": "hash"}"#);
+    assert_eq!(v["kind"], "not_found", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("greffon secret set gh GITHUB_TOKEN")),
+        "{v}"
+    );
+
+    // A value on the command line is refused and not stored.
+    let (code, _, err) = secret(&home, &["set", "gh", "GITHUB_TOKEN", "ghp_on_the_line"], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("never from the command line"), "{err}");
+    assert!(files_holding(home.path(), "ghp_on_the_line").is_empty());
+
+    // A name the plugin does not declare is refused, naming what it does.
+    let (code, _, err) = secret(&home, &["set", "gh", "GITHUB_TOKN"], "x\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not declare the secret 'GITHUB_TOKN'") && err.contains("GITHUB_TOKEN"),
+        "{err}"
+    );
+
+    let (code, out, err) = secret(&home, &["set", "gh", "GITHUB_TOKEN"], &format!("{VALUE}\n"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stored"), "{out}");
+    let store = home.path().join("app/secrets.json");
+    let mode = std::fs::metadata(&store)
+        .expect("store")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the store is private");
+    let entries = list(&home);
+    assert!(
+        entries.contains(
+            &json!({"plugin": "gh", "name": "GITHUB_TOKEN", "set": true, "declared": true})
+        )
+    );
+    assert!(entries.contains(
+        &json!({"plugin": "twin", "name": "GITHUB_TOKEN", "set": false, "declared": true})
+    ));
+    assert_eq!(
+        home.info("gh")["secrets"],
+        json!([{"name": "GITHUB_TOKEN", "set": true}])
+    );
+
+    // The plugin reads exactly the stored value (the trailing newline of
+    // stdin dropped).
+    let (code, v) = home.run("gh", r#"{"action": "hash"}"#);
+    assert_eq!(
+        (code, v["sha256"].clone()),
+        (0, json!(sha256(VALUE))),
+        "{v}"
+    );
+    let (_, v) = home.run("gh", r#"{"action": "other"}"#);
+    assert_eq!(v["kind"], "permission_denied", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'OTHER_TOKEN'") && m.contains("GITHUB_TOKEN")),
+        "{v}"
+    );
+    // Another plugin cannot read it, declared or not.
+    let (_, v) = home.run("thief", "{}");
+    assert_eq!(v["kind"], "permission_denied", "{v}");
+    let (_, v) = home.run("twin", "{}");
+    assert_eq!(v["kind"], "not_found", "twin has its own, unset: {v}");
+
+    // It prints, logs and raises with the value: the answer and the dump
+    // name the secret instead.
+    let message = home.run_error("gh", r#"{"action": "raise"}"#);
+    assert!(
+        message.contains("ValueError: rejected [secret GITHUB_TOKEN]"),
+        "{message}"
+    );
+    let dump = std::fs::read_to_string(home.dumps().last().expect("a dump")).expect("dump");
+    assert!(dump.contains("token is [secret GITHUB_TOKEN]"), "{dump}");
+    // The worker dies holding it: the worker-exit dump has its raw output.
+    let before = home.dumps().len();
+    let message = home.run_error("gh", r#"{"action": "exit"}"#);
+    assert!(!message.contains(VALUE), "{message}");
+    let dumps = home.dumps();
+    assert!(dumps.len() > before, "a worker-exit dump");
+    let exit_dump = dumps
+        .iter()
+        .map(|d| std::fs::read_to_string(d).expect("dump"))
+        .find(|t| t.contains("phase: worker exit"))
+        .expect("worker exit dump");
+    assert!(
+        exit_dump.contains("dying with [secret GITHUB_TOKEN]"),
+        "{exit_dump}"
+    );
+
+    // Through a server: an HTTP call and an MCP call read it too.
+    let server = start(&home);
+    let (st, v) = call(
+        &server.api,
+        "POST",
+        "/v1/plugins/gh/run",
+        r#"{"action": "hash"}"#,
+    );
+    assert_eq!(
+        (st, v["sha256"].clone()),
+        (200, json!(sha256(VALUE))),
+        "{v}"
+    );
+    let (st, v) = call(
+        &server.api,
+        "POST",
+        "/v1/plugins/gh/run",
+        r#"{"action": "raise"}"#,
+    );
+    assert_eq!(st, 502, "{v}");
+    assert!(!v.to_string().contains("9fQ2"), "{v}");
+    let answers = mcp_call_hash(&home);
+    assert_eq!(
+        answers["result"]["structuredContent"]["sha256"],
+        json!(sha256(VALUE)),
+        "{answers}"
+    );
+    drop(server);
+
+    // Every read is audited by name, never by value.
+    let audit = home.log("audit");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"event\":\"secret_read\"")
+                && l.contains("\"plugin\":\"gh\"")
+                && l.contains("\"secret\":\"GITHUB_TOKEN\"")),
+        "{audit}"
+    );
+    assert!(audit.contains("\"event\":\"secret_set\""), "{audit}");
+    let holding: Vec<PathBuf> = files_holding(home.path(), VALUE)
+        .into_iter()
+        .filter(|p| p != &store)
+        .collect();
+    assert!(holding.is_empty(), "the value leaked into {holding:?}");
+    assert!(
+        home.log("plugin").contains("[secret GITHUB_TOKEN]"),
+        "the plugin's output is logged, redacted"
+    );
+
+    // Removing the folder keeps the secret; `secret rm` removes it.
+    std::fs::remove_dir_all(home.path().join("plugins/gh")).expect("rm plugin");
+    assert!(list(&home).contains(
+        &json!({"plugin": "gh", "name": "GITHUB_TOKEN", "set": true, "declared": false})
+    ));
+    let (code, out, err) = secret(&home, &["rm", "gh", "GITHUB_TOKEN"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let (code, _, err) = secret(&home, &["rm", "gh", "GITHUB_TOKEN"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("is not set"), "{err}");
+    assert!(files_holding(home.path(), VALUE).is_empty());
+}
+
+/// `tools/call gh {"action": "hash"}` through `greffon mcp` (which goes
+/// through the running server): its answer.
+fn mcp_call_hash(home: &TestHome) -> Value {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("greffon mcp starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let requests = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gh","arguments":{"action":"hash"}}}"#,
+    ];
+    let mut last = Value::Null;
+    for request in requests {
+        writeln!(stdin, "{request}").expect("write");
+        if request.contains("\"id\"") {
+            let line = lines.next().expect("an answer").expect("a line");
+            last = serde_json::from_str(&line).expect("JSON-RPC");
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    last
+}
+
+#[test]
+fn the_api_is_write_only_and_refuses_what_the_cli_refuses() {
+    let home = secrets_home();
+    let server = start(&home);
+    let s = &server.api;
+    let body = json!({"value": VALUE}).to_string();
+    let (st, v) = call(s, "PUT", "/v1/secrets/gh/GITHUB_TOKEN", &body);
+    assert_eq!(st, 204, "{v}");
+    // The CLI goes through the running server and sees it.
+    let (code, out, err) = secret(&home, &["list", "gh"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("GITHUB_TOKEN") && out.contains("set"), "{out}");
+    for path in [
+        "/v1/secrets",
+        "/v1/secrets/gh",
+        "/v1/plugins/gh",
+        "/v1/plugins",
+    ] {
+        let (st, v) = call(s, "GET", path, "");
+        assert_eq!(st, 200, "{path}: {v}");
+        assert!(
+            !v.to_string().contains("9fQ2"),
+            "{path} returned the value: {v}"
+        );
+    }
+    let (_, v) = call(s, "GET", "/v1/secrets/gh", "");
+    assert_eq!(
+        v,
+        json!([{"plugin": "gh", "name": "GITHUB_TOKEN", "set": true, "declared": true}])
+    );
+    let (st, v) = call(s, "POST", "/v1/plugins/gh/run", r#"{"action": "hash"}"#);
+    assert_eq!(
+        (st, v["sha256"].clone()),
+        (200, json!(sha256(VALUE))),
+        "{v}"
+    );
+
+    // Refusals: each names what is wrong, none echoes the body.
+    let cases = [
+        (
+            "PUT",
+            "/v1/secrets/gh/NOPE",
+            body.as_str(),
+            422,
+            "does not declare the secret 'NOPE'",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/nobody/TOKEN",
+            body.as_str(),
+            404,
+            "unknown plugin 'nobody'",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/gh/1BAD",
+            body.as_str(),
+            422,
+            "not a valid secret name",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/gh/GITHUB_TOKEN",
+            r#"{"value": ""}"#,
+            422,
+            "is empty",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/gh/GITHUB_TOKEN",
+            r#"{"value": "abc""#,
+            422,
+            "not JSON",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/gh/GITHUB_TOKEN",
+            r#"{"valu": "sekret-typo"}"#,
+            422,
+            "must be {\"value\"",
+        ),
+        (
+            "GET",
+            "/v1/secrets/nobody",
+            "",
+            404,
+            "unknown plugin 'nobody'",
+        ),
+        (
+            "DELETE",
+            "/v1/secrets/twin/GITHUB_TOKEN",
+            "",
+            404,
+            "is not set",
+        ),
+    ];
+    for (method, path, body, status, says) in cases {
+        let (st, v) = call(s, method, path, body);
+        let text = v["error"].as_str().unwrap_or_default();
+        assert_eq!(st, status, "{method} {path}: {v}");
+        assert!(text.contains(says), "{method} {path}: {v}");
+        assert!(
+            !text.contains("sekret-typo"),
+            "{method} {path} echoed the body: {v}"
+        );
+    }
+    let (st, v) = call(s, "DELETE", "/v1/secrets/gh/GITHUB_TOKEN", "");
+    assert_eq!(st, 204, "{v}");
+    let (_, v) = call(s, "POST", "/v1/plugins/gh/run", r#"{"action": "hash"}"#);
+    assert_eq!(v["kind"], "not_found", "removed: {v}");
+    let (st, _) = request_without_token(s, "/v1/secrets");
+    assert_eq!(st, 401);
+}
+
+fn request_without_token(s: &common::server::Api, path: &str) -> (u16, Value) {
+    common::server::request(s, "GET", path, None, None, "")
+}
+
+#[test]
+fn a_reload_that_declares_a_new_secret_waits_for_the_operator() {
+    let home = TestHome::new();
+    home.plugin("gh", &thief("gh", "['GITHUB_TOKEN']"));
+    home.enable("gh");
+    let server = start(&home);
+    let s = &server.api;
+    home.plugin("gh", &thief("gh", "['GITHUB_TOKEN', 'MAIL_PASSWORD']"));
+    let (st, v) = call(s, "POST", "/v1/plugins/gh/reload", "");
+    assert_eq!(st, 502, "{v}");
+    let text = v["error"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("secrets that were not granted (MAIL_PASSWORD)")
+            && text.contains("greffon plugin enable gh"),
+        "{v}"
+    );
+    assert!(home.log("audit").contains("permission_escalation_refused"));
+    let (st, _) = call(s, "POST", "/v1/plugins/gh/run", "");
+    assert_eq!(st, 200, "the granted version keeps serving");
+    let (st, v) = call(s, "POST", "/v1/plugins/gh/enable", "");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["secrets"],
+        json!([{"name": "GITHUB_TOKEN", "set": false}, {"name": "MAIL_PASSWORD", "set": false}])
+    );
+    // A restart keeps the grant (persisted), so the plugin stays enabled.
+    drop(server);
+    assert_eq!(home.info("gh")["state"], "enabled");
+}
