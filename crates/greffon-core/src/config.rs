@@ -55,6 +55,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// The local LLM.
     pub llm: LlmConfig,
+    /// Where plugin secrets are kept.
+    pub secrets: SecretsConfig,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
 }
@@ -168,6 +170,27 @@ impl Default for LlmConfig {
     }
 }
 
+/// `[secrets]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    pub store: SecretStoreKind,
+}
+
+/// `[secrets] store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretStoreKind {
+    /// The OS keyring when a Secret Service answers on the session bus
+    /// (and `app/secrets.json` holds nothing yet), else the file.
+    #[default]
+    Auto,
+    /// The Secret Service only: an error when none answers.
+    Keyring,
+    /// `app/secrets.json` (mode 0600) only.
+    File,
+}
+
 /// `[llm] backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -228,6 +251,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
             llm: LlmConfig::default(),
+            secrets: SecretsConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -533,6 +557,19 @@ mod tests {
         assert!(e.message.contains("'*.com'"), "{e}");
         let e = parse("[plugins.w]\ncpu_s = 0\n").expect_err("refused");
         assert_eq!(e.key.as_deref(), Some("plugins.w.cpu_s"));
+    }
+
+    #[test]
+    fn the_secret_store_is_chosen_by_name() {
+        assert_eq!(
+            parse("").expect("valid").secrets.store,
+            SecretStoreKind::Auto
+        );
+        let c = parse("[secrets]\nstore = \"file\"\n").expect("valid");
+        assert_eq!(c.secrets.store, SecretStoreKind::File);
+        let e = parse("[secrets]\nstore = \"vault\"\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("secrets.store"));
+        assert_eq!(e.line, Some(2));
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod schema;
 pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};
 pub use config::{
     Config, ConfigError, LlmBackend, LlmConfig, PluginConfig, SandboxMode, SchedulerConfig,
-    ServerConfig,
+    SecretStoreKind, SecretsConfig, ServerConfig,
 };
 pub use home::Home;
 pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name, is_valid_secret_name};

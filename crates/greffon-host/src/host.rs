@@ -151,7 +151,8 @@ impl Host {
             max_response_bytes: config.http_max_response_bytes,
             timeout: Duration::from_secs_f64(config.http_timeout_s),
         };
-        let home_secrets = home.secrets_file();
+        let (home_root, home_secrets) = (home.root().to_path_buf(), home.secrets_file());
+        let secrets_kind = config.secrets.store;
         let inner = Arc::new(Inner {
             home,
             config,
@@ -164,7 +165,7 @@ impl Host {
             services: Arc::new(Services {
                 sys_root: PathBuf::from("/"),
                 http,
-                secrets: SecretStore::open(&home_secrets),
+                secrets: SecretStore::open(&home_root, &home_secrets, secrets_kind),
                 extra: Default::default(),
             }),
             plugins: RwLock::new(BTreeMap::new()),
@@ -172,6 +173,7 @@ impl Host {
         });
         let host = Host { inner };
         host.discover().await?;
+        host.refresh_secret_names().await;
         Ok(host)
     }
 
@@ -418,23 +420,43 @@ impl Host {
 
     /// The declared and stored secrets of `plugin` (or of all), with
     /// whether each is set; values are never returned.
-    pub fn secrets(&self, plugin: Option<&str>) -> Result<Vec<SecretEntry>, HostError> {
+    pub async fn secrets(&self, plugin: Option<&str>) -> Result<Vec<SecretEntry>, HostError> {
         if let Some(name) = plugin
-            && !self.inner.secret_stored_for(name)?
+            && !self.inner.secret_stored_for(name).await?
         {
             self.lookup(name)?;
         }
-        self.inner.secret_list(plugin)
+        self.inner.secret_list(plugin).await
     }
 
     /// Stores the value of a secret `plugin` declares.
-    pub fn set_secret(&self, plugin: &str, name: &str, value: &str) -> Result<(), HostError> {
-        self.inner.set_secret(plugin, name, value)
+    pub async fn set_secret(&self, plugin: &str, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.set_secret(plugin, name, value).await
     }
 
     /// Removes a stored secret; false when it was not set.
-    pub fn remove_secret(&self, plugin: &str, name: &str) -> Result<bool, HostError> {
-        self.inner.remove_secret(plugin, name)
+    pub async fn remove_secret(&self, plugin: &str, name: &str) -> Result<bool, HostError> {
+        self.inner.remove_secret(plugin, name).await
+    }
+
+    /// Where secret values live: the OS keyring or the file.
+    pub async fn secret_location(&self) -> String {
+        self.inner.services.secrets.location().await
+    }
+
+    /// Reads which secrets are set, so that `plugin info` can say so
+    /// without waiting on the keyring; only when a plugin declares one
+    /// (the keyring is not probed for homes that use none).
+    async fn refresh_secret_names(&self) {
+        let declares = self.inner.all_plugins().iter().any(|p| {
+            p.status()
+                .meta
+                .as_ref()
+                .is_some_and(|m| !m.secrets.is_empty())
+        });
+        if declares && let Err(e) = self.inner.services.secrets.names().await {
+            tracing::warn!(target: "server", "cannot list the stored secrets: {e}");
+        }
     }
 
     /// Grants the plugin its declared permissions, starts it (`start()`)
@@ -1192,13 +1214,9 @@ impl Inner {
             .collect()
     }
 
-    /// The secret names set, by plugin; none when the store cannot be
-    /// read (said in the log: the listing must not fail for it).
+    /// The secret names set, by plugin, as last read.
     fn secret_names(&self) -> BTreeMap<String, Vec<String>> {
-        self.services.secrets.names().unwrap_or_else(|e| {
-            tracing::warn!(target: "server", "{e}");
-            BTreeMap::new()
-        })
+        self.services.secrets.known_names()
     }
 
     fn db_error(&self, source: sqlx::Error) -> HostError {

@@ -43,7 +43,7 @@ pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
 pub use redact::redact;
 pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;
-pub use secrets::{MAX_SECRET_BYTES, SecretEntry, SecretError};
+pub use secrets::{MAX_SECRET_BYTES, SecretEntry, SecretError, store_report};
 pub use services::{Service, ServiceFuture};
 pub use tokio_util::sync::CancellationToken;
 

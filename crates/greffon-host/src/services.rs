@@ -65,7 +65,7 @@ impl Services {
             return broker::request(&caller.plugin, caller.net.as_ref(), self.http, params).await;
         }
         if method == method::SECRET_GET {
-            return self.secret(caller, params);
+            return self.secret(caller, params).await;
         }
         let outcome = match method {
             method::SYSTEM_INFO => {
@@ -98,7 +98,7 @@ impl Services {
     /// `greffon.secret(NAME)`: the value, only for a name the plugin
     /// declared (and was granted) and that is set. The value is remembered
     /// for redaction before it leaves; the audit records the name only.
-    fn secret(&self, caller: &Caller, params: Value) -> Result<Value, WireError> {
+    async fn secret(&self, caller: &Caller, params: Value) -> Result<Value, WireError> {
         let plugin = &caller.plugin;
         let name = match params.get("name") {
             Some(Value::String(n)) => n.clone(),
@@ -122,7 +122,7 @@ impl Services {
                 ),
             ))
         } else {
-            match self.secrets.get(plugin, &name) {
+            match self.secrets.get(plugin, &name).await {
                 Ok(Some(value)) => {
                     crate::redact::remember(&name, &value);
                     Ok(Value::String(value))

@@ -22,8 +22,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         )
 }
 
-fn listing(app: &App, plugin: Option<&str>) -> Response {
-    match app.host.secrets(plugin) {
+async fn listing(app: &App, plugin: Option<&str>) -> Response {
+    match app.host.secrets(plugin).await {
         Ok(entries) => axum::Json(entries).into_response(),
         Err(e) => host_error(&e),
     }
@@ -31,7 +31,7 @@ fn listing(app: &App, plugin: Option<&str>) -> Response {
 
 #[utoipa::path(get, path = "/v1/secrets", responses((status = 200, description = "Every declared or stored secret: plugin, name, set, declared (never a value)", body = [Object])), security(("bearer" = [])))]
 pub(crate) async fn list_all(State(app): AppState) -> Response {
-    listing(&app, None)
+    listing(&app, None).await
 }
 
 #[utoipa::path(get, path = "/v1/secrets/{plugin}", params(("plugin" = String, Path)), responses((status = 200, description = "The plugin's secrets (never a value)", body = [Object]), (status = 404, description = "Unknown plugin, and none stored for it", body = Object)), security(("bearer" = [])))]
@@ -39,7 +39,7 @@ pub(crate) async fn list_plugin(
     State(app): AppState,
     UrlPath(plugin): UrlPath<String>,
 ) -> Response {
-    listing(&app, Some(&plugin))
+    listing(&app, Some(&plugin)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +73,7 @@ pub(crate) async fn set(
             );
         }
     };
-    match app.host.set_secret(&plugin, &name, &body.value) {
+    match app.host.set_secret(&plugin, &name, &body.value).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => host_error(&e),
     }
@@ -87,7 +87,7 @@ pub(crate) async fn remove(
     State(app): AppState,
     UrlPath((plugin, name)): UrlPath<(String, String)>,
 ) -> Response {
-    match app.host.remove_secret(&plugin, &name) {
+    match app.host.remove_secret(&plugin, &name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(
             StatusCode::NOT_FOUND,

@@ -56,7 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let remote_flag = cli.remote.clone();
     let command = match cli.command {
         Command::Plugin { command } => command,
-        Command::Doctor { json } => return Ok(doctor(&config, &home, json)),
+        Command::Doctor { json } => return Ok(doctor(&config, &home, json).await),
         Command::Model { command } => return model_command(&config, &home, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
         Command::Mcp { embedded } => {
@@ -117,8 +117,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `greffon doctor`: what plugins need, and whether this machine has it.
-/// Needs no home: it checks the interpreter and the kernel only.
-fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
+/// Needs no home: it checks the interpreter, the kernel, the model and
+/// where secrets would be kept.
+async fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let python = match greffon_host::python_facts(config.python.as_deref()) {
@@ -163,9 +164,18 @@ fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
         // Only the `llm` plugin and /v1/llm need the model.
         warnings.push(format!("llm: {problem}"));
     }
+    let (location, keyring) = greffon_host::store_report(home, config.secrets.store).await;
+    if config.secrets.store == greffon_core::SecretStoreKind::Keyring && !keyring {
+        problems.push("[secrets] store = \"keyring\" but no Secret Service answers on the session bus; plugins cannot read their secrets".into());
+    }
     let report = json!({
         "python": python,
         "llm": llm,
+        "secrets": {
+            "store": config.secrets.store,
+            "keyring_available": keyring,
+            "location": location,
+        },
         "sandbox": {
             "mode": if enforce { "enforce" } else { "off" },
             "landlock_abi": support.landlock_abi,

@@ -300,6 +300,7 @@ pub fn doctor(report: &Value) {
         text(&report["llm"]["backend"]),
         text(&report["llm"]["model"])
     );
+    out!("secrets:     {}", text(&report["secrets"]["location"]));
     if let Some(list) = report["sandbox"]["protections"].as_array() {
         out!("protections:");
         for p in list {

@@ -57,6 +57,7 @@ async fn set(backend: &Backend<'_>, plugin: &str, name: &str, value: &str) -> Ou
     Ok(match backend {
         Backend::Embedded(host) => host
             .set_secret(plugin, name, value)
+            .await
             .map_err(|e| e.to_string()),
         Backend::Remote(r) => {
             let path = format!("/v1/secrets/{plugin}/{name}");
@@ -74,7 +75,7 @@ async fn set(backend: &Backend<'_>, plugin: &str, name: &str, value: &str) -> Ou
 
 async fn list(backend: &Backend<'_>, plugin: Option<&str>) -> Outcome<Vec<SecretEntry>> {
     Ok(match backend {
-        Backend::Embedded(host) => host.secrets(plugin).map_err(|e| e.to_string()),
+        Backend::Embedded(host) => host.secrets(plugin).await.map_err(|e| e.to_string()),
         Backend::Remote(r) => {
             let path = match plugin {
                 Some(p) => format!("/v1/secrets/{p}"),
@@ -94,7 +95,7 @@ async fn list(backend: &Backend<'_>, plugin: Option<&str>) -> Outcome<Vec<Secret
 async fn remove(backend: &Backend<'_>, plugin: &str, name: &str) -> Outcome<()> {
     let not_set = || format!("the secret '{name}' of plugin '{plugin}' is not set");
     Ok(match backend {
-        Backend::Embedded(host) => match host.remove_secret(plugin, name) {
+        Backend::Embedded(host) => match host.remove_secret(plugin, name).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(not_set()),
             Err(e) => Err(e.to_string()),

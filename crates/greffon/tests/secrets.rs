@@ -64,8 +64,11 @@ fn thief(name: &str, declared: &str) -> String {
         .replace("DECLARED", declared)
 }
 
+/// A home on the file store (a developer's desktop keyring must not take
+/// part in these tests; the keyring has its own test below).
 fn secrets_home() -> TestHome {
     let home = TestHome::new();
+    home.config("[secrets]\nstore = \"file\"\n");
     home.plugin("gh", GH)
         .plugin("thief", &thief("thief", "[]"))
         .plugin("twin", &thief("twin", "['GITHUB_TOKEN']"));
@@ -458,6 +461,7 @@ fn request_without_token(s: &common::server::Api, path: &str) -> (u16, Value) {
 #[test]
 fn a_reload_that_declares_a_new_secret_waits_for_the_operator() {
     let home = TestHome::new();
+    home.config("[secrets]\nstore = \"file\"\n");
     home.plugin("gh", &thief("gh", "['GITHUB_TOKEN']"));
     home.enable("gh");
     let server = start(&home);
@@ -483,4 +487,159 @@ fn a_reload_that_declares_a_new_secret_waits_for_the_operator() {
     // A restart keeps the grant (persisted), so the plugin stays enabled.
     drop(server);
     assert_eq!(home.info("gh")["state"], "enabled");
+}
+
+/// A private session bus with GNOME Keyring on it (the Secret Service of
+/// a desktop session), in a temporary HOME, stopped on drop.
+struct Keyring {
+    _dir: tempfile::TempDir,
+    bus: std::process::Child,
+    daemon: std::process::Child,
+    address: String,
+    runtime: String,
+}
+
+impl Keyring {
+    fn start(home: &TestHome) -> Keyring {
+        for tool in ["dbus-daemon", "gnome-keyring-daemon"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                found,
+                "the keyring test needs {tool}: run scripts/build-deps (it installs dbus-daemon and gnome-keyring)"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = dir.path().join("run");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon starts");
+        let mut address = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(bus.stdout.take().expect("stdout")),
+            &mut address,
+        )
+        .expect("the bus address");
+        let address = address.trim().to_string();
+        let mut daemon = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("HOME", dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gnome-keyring-daemon starts");
+        // The login keyring's password, which creates and unlocks it.
+        let mut stdin = daemon.stdin.take().expect("stdin");
+        stdin.write_all(b"test-login-password").expect("password");
+        drop(stdin);
+        let keyring = Keyring {
+            _dir: dir,
+            bus,
+            daemon,
+            address,
+            runtime: runtime.display().to_string(),
+        };
+        let ready = common::wait_for(std::time::Duration::from_secs(15), || {
+            let out = home.greffon_env(&["doctor", "--json"], &keyring.env());
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["secrets"]["keyring_available"] == json!(true)).then_some(())
+        });
+        assert!(ready.is_some(), "gnome-keyring did not come up on the bus");
+        keyring
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DBUS_SESSION_BUS_ADDRESS", &self.address),
+            ("XDG_RUNTIME_DIR", &self.runtime),
+        ]
+    }
+}
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// `greffon secret ARGS` with the keyring's bus in the environment.
+fn secret_on(home: &TestHome, keyring: &Keyring, args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .arg("secret")
+        .args(args)
+        .envs(keyring.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("greffon runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("greffon ends");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_os_keyring_holds_the_value_when_a_secret_service_answers() {
+    let home = TestHome::new();
+    home.plugin("gh", GH);
+    home.enable("gh");
+    let keyring = Keyring::start(&home);
+    let (code, out) = secret_on(&home, &keyring, &["set", "gh", "GITHUB_TOKEN"], VALUE);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !home.path().join("app/secrets.json").exists(),
+        "auto chose the keyring: no file store"
+    );
+    let (code, out) = secret_on(&home, &keyring, &["list", "--json"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"set\": true"), "{out}");
+    let run = home.greffon_env(
+        &["plugin", "run", "gh", "--json", r#"{"action": "hash"}"#],
+        &keyring.env(),
+    );
+    let v: Value = serde_json::from_slice(&run.stdout).expect("run JSON");
+    assert_eq!(v["sha256"], json!(sha256(VALUE)), "{v}");
+    // The value is nowhere under the home.
+    assert!(files_holding(home.path(), VALUE).is_empty());
+    // Without the bus the file store serves, and it is empty: the keyring
+    // was really where the value was.
+    let (_, v) = home.run("gh", r#"{"action": "hash"}"#);
+    assert_eq!(v["kind"], "not_found", "{v}");
+    let (code, out) = secret_on(&home, &keyring, &["rm", "gh", "GITHUB_TOKEN"], "");
+    assert_eq!(code, 0, "{out}");
+    let run = home.greffon_env(
+        &["plugin", "run", "gh", "--json", r#"{"action": "hash"}"#],
+        &keyring.env(),
+    );
+    let v: Value = serde_json::from_slice(&run.stdout).expect("run JSON");
+    assert_eq!(v["kind"], "not_found", "removed from the keyring: {v}");
 }
