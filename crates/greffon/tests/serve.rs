@@ -159,11 +159,14 @@ fn the_openapi_description_matches_the_routes() {
     let (st, spec) = call(s, "GET", "/v1/openapi.json", "");
     assert_eq!(st, 200);
     let paths = spec["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), 15, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 18, "{:?}", paths.keys());
     // Every documented route exists: none falls through to "no such route".
     for (path, ops) in paths {
         for method in ops.as_object().expect("ops").keys() {
-            let concrete = path.replace("{name}", "echo").replace("{task}", "nope");
+            let concrete = path
+                .replace("{name}", "echo")
+                .replace("{plugin}", "echo")
+                .replace("{task}", "nope");
             let (_, v) = call(s, &method.to_uppercase(), &concrete, "");
             assert!(
                 !v["error"].as_str().unwrap_or("").contains("no such route"),
