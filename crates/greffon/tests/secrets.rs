@@ -80,12 +80,23 @@ fn secrets_home() -> TestHome {
 
 /// `greffon secret ARGS` with `stdin` piped in: (exit code, stdout, stderr).
 fn secret(home: &TestHome, args: &[&str], stdin: &str) -> (i32, String, String) {
+    secret_env(home, args, stdin, &[])
+}
+
+/// [`secret`] with extra environment variables.
+fn secret_env(
+    home: &TestHome,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
         .arg("--home")
         .arg(home.path())
         .arg("secret")
         .args(args)
         .env_remove("GREFFON_HOME")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -577,34 +588,11 @@ impl Drop for Keyring {
     }
 }
 
-/// `greffon secret ARGS` with the keyring's bus in the environment.
+/// `greffon secret ARGS` with the keyring's bus in the environment:
+/// (exit code, stdout and stderr).
 fn secret_on(home: &TestHome, keyring: &Keyring, args: &[&str], stdin: &str) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
-        .arg("--home")
-        .arg(home.path())
-        .arg("secret")
-        .args(args)
-        .envs(keyring.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("greffon runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("greffon ends");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = secret_env(home, args, stdin, &keyring.env());
+    (code, format!("{out}{err}"))
 }
 
 #[test]
