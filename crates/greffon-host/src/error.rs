@@ -49,6 +49,8 @@ pub enum HostError {
     /// A secret name or value that cannot be stored (says which and why).
     #[error("{0}")]
     InvalidSecret(String),
+    #[error("the secret '{name}' of plugin '{plugin}' is not set")]
+    SecretNotSet { plugin: String, name: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -63,6 +65,7 @@ impl HostError {
             HostError::UnknownPlugin(_) => ErrorKind::UnknownPlugin,
             HostError::Failed { .. } | HostError::Reload { .. } => ErrorKind::PluginFailed,
             HostError::NotEnabled(_) => ErrorKind::NotEnabled,
+            HostError::SecretNotSet { .. } => ErrorKind::NotFound,
             HostError::Scaffold { .. } | HostError::InvalidSecret(_) => ErrorKind::Validation,
             _ => ErrorKind::Internal,
         }

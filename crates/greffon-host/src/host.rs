@@ -421,27 +421,31 @@ impl Host {
     /// The declared and stored secrets of `plugin` (or of all), with
     /// whether each is set; values are never returned.
     pub async fn secrets(&self, plugin: Option<&str>) -> Result<Vec<SecretEntry>, HostError> {
+        let stored = self.inner.services.secrets.names().await?;
+        // A plugin whose folder is gone still lists what it left stored.
         if let Some(name) = plugin
-            && !self.inner.secret_stored_for(name).await?
+            && !stored.contains_key(name)
         {
             self.lookup(name)?;
         }
-        self.inner.secret_list(plugin).await
+        Ok(self.inner.secret_list(plugin, &stored))
     }
 
     /// Stores the value of a secret `plugin` declares.
     pub async fn set_secret(&self, plugin: &str, name: &str, value: &str) -> Result<(), HostError> {
-        self.inner.set_secret(plugin, name, value).await
+        let declared = self
+            .lookup(plugin)?
+            .status()
+            .meta
+            .as_ref()
+            .map(|m| m.secrets.clone())
+            .unwrap_or_default();
+        self.inner.set_secret(plugin, name, value, &declared).await
     }
 
-    /// Removes a stored secret; false when it was not set.
-    pub async fn remove_secret(&self, plugin: &str, name: &str) -> Result<bool, HostError> {
+    /// Removes a stored secret; [`HostError::SecretNotSet`] when none was.
+    pub async fn remove_secret(&self, plugin: &str, name: &str) -> Result<(), HostError> {
         self.inner.remove_secret(plugin, name).await
-    }
-
-    /// Where secret values live: the OS keyring or the file.
-    pub async fn secret_location(&self) -> String {
-        self.inner.services.secrets.location().await
     }
 
     /// Reads which secrets are set, so that `plugin info` can say so

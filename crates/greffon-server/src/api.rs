@@ -67,7 +67,7 @@ pub(crate) fn error(status: StatusCode, kind: ErrorKind, message: impl Into<Stri
 pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Validation => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::UnknownPlugin => StatusCode::NOT_FOUND,
+        ErrorKind::UnknownPlugin | ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::NotEnabled => StatusCode::CONFLICT,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

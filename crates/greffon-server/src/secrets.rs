@@ -88,12 +88,7 @@ pub(crate) async fn remove(
     UrlPath((plugin, name)): UrlPath<(String, String)>,
 ) -> Response {
     match app.host.remove_secret(&plugin, &name).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(
-            StatusCode::NOT_FOUND,
-            ErrorKind::NotFound,
-            format!("the secret '{name}' of plugin '{plugin}' is not set"),
-        ),
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => host_error(&e),
     }
 }

@@ -60,16 +60,26 @@ async fn set(backend: &Backend<'_>, plugin: &str, name: &str, value: &str) -> Ou
             .await
             .map_err(|e| e.to_string()),
         Backend::Remote(r) => {
-            let path = format!("/v1/secrets/{plugin}/{name}");
-            let (status, v) = r
-                .send(Method::PUT, &path, Some(&json!({ "value": value })))
-                .await?;
-            if status == 204 {
-                Ok(())
-            } else {
-                Err(remote::error_text(&v))
-            }
+            let body = json!({ "value": value });
+            change(r, Method::PUT, plugin, name, Some(&body)).await?
         }
+    })
+}
+
+/// A PUT or DELETE of one secret through the server: 204, or its error.
+async fn change(
+    r: &Remote,
+    method: Method,
+    plugin: &str,
+    name: &str,
+    body: Option<&serde_json::Value>,
+) -> Outcome<()> {
+    let path = format!("/v1/secrets/{plugin}/{name}");
+    let (status, v) = r.send(method, &path, body).await?;
+    Ok(if status == 204 {
+        Ok(())
+    } else {
+        Err(remote::error_text(&v))
     })
 }
 
@@ -93,22 +103,12 @@ async fn list(backend: &Backend<'_>, plugin: Option<&str>) -> Outcome<Vec<Secret
 }
 
 async fn remove(backend: &Backend<'_>, plugin: &str, name: &str) -> Outcome<()> {
-    let not_set = || format!("the secret '{name}' of plugin '{plugin}' is not set");
     Ok(match backend {
-        Backend::Embedded(host) => match host.remove_secret(plugin, name).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(not_set()),
-            Err(e) => Err(e.to_string()),
-        },
-        Backend::Remote(r) => {
-            let path = format!("/v1/secrets/{plugin}/{name}");
-            let (status, v) = r.send(Method::DELETE, &path, None).await?;
-            if status == 204 {
-                Ok(())
-            } else {
-                Err(remote::error_text(&v))
-            }
-        }
+        Backend::Embedded(host) => host
+            .remove_secret(plugin, name)
+            .await
+            .map_err(|e| e.to_string()),
+        Backend::Remote(r) => change(r, Method::DELETE, plugin, name, None).await?,
     })
 }
 

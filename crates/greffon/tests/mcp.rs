@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::TestHome;
 use common::server::{Server, exchange, start};
-use std::io::Write;
+use common::{TestHome, stdio_exchange};
 use std::path::Path;
 use std::process::Command;
 
@@ -249,40 +248,6 @@ fn mcp_over_http_needs_the_token_and_a_local_origin() {
     // Without an Origin (not a browser): served.
     let (st, body) = http(&server, "POST", "/mcp", &[accept, json, auth], INITIALIZE);
     assert_eq!(st, 200, "{body}");
-}
-
-/// `greffon mcp` over raw stdio, with `env` set: the lines it answers to
-/// `requests`.
-fn stdio_exchange(
-    home: &TestHome,
-    args: &[&str],
-    env: &[(&str, &str)],
-    requests: &[&str],
-) -> Vec<serde_json::Value> {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
-        .arg("--home")
-        .arg(home.path())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("greffon mcp starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut answers = Vec::new();
-    for request in requests {
-        writeln!(stdin, "{request}").expect("write");
-        if request.contains("\"id\"") {
-            let line = lines.next().expect("an answer").expect("a line");
-            answers.push(serde_json::from_str(&line).expect("only JSON-RPC on stdout"));
-        }
-    }
-    drop(stdin);
-    let _ = child.wait();
-    answers
 }
 
 const CALL_ECHO: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"n":2}}}"#;

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::TestHome;
 use common::server::{call, start};
+use common::{TestHome, stdio_exchange};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -321,34 +321,13 @@ fn a_plugin_reads_only_its_declared_secret_and_the_value_stays_in_the_store() {
 /// `tools/call gh {"action": "hash"}` through `greffon mcp` (which goes
 /// through the running server): its answer.
 fn mcp_call_hash(home: &TestHome) -> Value {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_greffon"))
-        .arg("--home")
-        .arg(home.path())
-        .arg("mcp")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("greffon mcp starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let requests = [
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gh","arguments":{"action":"hash"}}}"#,
     ];
-    let mut last = Value::Null;
-    for request in requests {
-        writeln!(stdin, "{request}").expect("write");
-        if request.contains("\"id\"") {
-            let line = lines.next().expect("an answer").expect("a line");
-            last = serde_json::from_str(&line).expect("JSON-RPC");
-        }
-    }
-    drop(stdin);
-    let _ = child.wait();
-    last
+    let mut answers = stdio_exchange(home, &["mcp"], &[], &requests);
+    answers.pop().expect("the call's answer")
 }
 
 #[test]
@@ -389,7 +368,22 @@ fn the_api_is_write_only_and_refuses_what_the_cli_refuses() {
     );
 
     // Refusals: each names what is wrong, none echoes the body.
+    let too_big = json!({"value": "x".repeat(greffon_host::MAX_SECRET_BYTES + 1)}).to_string();
     let cases = [
+        (
+            "PUT",
+            "/v1/secrets/gh/GITHUB_TOKEN",
+            too_big.as_str(),
+            422,
+            "more than 65536",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/gh/GITHUB_TOKEN",
+            r#"{"value": "a\u0000b"}"#,
+            422,
+            "contains a NUL byte",
+        ),
         (
             "PUT",
             "/v1/secrets/gh/NOPE",
@@ -467,6 +461,30 @@ fn the_api_is_write_only_and_refuses_what_the_cli_refuses() {
 
 fn request_without_token(s: &common::server::Api, path: &str) -> (u16, Value) {
     common::server::request(s, "GET", path, None, None, "")
+}
+
+#[test]
+fn doctor_fails_when_the_keyring_is_required_and_none_answers() {
+    let home = TestHome::new();
+    home.config("[secrets]\nstore = \"keyring\"\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nobody = format!("unix:path={}", dir.path().join("no-bus").display());
+    let out = home.greffon_env(
+        &["doctor", "--json"],
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", &nobody),
+            ("XDG_RUNTIME_DIR", &dir.path().display().to_string()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert_eq!(v["secrets"]["keyring_available"], json!(false), "{v}");
+    assert!(
+        v["problems"]
+            .to_string()
+            .contains("store = \\\"keyring\\\" but no Secret Service answers"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -59,8 +59,8 @@ pub(crate) struct SecretStore {
     keyring: KeyringStore,
     chosen: OnceCell<Backend>,
     /// The names last read from the store, for the listings that cannot
-    /// wait on the keyring (`plugin info`); refreshed at open and by every
-    /// change made through this host.
+    /// wait on the keyring (`plugin info`): read at open and by every
+    /// listing, kept up to date by every change made through this host.
     known: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
@@ -121,18 +121,17 @@ impl SecretStore {
             Backend::File => self.file.names()?,
             Backend::Keyring => self.keyring.names().await?,
         };
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = names.clone();
+        *self.known() = names.clone();
         Ok(names)
     }
 
     /// The names as last read (see `known`).
     pub(crate) fn known_names(&self) -> BTreeMap<String, Vec<String>> {
-        if self.chosen.get() == Some(&Backend::File)
-            && let Ok(names) = self.file.names()
-        {
-            return names;
-        }
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.known().clone()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<String>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) async fn set(
@@ -145,7 +144,12 @@ impl SecretStore {
             Backend::File => self.file.set(plugin, name, value)?,
             Backend::Keyring => self.keyring.set(plugin, name, value).await?,
         }
-        self.names().await.map(|_| ())
+        let mut known = self.known();
+        let names = known.entry(plugin.to_string()).or_default();
+        if let Err(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
+            names.insert(at, name.to_string());
+        }
+        Ok(())
     }
 
     pub(crate) async fn remove(&self, plugin: &str, name: &str) -> Result<bool, SecretError> {
@@ -153,7 +157,13 @@ impl SecretStore {
             Backend::File => self.file.remove(plugin, name)?,
             Backend::Keyring => self.keyring.remove(plugin, name).await?,
         };
-        self.names().await?;
+        let mut known = self.known();
+        if let Some(names) = known.get_mut(plugin) {
+            names.retain(|n| n != name);
+            if names.is_empty() {
+                known.remove(plugin);
+            }
+        }
         Ok(removed)
     }
 }
@@ -195,12 +205,12 @@ fn check_name(plugin: &str, name: &str) -> Result<(), HostError> {
 
 impl Inner {
     /// Every declared secret of `plugin` (or of every plugin), set or not,
-    /// then the stored ones no plugin declares.
-    pub(crate) async fn secret_list(
+    /// then the `stored` ones no plugin declares.
+    pub(crate) fn secret_list(
         &self,
         plugin: Option<&str>,
-    ) -> Result<Vec<SecretEntry>, HostError> {
-        let stored = self.services.secrets.names().await?;
+        stored: &BTreeMap<String, Vec<String>>,
+    ) -> Vec<SecretEntry> {
         let is_set = |p: &str, n: &str| stored.get(p).is_some_and(|s| s.iter().any(|x| x == n));
         let mut out: Vec<SecretEntry> = Vec::new();
         for p in self.all_plugins() {
@@ -217,7 +227,7 @@ impl Inner {
                 });
             }
         }
-        for (p, names) in &stored {
+        for (p, names) in stored {
             if plugin.is_some_and(|want| want != p) {
                 continue;
             }
@@ -232,52 +242,29 @@ impl Inner {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
-    /// Whether the store holds any secret of `plugin`: listing those of a
-    /// removed plugin is not an unknown-plugin error.
-    pub(crate) async fn secret_stored_for(&self, plugin: &str) -> Result<bool, HostError> {
-        Ok(self.services.secrets.names().await?.contains_key(plugin))
-    }
-
-    /// Stores a value for a secret the plugin declares. A plugin reads the
-    /// new value at its next `greffon.secret()`: nothing restarts.
+    /// Stores a value for one of the `declared` secrets of `plugin`. A
+    /// plugin reads the new value at its next `greffon.secret()`: nothing
+    /// restarts.
     pub(crate) async fn set_secret(
         &self,
         plugin: &str,
         name: &str,
         value: &str,
+        declared: &[String],
     ) -> Result<(), HostError> {
         check_name(plugin, name)?;
-        let declared = self
-            .all_plugins()
-            .into_iter()
-            .find(|p| p.key == plugin)
-            .map(|p| {
-                p.status()
-                    .meta
-                    .as_ref()
-                    .map(|m| m.secrets.clone())
-                    .unwrap_or_default()
-            });
-        match declared {
-            None => {
-                return Err(HostError::UnknownPlugin(format!(
-                    "unknown plugin '{plugin}'"
-                )));
-            }
-            Some(d) if !d.iter().any(|n| n == name) => {
-                let listed = if d.is_empty() {
-                    "none".to_string()
-                } else {
-                    d.join(", ")
-                };
-                return Err(HostError::InvalidSecret(format!(
-                    "plugin '{plugin}' does not declare the secret '{name}' in meta[\"secrets\"] (declared: {listed})"
-                )));
-            }
-            Some(_) => {}
+        if !declared.iter().any(|n| n == name) {
+            let listed = if declared.is_empty() {
+                "none".to_string()
+            } else {
+                declared.join(", ")
+            };
+            return Err(HostError::InvalidSecret(format!(
+                "plugin '{plugin}' does not declare the secret '{name}' in meta[\"secrets\"] (declared: {listed})"
+            )));
         }
         if value.is_empty() {
             return Err(HostError::InvalidSecret(format!(
@@ -302,14 +289,16 @@ impl Inner {
         Ok(())
     }
 
-    /// Removes a stored secret (also of a plugin whose folder is gone);
-    /// false when none was set.
-    pub(crate) async fn remove_secret(&self, plugin: &str, name: &str) -> Result<bool, HostError> {
+    /// Removes a stored secret (also of a plugin whose folder is gone).
+    pub(crate) async fn remove_secret(&self, plugin: &str, name: &str) -> Result<(), HostError> {
         check_name(plugin, name)?;
-        let removed = self.services.secrets.remove(plugin, name).await?;
-        if removed {
-            tracing::info!(target: "audit", event = "secret_removed", plugin, secret = name);
+        if !self.services.secrets.remove(plugin, name).await? {
+            return Err(HostError::SecretNotSet {
+                plugin: plugin.to_string(),
+                name: name.to_string(),
+            });
         }
-        Ok(removed)
+        tracing::info!(target: "audit", event = "secret_removed", plugin, secret = name);
+        Ok(())
     }
 }

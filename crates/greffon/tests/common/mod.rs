@@ -160,3 +160,37 @@ pub fn wait_for<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `greffon mcp` over raw stdio, with `env` set: the lines it answers to
+/// `requests`.
+pub fn stdio_exchange(
+    home: &TestHome,
+    args: &[&str],
+    env: &[(&str, &str)],
+    requests: &[&str],
+) -> Vec<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_greffon"))
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("greffon mcp starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut answers = Vec::new();
+    for request in requests {
+        writeln!(stdin, "{request}").expect("write");
+        if request.contains("\"id\"") {
+            let line = lines.next().expect("an answer").expect("a line");
+            answers.push(serde_json::from_str(&line).expect("only JSON-RPC on stdout"));
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    answers
+}
