@@ -7,6 +7,7 @@ use super::SecretError;
 use secret_service::{EncryptionType, SecretService};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one exchange with the Secret Service may take: a hung daemon
@@ -14,11 +15,23 @@ use std::time::Duration;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// The items of one greffon home in the user's keyring.
-#[derive(Debug)]
 pub(crate) struct KeyringStore {
     /// The home's path, an attribute of every item: two homes of one user
     /// do not see each other's secrets.
     home: String,
+    /// The bus connection and encrypted session, opened at first use and
+    /// kept: opening them (a D-Bus handshake and a Diffie-Hellman
+    /// exchange) costs far more than a read. Dropped after a failure, so
+    /// a restarted daemon is reached again.
+    session: tokio::sync::Mutex<Option<Arc<SecretService<'static>>>>,
+}
+
+impl std::fmt::Debug for KeyringStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringStore")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
 }
 
 fn failed(e: secret_service::Error) -> SecretError {
@@ -50,7 +63,34 @@ impl KeyringStore {
     pub(crate) fn new(home: &std::path::Path) -> KeyringStore {
         KeyringStore {
             home: home.display().to_string(),
+            session: tokio::sync::Mutex::new(None),
         }
+    }
+
+    async fn service(&self) -> Result<Arc<SecretService<'static>>, SecretError> {
+        let mut slot = self.session.lock().await;
+        if let Some(ss) = slot.as_ref() {
+            return Ok(ss.clone());
+        }
+        let ss = Arc::new(connect().await?);
+        *slot = Some(ss.clone());
+        Ok(ss)
+    }
+
+    /// Runs `exchange` on the kept session, forgetting the session when
+    /// the exchange failed for another reason than a locked keyring.
+    async fn exchange<T, F>(
+        &self,
+        exchange: impl FnOnce(Arc<SecretService<'static>>) -> F,
+    ) -> Result<T, SecretError>
+    where
+        F: Future<Output = Result<T, SecretError>>,
+    {
+        let outcome = exchange(self.service().await?).await;
+        if matches!(outcome, Err(SecretError::Keyring(_))) {
+            *self.session.lock().await = None;
+        }
+        outcome
     }
 
     fn attributes<'a>(&'a self, item: Option<(&'a str, &'a str)>) -> HashMap<&'a str, &'a str> {
@@ -76,37 +116,41 @@ impl KeyringStore {
         plugin: &str,
         name: &str,
     ) -> Result<Option<String>, SecretError> {
-        let ss = connect().await?;
-        let found = bounded(ss.search_items(self.attributes(Some((plugin, name))))).await?;
-        let Some(item) = found.unlocked.first() else {
-            return match found.locked.is_empty() {
-                true => Ok(None),
-                false => Err(SecretError::KeyringLocked),
+        self.exchange(|ss| async move {
+            let found = bounded(ss.search_items(self.attributes(Some((plugin, name))))).await?;
+            let Some(item) = found.unlocked.first() else {
+                return match found.locked.is_empty() {
+                    true => Ok(None),
+                    false => Err(SecretError::KeyringLocked),
+                };
             };
-        };
-        let bytes = bounded(item.get_secret()).await?;
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| SecretError::Keyring(format!("the value of {plugin}/{name} is not UTF-8")))
+            let bytes = bounded(item.get_secret()).await?;
+            String::from_utf8(bytes).map(Some).map_err(|_| {
+                SecretError::Keyring(format!("the value of {plugin}/{name} is not UTF-8"))
+            })
+        })
+        .await
     }
 
     /// The names stored for this home, by plugin (attributes are readable
     /// even in a locked keyring).
     pub(crate) async fn names(&self) -> Result<BTreeMap<String, Vec<String>>, SecretError> {
-        let ss = connect().await?;
-        let found = bounded(ss.search_items(self.attributes(None))).await?;
-        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for item in found.unlocked.iter().chain(&found.locked) {
-            let a = bounded(item.get_attributes()).await?;
-            if let (Some(p), Some(n)) = (a.get("plugin"), a.get("name")) {
-                names.entry(p.clone()).or_default().push(n.clone());
+        self.exchange(|ss| async move {
+            let found = bounded(ss.search_items(self.attributes(None))).await?;
+            let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for item in found.unlocked.iter().chain(&found.locked) {
+                let a = bounded(item.get_attributes()).await?;
+                if let (Some(p), Some(n)) = (a.get("plugin"), a.get("name")) {
+                    names.entry(p.clone()).or_default().push(n.clone());
+                }
             }
-        }
-        for list in names.values_mut() {
-            list.sort();
-            list.dedup();
-        }
-        Ok(names)
+            for list in names.values_mut() {
+                list.sort();
+                list.dedup();
+            }
+            Ok(names)
+        })
+        .await
     }
 
     pub(crate) async fn set(
@@ -115,32 +159,36 @@ impl KeyringStore {
         name: &str,
         value: &str,
     ) -> Result<(), SecretError> {
-        let ss = connect().await?;
-        let collection = bounded(ss.get_default_collection()).await?;
-        if bounded(collection.is_locked()).await? {
-            return Err(SecretError::KeyringLocked);
-        }
-        let label = format!("greffon: secret {name} of plugin {plugin} ({})", self.home);
-        bounded(collection.create_item(
-            &label,
-            self.attributes(Some((plugin, name))),
-            value.as_bytes(),
-            true,
-            "text/plain",
-        ))
-        .await?;
-        Ok(())
+        self.exchange(|ss| async move {
+            let collection = bounded(ss.get_default_collection()).await?;
+            if bounded(collection.is_locked()).await? {
+                return Err(SecretError::KeyringLocked);
+            }
+            let label = format!("greffon: secret {name} of plugin {plugin} ({})", self.home);
+            bounded(collection.create_item(
+                &label,
+                self.attributes(Some((plugin, name))),
+                value.as_bytes(),
+                true,
+                "text/plain",
+            ))
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub(crate) async fn remove(&self, plugin: &str, name: &str) -> Result<bool, SecretError> {
-        let ss = connect().await?;
-        let found = bounded(ss.search_items(self.attributes(Some((plugin, name))))).await?;
-        if found.unlocked.is_empty() && !found.locked.is_empty() {
-            return Err(SecretError::KeyringLocked);
-        }
-        for item in &found.unlocked {
-            bounded(item.delete()).await?;
-        }
-        Ok(!found.unlocked.is_empty())
+        self.exchange(|ss| async move {
+            let found = bounded(ss.search_items(self.attributes(Some((plugin, name))))).await?;
+            if found.unlocked.is_empty() && !found.locked.is_empty() {
+                return Err(SecretError::KeyringLocked);
+            }
+            for item in &found.unlocked {
+                bounded(item.delete()).await?;
+            }
+            Ok(!found.unlocked.is_empty())
+        })
+        .await
     }
 }
