@@ -106,6 +106,13 @@ pub struct SchedulerConfig {
     pub keep_runs: u32,
     /// Finished runs older than this many days are deleted.
     pub keep_days: u32,
+    /// `postgres://…`: keep tasks in PostgreSQL, shared by every host that
+    /// names it; unset: the home's SQLite file. `GREFFON_DATABASE_URL`
+    /// wins, so the password can stay out of the file.
+    pub database_url: Option<String>,
+    /// Seconds a run claimed by a host stays its own without renewal
+    /// (renewed every third of it); past that, another host marks it lost.
+    pub lease_s: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -115,7 +122,20 @@ impl Default for SchedulerConfig {
             default_tz: None,
             keep_runs: 100,
             keep_days: 30,
+            database_url: None,
+            lease_s: 30.0,
         }
+    }
+}
+
+impl SchedulerConfig {
+    /// The task database's URL: `GREFFON_DATABASE_URL`, else
+    /// `database_url`; `None` for the SQLite file.
+    pub fn database_url(&self) -> Option<String> {
+        std::env::var("GREFFON_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.database_url.clone())
     }
 }
 
@@ -394,6 +414,12 @@ impl Config {
         }
         if bad.is_none() && self.scheduler.keep_runs == 0 {
             bad = Some(("scheduler.keep_runs".into(), "must be at least 1".into()));
+        }
+        if bad.is_none() && !(self.scheduler.lease_s.is_finite() && self.scheduler.lease_s >= 1.0) {
+            bad = Some((
+                "scheduler.lease_s".into(),
+                "must be a number of seconds ≥ 1".into(),
+            ));
         }
         for (key, v) in [
             ("max_args_bytes", self.max_args_bytes),

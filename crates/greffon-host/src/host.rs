@@ -364,6 +364,22 @@ impl Host {
             .collect()
     }
 
+    /// The names that reach an enabled plugin (its key, and the name its
+    /// meta declares when another): what a task on this host can call.
+    pub fn enabled_plugins(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for p in self.inner.all_plugins() {
+            let status = p.status();
+            if status.state == State::Enabled {
+                names.push(p.key.clone());
+                if let Some(meta) = status.meta.as_ref().filter(|m| m.name != p.key) {
+                    names.push(meta.name.clone());
+                }
+            }
+        }
+        names
+    }
+
     /// One plugin's entry.
     pub fn plugin(&self, name: &str) -> Result<PluginInfo, HostError> {
         let plugin = self.lookup(name)?;

@@ -40,7 +40,7 @@ mod worker;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
-pub use redact::redact;
+pub use redact::{redact, remember};
 pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;
 pub use secrets::{MAX_SECRET_BYTES, SecretEntry, SecretError, store_report};

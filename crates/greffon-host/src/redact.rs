@@ -27,7 +27,7 @@ static HANDED: RwLock<Vec<Form>> = RwLock::new(Vec::new());
 /// now on it is redacted. Besides the value as it is, its JSON-escaped
 /// form is hidden too (log files are JSON lines, dumps hold JSON
 /// arguments).
-pub(crate) fn remember(name: &str, value: &str) {
+pub fn remember(name: &str, value: &str) {
     if value.is_empty() {
         return;
     }

@@ -58,7 +58,8 @@ fn main() {
             default_tz: "UTC".into(),
             ..Settings::default()
         };
-        let scheduler = greffon_scheduler::attach(&host, settings);
+        let store = greffon_scheduler::SqliteTaskStore::new(&host.home().db_file());
+        let scheduler = greffon_scheduler::attach(&host, store, settings);
 
         // The first fire of task i is at t0 + i * spread / n; t0 leaves
         // time to create them all and to measure the idle loop.

@@ -76,6 +76,12 @@ pub struct Options {
     pub jitter_s: f64,
     /// Replaces the plugin's own timeout for this task's runs.
     pub timeout_s: Option<f64>,
+    /// Times a scheduled run that failed, timed out or was lost is tried
+    /// again.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one, up to
+    /// [`RETRY_BACKOFF_CAP`].
+    pub retry_backoff_s: f64,
 }
 
 impl Default for Options {
@@ -87,7 +93,30 @@ impl Default for Options {
             max_instances: 1,
             jitter_s: 0.0,
             timeout_s: None,
+            retries: 0,
+            retry_backoff_s: DEFAULT_RETRY_BACKOFF_S,
         }
+    }
+}
+
+/// `retry_backoff_s` when a task does not say.
+pub const DEFAULT_RETRY_BACKOFF_S: f64 = 10.0;
+
+/// The longest wait between two attempts, however many came before.
+pub const RETRY_BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Options {
+    /// When attempt `failed + 1` of a run whose attempt `failed` ended in
+    /// a failure may start, or `None` when the retries are spent. The one
+    /// rule both stores apply.
+    pub fn retry_at(&self, failed: u32, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if failed > self.retries {
+            return None;
+        }
+        let doubling = 2f64.powi(i32::try_from(failed - 1).unwrap_or(i32::MAX).min(64));
+        let wait = (self.retry_backoff_s * doubling).min(RETRY_BACKOFF_CAP.as_secs_f64());
+        let wait = chrono::Duration::milliseconds((wait * 1000.0) as i64);
+        Some(at + wait)
     }
 }
 
@@ -131,6 +160,10 @@ pub struct NewTask {
     pub jitter_s: Option<f64>,
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub retry_backoff_s: Option<f64>,
 }
 
 /// A partial change. Absent fields are kept; `misfire_grace_s` and
@@ -150,6 +183,8 @@ pub struct TaskPatch {
     pub jitter_s: Option<f64>,
     #[serde(default, deserialize_with = "nullable")]
     pub timeout_s: Option<Option<f64>>,
+    pub retries: Option<u32>,
+    pub retry_backoff_s: Option<f64>,
 }
 
 fn empty_object() -> Value {
@@ -181,30 +216,46 @@ impl RunKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// A retry waiting for its `retry_at`.
+    Pending,
     Running,
     Ok,
-    /// The plugin answered `{"error"}`, failed, or the run was lost when
-    /// its host stopped.
+    /// The plugin answered `{"error"}` or the call failed.
     Error,
     /// Not run: later than `misfire_grace_s`, or `max_instances` reached.
     Missed,
     TimedOut,
+    /// Its host stopped (crash, kill, power loss) or lost its lease while
+    /// it ran: the outcome is unknown.
+    Lost,
 }
 
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Pending => "pending",
             RunStatus::Running => "running",
             RunStatus::Ok => "ok",
             RunStatus::Error => "error",
             RunStatus::Missed => "missed",
             RunStatus::TimedOut => "timed_out",
+            RunStatus::Lost => "lost",
         }
+    }
+
+    /// Whether a run that ended so is retried (when the task allows).
+    pub fn retried(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Error | RunStatus::TimedOut | RunStatus::Lost
+        )
     }
 
     pub(crate) fn parse(s: &str) -> RunStatus {
         match s {
+            "pending" => RunStatus::Pending,
             "running" => RunStatus::Running,
+            "lost" => RunStatus::Lost,
             "ok" => RunStatus::Ok,
             "missed" => RunStatus::Missed,
             "timed_out" => RunStatus::TimedOut,
@@ -223,6 +274,10 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub status: RunStatus,
+    /// 1 for the fire itself, 2 for its first retry, and so on.
+    pub attempt: u32,
+    /// When a `pending` retry may start.
+    pub retry_at: Option<DateTime<Utc>>,
     pub result: Option<Value>,
     pub error: Option<String>,
 }

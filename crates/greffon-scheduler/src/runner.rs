@@ -36,12 +36,36 @@ impl Runner for HostRunner {
             }
         })
     }
+
+    fn plugins(&self) -> Vec<String> {
+        self.0.enabled_plugins()
+    }
 }
 
-/// The scheduler of `host`: tasks in the home's `greffon.db`, runs through
-/// the host, and the `tasks.*` service registered for plugins.
-pub fn attach(host: &Host, settings: crate::Settings) -> crate::Scheduler<crate::SqliteTaskStore> {
-    let store = crate::SqliteTaskStore::new(&host.home().db_file());
+/// The store `[scheduler]` names: PostgreSQL when a database URL is given
+/// ([`greffon_core::SchedulerConfig::database_url`]), connected and
+/// migrated now so that a wrong URL stops the start; else `db_file`.
+pub async fn open_store(
+    database_url: Option<&str>,
+    db_file: &std::path::Path,
+) -> Result<crate::AnyTaskStore, crate::TaskError> {
+    match database_url {
+        Some(url) => Ok(crate::AnyTaskStore::Postgres(
+            crate::PgTaskStore::connect(url).await?,
+        )),
+        None => Ok(crate::AnyTaskStore::Sqlite(crate::SqliteTaskStore::new(
+            db_file,
+        ))),
+    }
+}
+
+/// The scheduler of `host` on `store`: runs through the host, and the
+/// `tasks.*` service registered for plugins.
+pub fn attach<S: crate::TaskStore>(
+    host: &Host,
+    store: S,
+    settings: crate::Settings,
+) -> crate::Scheduler<S> {
     let scheduler = crate::Scheduler::new(
         store,
         std::sync::Arc::new(HostRunner(host.clone())),

@@ -6,10 +6,13 @@
 //! due task, decides its runs ([`plan`]) and advances `next_run_at`; then
 //! dispatches the runs and writes back their outcomes. A fire is therefore
 //! a committed row before anything runs: a crash between the two leaves a
-//! `running` row, which the next start marks as lost, never a second run.
+//! `running` row, which the next start (or, when several hosts share the
+//! store, another host once the run's lease has ended) marks as lost,
+//! never a second run. Beside the loop, a keeper renews the leases of this
+//! process's runs and expires the leases nobody renewed.
 
 use crate::model::{NewTask, Options, Run, RunStatus, Task, TaskKey, TaskPatch, Trigger};
-use crate::store::{Claimed, Fire, Plan, TaskStore};
+use crate::store::{Claim, Claimed, Fire, LOST, Plan, TaskStore};
 use crate::trigger::Schedule;
 use crate::{Coalesce, MAX_CATCH_UP, TaskError};
 use chrono::{DateTime, Utc};
@@ -32,6 +35,13 @@ const MAX_WALK: usize = 100_000;
 
 /// How often old runs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long a run's outcome is retried while the store is unreachable
+/// before it is given up (the run is then lost when its lease ends).
+const FINISH_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Most retries a task may ask for.
+const MAX_RETRIES: u32 = 100;
 
 /// The time the scheduler reads.
 pub trait Clock: Send + Sync + 'static {
@@ -100,6 +110,9 @@ pub trait Runner: Send + Sync + 'static {
     fn check(&self, plugin: &str, args: &Value) -> Result<(), CheckError>;
     /// Calls the plugin through the normal call path.
     fn run(&self, plugin: &str, args: Value, timeout: Option<Duration>) -> RunFuture;
+    /// The plugins this host can run now: a host sharing its store with
+    /// others claims only their tasks.
+    fn plugins(&self) -> Vec<String>;
 }
 
 /// Settings from `[scheduler]`.
@@ -111,6 +124,9 @@ pub struct Settings {
     pub keep_runs: u32,
     /// Finished runs older than this many days are deleted.
     pub keep_days: u32,
+    /// How long a claimed run is its host's without a renewal; renewed
+    /// every third of it while the run lasts.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -119,6 +135,7 @@ impl Default for Settings {
             default_tz: crate::host_zone(),
             keep_runs: 100,
             keep_days: 30,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -229,6 +246,10 @@ impl<S: TaskStore> Scheduler<S> {
             max_instances: new.max_instances.unwrap_or(1),
             jitter_s: new.jitter_s.unwrap_or(0.0),
             timeout_s: new.timeout_s,
+            retries: new.retries.unwrap_or(0),
+            retry_backoff_s: new
+                .retry_backoff_s
+                .unwrap_or(crate::model::DEFAULT_RETRY_BACKOFF_S),
         };
         let mut task = Task {
             id: 0,
@@ -290,6 +311,12 @@ impl<S: TaskStore> Scheduler<S> {
         }
         if let Some(v) = patch.timeout_s {
             o.timeout_s = v;
+        }
+        if let Some(v) = patch.retries {
+            o.retries = v;
+        }
+        if let Some(v) = patch.retry_backoff_s {
+            o.retry_backoff_s = v;
         }
         let schedule = self.prepare(&mut task, now, recheck)?;
         if rescheduled || (task.options.enabled && !was_enabled) {
@@ -358,7 +385,7 @@ impl<S: TaskStore> Scheduler<S> {
         let s = &self.shared;
         let run = s
             .store
-            .start_manual(task.id, &s.owner, now_ms(&*s.clock), force)
+            .start_manual(task.id, &self.claim(now_ms(&*s.clock)), force)
             .await?;
         tracing::info!(target: "audit", event = "task_run_now", task = task.id, run = run.id, force);
         let run_id = run.id;
@@ -376,14 +403,7 @@ impl<S: TaskStore> Scheduler<S> {
         let mut marked = 0;
         for owner in s.store.running_owners().await? {
             if owner != s.owner && !owner_alive(&owner) {
-                let n = s
-                    .store
-                    .abandon(
-                        &owner,
-                        now_ms(&*s.clock),
-                        "lost: greffon stopped during the run (crash or kill); the outcome is unknown",
-                    )
-                    .await?;
+                let n = s.store.abandon(&owner, now_ms(&*s.clock), LOST).await?;
                 if n > 0 {
                     tracing::warn!(target: "server", "{n} run(s) of a stopped greffon ({owner}) marked as lost");
                 }
@@ -393,28 +413,57 @@ impl<S: TaskStore> Scheduler<S> {
         Ok(marked)
     }
 
-    /// Recovers orphaned runs, then fires due tasks until [`Scheduler::stop`].
+    /// One claiming round's terms at `now`: this process, its lease, and
+    /// (on a shared store) the plugins it can run.
+    fn claim(&self, now: DateTime<Utc>) -> Claim {
+        let s = &self.shared;
+        Claim {
+            now,
+            owner: s.owner.clone(),
+            limit: CLAIM_BATCH,
+            lease_until: now + lease_of(&s.settings),
+            plugins: s.store.shared().then(|| s.runner.plugins()),
+        }
+    }
+
+    /// Recovers orphaned runs, then fires due tasks until
+    /// [`Scheduler::stop`], keeping leases alongside.
     pub async fn run_loop(&self) {
         if let Err(e) = self.recover().await {
             tracing::error!(target: "server", "scheduler: cannot check for lost runs: {e}");
         }
+        tokio::join!(self.fire_loop(), self.keep_leases());
+    }
+
+    async fn fire_loop(&self) {
         let s = &self.shared;
         let mut last_prune: Option<DateTime<Utc>> = None;
+        let mut store_down = false;
         while !s.stopping.load(Ordering::SeqCst) {
             let now = now_ms(&*s.clock);
             let wait = match self.tick(now).await {
-                Ok(next) => next.map_or(MAX_NAP, |t| {
-                    (t - now_ms(&*s.clock))
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .min(MAX_NAP)
-                }),
+                Ok(next) => {
+                    if std::mem::take(&mut store_down) {
+                        tracing::warn!(target: "server", "scheduler: the task store answers again; firing resumes");
+                    }
+                    next.map_or(MAX_NAP, |t| {
+                        (t - now_ms(&*s.clock))
+                            .to_std()
+                            .unwrap_or(Duration::ZERO)
+                            .min(MAX_NAP)
+                    })
+                }
                 Err(e) => {
-                    tracing::error!(target: "server", "scheduler: {e}");
+                    // Logged once per outage: the loop retries every second.
+                    if !std::mem::replace(&mut store_down, true) {
+                        tracing::error!(target: "server", "scheduler: paused, retrying every second: {e}");
+                    }
                     Duration::from_secs(1)
                 }
             };
-            if last_prune.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= PRUNE_EVERY) {
+            if !store_down
+                && last_prune.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= PRUNE_EVERY)
+            {
                 last_prune = Some(now);
                 self.prune(now).await;
             }
@@ -425,6 +474,48 @@ impl<S: TaskStore> Scheduler<S> {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = s.wake.notified() => {}
+                _ = s.store.changed() => {}
+            }
+        }
+    }
+
+    /// Every third of the lease: renews this process's leases, marks the
+    /// runs whose lease nobody renewed as lost (their retries then come
+    /// due), and records a heartbeat. Ends once stopping and drained.
+    async fn keep_leases(&self) {
+        let s = &self.shared;
+        let period = lease_of(&s.settings).to_std().unwrap_or(MAX_NAP) / 3;
+        let mut next = tokio::time::Instant::now() + period;
+        loop {
+            let idle = s.idle.notified();
+            if s.stopping.load(Ordering::SeqCst) && s.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            // A fixed beat: runs ending (which signal `idle`) do not push
+            // the renewal back.
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = idle => continue,
+            }
+            next += period;
+            // One host's store: nothing to renew while nothing runs, and
+            // no other host whose leases could end (a dead earlier process
+            // of this host is `recover`ed at start).
+            if !s.store.shared() && s.in_flight.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let now = now_ms(&*s.clock);
+            let kept = async {
+                s.store.renew(&s.owner, now + lease_of(&s.settings)).await?;
+                let lost = s.store.expire(now).await?;
+                if lost > 0 {
+                    tracing::warn!(target: "server", "scheduler: {lost} run(s) whose host stopped renewing its lease marked as lost");
+                    s.wake.notify_one();
+                }
+                s.store.heartbeat(&s.owner, now).await
+            };
+            if let Err(e) = kept.await {
+                tracing::debug!(target: "server", "scheduler: leases not renewed: {e}");
             }
         }
     }
@@ -432,16 +523,14 @@ impl<S: TaskStore> Scheduler<S> {
     /// Claims and dispatches what is due at `now`; answers the next due time.
     async fn tick(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, TaskError> {
         let s = &self.shared;
+        let claim = self.claim(now);
         let planner = Box::new(move |task: &Task, running: u32| plan(task, running, now));
-        let claimed = s
-            .store
-            .claim_due(now, &s.owner, CLAIM_BATCH, planner)
-            .await?;
+        let claimed = s.store.claim_due(&claim, planner).await?;
         for c in claimed {
             let shared = s.clone();
             tokio::spawn(execute(shared, c, true));
         }
-        s.store.next_due().await
+        s.store.next_due(claim.plugins.as_deref()).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) {
@@ -462,6 +551,7 @@ impl<S: TaskStore> Scheduler<S> {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
         s.wake.notify_one();
+        s.idle.notify_waiters();
         let drained = async {
             while s.in_flight.load(Ordering::SeqCst) > 0 {
                 let idle = s.idle.notified();
@@ -480,6 +570,7 @@ impl<S: TaskStore> Scheduler<S> {
                     "lost: greffon stopped before the run finished",
                 )
                 .await;
+            s.idle.notify_waiters();
         }
     }
 
@@ -550,6 +641,13 @@ impl<S: TaskStore> Scheduler<S> {
         if o.max_instances == 0 {
             return Err(TaskError::invalid("max_instances", "must be at least 1"));
         }
+        if o.retries > MAX_RETRIES {
+            return Err(TaskError::invalid(
+                "retries",
+                format!("must be at most {MAX_RETRIES}"),
+            ));
+        }
+        non_negative("retry_backoff_s", o.retry_backoff_s)?;
         if let Some(t) = o.timeout_s
             && !(t.is_finite() && t > 0.0)
         {
@@ -680,18 +778,26 @@ async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter:
         Outcome::Failed(e) => (RunStatus::Error, None, Some(e)),
         Outcome::TimedOut(e) => (RunStatus::TimedOut, None, Some(e)),
     };
-    if let Err(e) = shared
-        .store
-        .finish(
-            run.id,
-            status,
-            result.as_ref(),
-            error.as_deref(),
-            now_ms(&*shared.clock),
-        )
-        .await
-    {
-        tracing::error!(target: "server", "scheduler: cannot record run {} of task {}: {e}", run.id, task.id);
+    let at = now_ms(&*shared.clock);
+    let recorded = record(
+        &shared,
+        run.id,
+        status,
+        result.as_ref(),
+        error.as_deref(),
+        at,
+    )
+    .await;
+    match recorded {
+        Ok(Some(retry)) => {
+            tracing::info!(target: "server", "scheduler: task {} will try run {} again (attempt {}) at {}",
+                task.id, run.id, retry.attempt, retry.retry_at.map(|t| t.to_rfc3339()).unwrap_or_default());
+            shared.wake.notify_one();
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(target: "server", "scheduler: cannot record run {} of task {}: {e}", run.id, task.id);
+        }
     }
     tracing::info!(
         target: "audit",
@@ -704,6 +810,31 @@ async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter:
     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
         shared.idle.notify_waiters();
     }
+}
+
+/// Writes a run's outcome, trying again every second while the store is
+/// unreachable (a database restarting), for at most [`FINISH_PATIENCE`].
+async fn record<S: TaskStore>(
+    shared: &Shared<S>,
+    run_id: i64,
+    status: RunStatus,
+    result: Option<&Value>,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<Option<Run>, TaskError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match shared.store.finish(run_id, status, result, error, at).await {
+            Err(e) if e.is_unavailable() && started.elapsed() < FINISH_PATIENCE => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn lease_of(settings: &Settings) -> chrono::Duration {
+    chrono::Duration::from_std(settings.lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
 /// A delay in [0, max) derived from the task and the fire time: spread,

@@ -50,7 +50,9 @@ fn to_wire(e: TaskError) -> WireError {
         TaskError::Invalid { .. } => ErrorKind::Validation,
         TaskError::NotFound(_) => ErrorKind::NotFound,
         TaskError::Conflict(_) => ErrorKind::Conflict,
-        TaskError::Corrupt(_) | TaskError::Store(_) => ErrorKind::HostService,
+        TaskError::Corrupt(_) | TaskError::Store(_) | TaskError::Unavailable(_) => {
+            ErrorKind::HostService
+        }
     };
     WireError::new(kind, e.to_string())
 }

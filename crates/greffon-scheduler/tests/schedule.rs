@@ -10,7 +10,7 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use greffon_scheduler::{
-    CheckError, Clock, Coalesce, NewTask, Outcome, RunFuture, RunKind, RunStatus, Runner,
+    CheckError, Claim, Clock, Coalesce, NewTask, Outcome, RunFuture, RunKind, RunStatus, Runner,
     Scheduler, Settings, SqliteTaskStore, TaskError, TaskKey, TaskPatch, TaskStore, TokioClock,
     Trigger,
 };
@@ -66,6 +66,10 @@ impl Runner for Recorder {
             }
             Outcome::Ok(json!({"echo": args}))
         })
+    }
+
+    fn plugins(&self) -> Vec<String> {
+        vec!["echo".into()]
     }
 }
 
@@ -492,13 +496,18 @@ async fn runs_of_a_dead_process_are_marked_lost_at_start() {
     // the kernel's limit, so never alive).
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let dead = format!("{}:4194305:1", host.trim());
-    let lost = store
-        .start_manual(t.id, &dead, utc("2026-06-01T11:59:00Z"), false)
-        .await
-        .expect("run");
+    let at = utc("2026-06-01T11:59:00Z");
+    let claim = Claim {
+        now: at,
+        owner: dead,
+        limit: 1,
+        lease_until: at + chrono::Duration::hours(1),
+        plugins: None,
+    };
+    let lost = store.start_manual(t.id, &claim, false).await.expect("run");
     assert_eq!(r.scheduler.recover().await.expect("recover"), 1);
     let run = store.run(lost.id).await.expect("read").expect("run");
-    assert_eq!(run.status, RunStatus::Error);
+    assert_eq!(run.status, RunStatus::Lost);
     assert!(
         run.error.as_deref().is_some_and(|e| e.starts_with("lost:")),
         "{run:?}"

@@ -73,7 +73,13 @@ fn main() {
                 endpoint_file: endpoint_file.clone(),
                 watch: None,
                 cors_origins: Vec::new(),
-                tasks: greffon_scheduler::attach(&host, Default::default()),
+                tasks: greffon_scheduler::attach(
+                    &host,
+                    greffon_scheduler::AnyTaskStore::Sqlite(
+                        greffon_scheduler::SqliteTaskStore::new(&host.home().db_file()),
+                    ),
+                    Default::default(),
+                ),
                 fire_tasks: false,
                 llm: greffon_llm::LlmService::new(
                     std::sync::Arc::new(

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use greffon_host::{CallError, Host, HostError};
 use greffon_protocol::ErrorKind;
-use greffon_scheduler::{Scheduler, SqliteTaskStore};
+use greffon_scheduler::{AnyTaskStore, Scheduler};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub struct ServeOptions {
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Vec<String>,
     /// The task scheduler behind `/v1/tasks`.
-    pub tasks: Scheduler<SqliteTaskStore>,
+    pub tasks: Scheduler<AnyTaskStore>,
     /// Whether its loop fires tasks (`[scheduler] enabled`).
     pub fire_tasks: bool,
     /// The local LLM behind `/v1/llm/infer`.
@@ -48,7 +48,7 @@ pub struct ServeOptions {
 
 pub(crate) struct App {
     pub host: Host,
-    pub tasks: Scheduler<SqliteTaskStore>,
+    pub tasks: Scheduler<AnyTaskStore>,
     pub llm: greffon_llm::LlmService,
     pub metrics: Metrics,
     max_body_bytes: usize,

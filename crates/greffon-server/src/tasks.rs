@@ -35,7 +35,13 @@ fn task_error(e: &TaskError) -> Response {
         ),
         TaskError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound, e.to_string()),
         TaskError::Conflict(_) => (StatusCode::CONFLICT, ErrorKind::Conflict, e.to_string()),
-        TaskError::Corrupt(_) | TaskError::Store(_) => (
+        // The database restarting or out of reach: worth trying again.
+        _ if e.is_unavailable() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::HostService,
+            e.to_string(),
+        ),
+        TaskError::Corrupt(_) | TaskError::Store(_) | TaskError::Unavailable(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Internal,
             e.to_string(),

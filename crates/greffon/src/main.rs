@@ -84,6 +84,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // `run` answers JSON even when the host cannot open.
     let is_run = matches!(command, PluginCommand::Run { .. });
     let settings = scheduler_settings(&config)?;
+    let store = if is_run {
+        Some(task_store(&root, &config).await?)
+    } else {
+        None
+    };
     let llm_config = config.clone();
     let host = match Host::open_with(&root, config).await {
         Ok(h) => h,
@@ -95,13 +100,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // A plugin run may use `greffon.tasks` and `greffon.LLM` (the bundled
     // `tasks` and `llm` plugins).
-    let _services = if is_run {
-        Some((
-            greffon_scheduler::attach(&host, settings),
+    let _services = match store {
+        Some(store) => Some((
+            greffon_scheduler::attach(&host, store, settings),
             attach_llm(&host, &llm_config)?,
-        ))
-    } else {
-        None
+        )),
+        None => None,
     };
     // Ctrl-C or SIGTERM still stops what was started: every plugin's
     // stop() runs before exit.
@@ -419,7 +423,22 @@ fn scheduler_settings(config: &Config) -> anyhow::Result<greffon_scheduler::Sett
         default_tz,
         keep_runs: c.keep_runs,
         keep_days: c.keep_days,
+        lease: std::time::Duration::from_secs_f64(c.lease_s),
     })
+}
+
+/// The task store `[scheduler]` names, opened (a PostgreSQL database is
+/// reached and migrated now: a wrong URL stops the command before anything
+/// starts).
+async fn task_store(
+    root: &std::path::Path,
+    config: &Config,
+) -> anyhow::Result<greffon_scheduler::AnyTaskStore> {
+    let home = Home::new(root, config);
+    Ok(
+        greffon_scheduler::open_store(config.scheduler.database_url().as_deref(), &home.db_file())
+            .await?,
+    )
 }
 
 /// `greffon task ...`: through the running server, or embedded.
@@ -434,8 +453,9 @@ async fn task_command(
         return task::command(task::Backend::Remote(&remote), command).await;
     }
     let settings = scheduler_settings(&config)?;
+    let store = task_store(root, &config).await?;
     let host = Host::open_with(root, config).await?;
-    let scheduler = greffon_scheduler::attach(&host, settings);
+    let scheduler = greffon_scheduler::attach(&host, store, settings);
     let code = tokio::select! {
         code = task::command(task::Backend::Embedded(&scheduler), command) => code,
         signal = interrupted() => {
@@ -485,8 +505,9 @@ async fn serve(
     let settings = scheduler_settings(&config)?;
     let fire_tasks = config.scheduler.enabled;
     let llm_config = config.clone();
+    let store = task_store(root, &config).await?;
     let host = Host::open_with(root, config).await?;
-    let tasks = greffon_scheduler::attach(&host, settings);
+    let tasks = greffon_scheduler::attach(&host, store, settings);
     let llm = attach_llm(&host, &llm_config)?;
     let app = host.home().app_dir();
     let token = greffon_server::resolve_token(&server_config, bind, &app.join("token"))?;
@@ -534,11 +555,12 @@ async fn mcp(
     let settings = scheduler_settings(&config)?;
     let llm_config = config.clone();
     let watch = config.server.watch;
+    let store = task_store(root, &config).await?;
     let host = Host::open_with(root, config).await?;
     // The bundled `tasks` and `llm` plugins need their services; tasks are
     // stored, not fired: firing is `greffon serve`'s job.
     let _services = (
-        greffon_scheduler::attach(&host, settings),
+        greffon_scheduler::attach(&host, store, settings),
         attach_llm(&host, &llm_config)?,
     );
     // The workers start while the client's handshake goes on; a call that

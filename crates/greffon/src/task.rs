@@ -4,7 +4,7 @@
 use crate::cli::{TaskCommand, TaskSpec};
 use crate::print;
 use crate::remote::{self, Remote};
-use greffon_scheduler::{NewTask, Scheduler, SqliteTaskStore, TaskKey, TaskPatch};
+use greffon_scheduler::{AnyTaskStore, NewTask, Scheduler, TaskKey, TaskPatch};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 /// Where the commands go.
 pub enum Backend<'a> {
     Remote(&'a Remote),
-    Embedded(&'a Scheduler<SqliteTaskStore>),
+    Embedded(&'a Scheduler<AnyTaskStore>),
 }
 
 /// A task's fields from the flags, as the API's JSON. On create, a
@@ -83,7 +83,7 @@ impl Backend<'_> {
         method: Method,
         path: &str,
         payload: Option<Value>,
-        embedded: impl AsyncFnOnce(&Scheduler<SqliteTaskStore>, Option<Value>) -> Result<Value, String>,
+        embedded: impl AsyncFnOnce(&Scheduler<AnyTaskStore>, Option<Value>) -> Result<Value, String>,
     ) -> anyhow::Result<Result<Value, String>> {
         match self {
             Backend::Remote(r) => {

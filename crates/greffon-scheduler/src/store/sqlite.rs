@@ -1,21 +1,17 @@
-//! Where tasks and runs live: the [`TaskStore`] trait and its SQLite
-//! implementation in `greffon.db`.
-//!
-//! The trait is shaped for a PostgreSQL implementation to follow without
-//! changing callers: claiming due work is one call that runs in one
-//! transaction (`BEGIN IMMEDIATE` here, `FOR UPDATE SKIP LOCKED` there), and
-//! the scheduling decisions are a pure function passed in, so both stores
-//! apply the same rules.
+//! Tasks in a SQLite file (the home's `greffon.db`): one host.
 
+use super::rows::{run_from, task_from};
+use super::{
+    Claim, Claimed, Fire, LOST, Planner, RUN_COLUMNS, TASK_COLUMNS, TaskStore, from_ms, ms,
+    name_conflict, next_attempt, task_json,
+};
 use crate::TaskError;
-use crate::model::{Coalesce, Options, Run, RunKind, RunStatus, Task, TaskKey, Trigger};
+use crate::model::{Run, RunKind, RunStatus, Task, TaskKey};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, Transaction};
 use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
@@ -24,108 +20,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// One fire time of a due task, decided by the scheduler.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fire {
-    pub scheduled_for: DateTime<Utc>,
-    /// `Running` (dispatch it) or `Missed` (record it, with `error` saying why).
-    pub status: RunStatus,
-    pub error: Option<String>,
-}
-
-/// What to do with one due task: the runs to record and the next fire time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub fires: Vec<Fire>,
-    pub next_run_at: Option<DateTime<Utc>>,
-}
-
-/// The scheduling rules, given a due task and how many of its runs are
-/// running.
-pub type Planner = Box<dyn Fn(&Task, u32) -> Plan + Send + Sync>;
-
-/// A run just claimed for dispatch, with its task as it was then.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub run: Run,
-    pub task: Task,
-}
-
-/// Persistent tasks and run history. Every write is its own transaction;
-/// `claim_due` and `start_manual` decide and write in one.
-pub trait TaskStore: Send + Sync + 'static {
-    /// Saves a new task (its `id` is ignored); a taken name is a conflict.
-    fn insert(&self, task: &Task) -> impl Future<Output = Result<Task, TaskError>> + Send;
-    fn get(&self, key: &TaskKey) -> impl Future<Output = Result<Option<Task>, TaskError>> + Send;
-    fn list(&self) -> impl Future<Output = Result<Vec<Task>, TaskError>> + Send;
-    /// Overwrites the task with `task.id`.
-    fn replace(&self, task: &Task) -> impl Future<Output = Result<Task, TaskError>> + Send;
-    /// Deletes the task and its runs; false when there was none.
-    fn delete(&self, id: i64) -> impl Future<Output = Result<bool, TaskError>> + Send;
-    /// The earliest `next_run_at` of an enabled task.
-    fn next_due(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, TaskError>> + Send;
-    /// In one transaction: the enabled tasks due at `now` (at most
-    /// `limit`), `plan` applied to each, its runs inserted (owned by
-    /// `owner`), `next_run_at` advanced. Answers the runs to dispatch.
-    fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        owner: &str,
-        limit: u32,
-        plan: Planner,
-    ) -> impl Future<Output = Result<Vec<Claimed>, TaskError>> + Send;
-    /// In one transaction: a manual run of `task_id` unless `max_instances`
-    /// runs are running (a conflict, unless `force`).
-    fn start_manual(
-        &self,
-        task_id: i64,
-        owner: &str,
-        now: DateTime<Utc>,
-        force: bool,
-    ) -> impl Future<Output = Result<Run, TaskError>> + Send;
-    fn finish(
-        &self,
-        run_id: i64,
-        status: RunStatus,
-        result: Option<&Value>,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), TaskError>> + Send;
-    fn run(&self, run_id: i64) -> impl Future<Output = Result<Option<Run>, TaskError>> + Send;
-    /// The task's most recent runs, newest first.
-    fn runs(
-        &self,
-        task_id: i64,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<Run>, TaskError>> + Send;
-    /// The owners of runs still marked `running`.
-    fn running_owners(&self) -> impl Future<Output = Result<Vec<String>, TaskError>> + Send;
-    /// Marks `owner`'s running runs as errors with `message`; answers how many.
-    fn abandon(
-        &self,
-        owner: &str,
-        at: DateTime<Utc>,
-        message: &str,
-    ) -> impl Future<Output = Result<u64, TaskError>> + Send;
-    /// Deletes finished runs beyond the newest `keep_per_task` of each task
-    /// or finished before `before`.
-    fn prune(
-        &self,
-        keep_per_task: u32,
-        before: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64, TaskError>> + Send;
-}
-
 /// Versions from 100 leave the host's own migrations (1..) their range in
 /// the shared `_sqlx_migrations` table.
 fn migrator() -> Migrator {
-    let mut m = Migrator::with_migrations(vec![Migration::new(
-        100,
-        Cow::Borrowed("tasks"),
-        MigrationType::Simple,
-        include_str!("../migrations/0100_tasks.sql").into_sql_str(),
-        false,
-    )]);
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    let mut m = Migrator::with_migrations(vec![
+        migration(
+            100,
+            "tasks",
+            include_str!("../../migrations/0100_tasks.sql"),
+        ),
+        migration(
+            101,
+            "retries and leases",
+            include_str!("../../migrations/0101_retries_leases.sql"),
+        ),
+    ]);
     m.set_ignore_missing(true);
     m
 }
@@ -141,86 +59,13 @@ type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, TaskError>> + Send + 'c>>
 /// run that could use `greffon.tasks` but does not) does not pay for it.
 #[derive(Debug, Clone)]
 pub struct SqliteTaskStore {
-    options: SqliteConnectOptions,
+    options: Arc<SqliteConnectOptions>,
     conn: Arc<Mutex<Option<SqliteConnection>>>,
 }
 
 /// Queries built only from the column lists below and literals.
 fn columns(sql: String) -> AssertSqlSafe<String> {
     AssertSqlSafe(sql)
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
-    v.and_then(DateTime::from_timestamp_millis)
-}
-
-const TASK_COLUMNS: &str = "id, name, plugin, args, trigger, enabled, coalesce, misfire_grace_s, \
-     max_instances, jitter_s, timeout_s, next_run_at, last_run_at, created_at, updated_at";
-
-const RUN_COLUMNS: &str =
-    "id, task_id, kind, scheduled_for, started_at, finished_at, status, result, error";
-
-fn task_from(row: &SqliteRow) -> Result<Task, TaskError> {
-    let trigger: String = row.try_get("trigger")?;
-    let trigger: Trigger = serde_json::from_str(&trigger)
-        .map_err(|e| TaskError::Corrupt(format!("task trigger {trigger}: {e}")))?;
-    let args: String = row.try_get("args")?;
-    let coalesce: String = row.try_get("coalesce")?;
-    Ok(Task {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        plugin: row.try_get("plugin")?,
-        args: serde_json::from_str(&args)
-            .map_err(|e| TaskError::Corrupt(format!("task arguments: {e}")))?,
-        trigger,
-        options: Options {
-            enabled: row.try_get("enabled")?,
-            coalesce: Coalesce::parse(&coalesce),
-            misfire_grace_s: row.try_get("misfire_grace_s")?,
-            max_instances: row.try_get("max_instances")?,
-            jitter_s: row.try_get("jitter_s")?,
-            timeout_s: row.try_get("timeout_s")?,
-        },
-        next_run_at: from_ms(row.try_get("next_run_at")?),
-        last_run_at: from_ms(row.try_get("last_run_at")?),
-        created_at: from_ms(row.try_get("created_at")?).unwrap_or_default(),
-        updated_at: from_ms(row.try_get("updated_at")?).unwrap_or_default(),
-    })
-}
-
-fn run_from(row: &SqliteRow) -> Result<Run, TaskError> {
-    let kind: String = row.try_get("kind")?;
-    let status: String = row.try_get("status")?;
-    let result: Option<String> = row.try_get("result")?;
-    Ok(Run {
-        id: row.try_get("id")?,
-        task_id: row.try_get("task_id")?,
-        kind: if kind == "manual" {
-            RunKind::Manual
-        } else {
-            RunKind::Scheduled
-        },
-        scheduled_for: from_ms(row.try_get("scheduled_for")?),
-        started_at: from_ms(row.try_get("started_at")?),
-        finished_at: from_ms(row.try_get("finished_at")?),
-        status: RunStatus::parse(&status),
-        result: result.and_then(|r| serde_json::from_str(&r).ok()),
-        error: row.try_get("error")?,
-    })
-}
-
-/// A taken name is the caller's conflict, not a store failure.
-fn name_conflict(e: sqlx::Error, name: &str) -> TaskError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            TaskError::Conflict(format!("a task named '{name}' already exists"))
-        }
-        _ => e.into(),
-    }
 }
 
 impl SqliteTaskStore {
@@ -237,7 +82,7 @@ impl SqliteTaskStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         SqliteTaskStore {
-            options,
+            options: Arc::new(options),
             conn: Arc::new(Mutex::new(None)),
         }
     }
@@ -302,33 +147,126 @@ async fn insert_run(
     task_id: i64,
     kind: RunKind,
     fire: &Fire,
-    owner: &str,
-    now: DateTime<Utc>,
-) -> Result<Run, TaskError> {
+    claim: &Claim,
+) -> Result<Option<Run>, TaskError> {
     let running = fire.status == RunStatus::Running;
     let row = sqlx::query(columns(format!(
-        "INSERT INTO task_runs (task_id, kind, scheduled_for, started_at, finished_at, status, owner, error)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
+        "INSERT INTO task_runs (task_id, kind, scheduled_for, started_at, finished_at, status, owner, error, lease_until)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING {RUN_COLUMNS}"
     )))
     .bind(task_id)
     .bind(kind.as_str())
     .bind(ms(fire.scheduled_for))
-    .bind(running.then(|| ms(now)))
-    .bind((!running).then(|| ms(now)))
+    .bind(running.then(|| ms(claim.now)))
+    .bind((!running).then(|| ms(claim.now)))
     .bind(fire.status.as_str())
-    .bind(owner)
+    .bind(&claim.owner)
     .bind(fire.error.as_deref())
-    .fetch_one(&mut **tx)
+    .bind(running.then(|| ms(claim.lease_until)))
+    .fetch_optional(&mut **tx)
     .await?;
-    run_from(&row)
+    row.as_ref().map(run_from).transpose()
 }
 
-fn task_binds(task: &Task) -> Result<(String, String), TaskError> {
-    let args =
-        serde_json::to_string(&task.args).map_err(|e| TaskError::invalid("args", e.to_string()))?;
-    let trigger = serde_json::to_string(&task.trigger)
-        .map_err(|e| TaskError::invalid("trigger", e.to_string()))?;
-    Ok((args, trigger))
+/// `plugins` as a JSON array for `json_each`, or NULL for every plugin.
+fn plugin_filter(plugins: Option<&[String]>) -> Option<String> {
+    plugins.map(|p| Value::from(p.to_vec()).to_string())
+}
+
+/// Ends the running runs `ids` (already chosen in `tx`) with `status` and
+/// `error`, then inserts the retry each one's task allows. Answers the
+/// retries.
+async fn end_runs(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[i64],
+    status: RunStatus,
+    result: Option<&Value>,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<Vec<Run>, TaskError> {
+    let mut retries = Vec::new();
+    for id in ids {
+        let ended = sqlx::query_as::<_, (i64, String, Option<i64>, i64)>(
+            "UPDATE task_runs SET status = ?, result = ?, error = ?, finished_at = ?, lease_until = NULL
+             WHERE id = ? AND status = 'running' RETURNING task_id, kind, scheduled_for, attempt",
+        )
+        .bind(status.as_str())
+        .bind(result.map(Value::to_string))
+        .bind(error)
+        .bind(ms(at))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((task_id, kind, scheduled_for, attempt)) = ended else {
+            continue;
+        };
+        let task = sqlx::query(columns(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+        )))
+        .bind(task_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(task) = task.as_ref().map(task_from).transpose()? else {
+            continue;
+        };
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        if let Some((next, retry_at)) = next_attempt(&task.options, &kind, attempt, status, at) {
+            let row = sqlx::query(columns(format!(
+                "INSERT INTO task_runs (task_id, kind, scheduled_for, status, attempt, retry_at)
+                 VALUES (?, 'scheduled', ?, 'pending', ?, ?)
+                 ON CONFLICT DO NOTHING RETURNING {RUN_COLUMNS}"
+            )))
+            .bind(task_id)
+            .bind(scheduled_for)
+            .bind(next)
+            .bind(ms(retry_at))
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(row) = row {
+                retries.push(run_from(&row)?);
+            }
+        }
+    }
+    Ok(retries)
+}
+
+/// Takes the pending retries due at `claim.now` (running, owned, leased).
+async fn claim_retries(
+    tx: &mut Transaction<'_, Sqlite>,
+    claim: &Claim,
+) -> Result<Vec<Claimed>, TaskError> {
+    let rows = sqlx::query(columns(format!(
+        "UPDATE task_runs SET status = 'running', owner = ?, started_at = ?, lease_until = ?
+         WHERE id IN (SELECT r.id FROM task_runs r JOIN tasks t ON t.id = r.task_id
+                      WHERE r.status = 'pending' AND r.retry_at <= ? AND t.enabled = 1
+                      AND (? IS NULL OR t.plugin IN (SELECT value FROM json_each(?)))
+                      ORDER BY r.retry_at LIMIT ?)
+         RETURNING {RUN_COLUMNS}"
+    )))
+    .bind(&claim.owner)
+    .bind(ms(claim.now))
+    .bind(ms(claim.lease_until))
+    .bind(ms(claim.now))
+    .bind(plugin_filter(claim.plugins.as_deref()))
+    .bind(plugin_filter(claim.plugins.as_deref()))
+    .bind(claim.limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let run = run_from(row)?;
+        let task = sqlx::query(columns(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+        )))
+        .bind(run.task_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        claimed.push(Claimed {
+            run,
+            task: task_from(&task)?,
+        });
+    }
+    Ok(claimed)
 }
 
 impl TaskStore for SqliteTaskStore {
@@ -336,12 +274,13 @@ impl TaskStore for SqliteTaskStore {
         let task = task.clone();
         self.with(move |c| {
             Box::pin(async move {
-                let (args, trigger) = task_binds(&task)?;
+                let (args, trigger) = task_json(&task)?;
                 let o = &task.options;
                 let row = sqlx::query(columns(format!(
                     "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
-                     max_instances, jitter_s, timeout_s, next_run_at, last_run_at, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+                     max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
+                     created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
                 )))
                 .bind(&task.name)
                 .bind(&task.plugin)
@@ -353,6 +292,8 @@ impl TaskStore for SqliteTaskStore {
                 .bind(o.max_instances)
                 .bind(o.jitter_s)
                 .bind(o.timeout_s)
+                .bind(o.retries)
+                .bind(o.retry_backoff_s)
                 .bind(task.next_run_at.map(ms))
                 .bind(task.last_run_at.map(ms))
                 .bind(ms(task.created_at))
@@ -411,12 +352,12 @@ impl TaskStore for SqliteTaskStore {
         let task = task.clone();
         self.with(move |c| {
             Box::pin(async move {
-                let (args, trigger) = task_binds(&task)?;
+                let (args, trigger) = task_json(&task)?;
                 let o = &task.options;
                 let row = sqlx::query(columns(format!(
                     "UPDATE tasks SET name = ?, plugin = ?, args = ?, trigger = ?, enabled = ?, coalesce = ?,
-                     misfire_grace_s = ?, max_instances = ?, jitter_s = ?, timeout_s = ?, next_run_at = ?,
-                     updated_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
+                     misfire_grace_s = ?, max_instances = ?, jitter_s = ?, timeout_s = ?, retries = ?,
+                     retry_backoff_s = ?, next_run_at = ?, updated_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
                 )))
                 .bind(&task.name)
                 .bind(&task.plugin)
@@ -428,6 +369,8 @@ impl TaskStore for SqliteTaskStore {
                 .bind(o.max_instances)
                 .bind(o.jitter_s)
                 .bind(o.timeout_s)
+                .bind(o.retries)
+                .bind(o.retry_backoff_s)
                 .bind(task.next_run_at.map(ms))
                 .bind(ms(task.updated_at))
                 .bind(task.id)
@@ -463,12 +406,23 @@ impl TaskStore for SqliteTaskStore {
         .await
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, TaskError> {
+    async fn next_due(
+        &self,
+        plugins: Option<&[String]>,
+    ) -> Result<Option<DateTime<Utc>>, TaskError> {
+        let filter = plugin_filter(plugins);
         self.with(move |c| {
             Box::pin(async move {
                 let v: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN(next_run_at) FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL",
+                    "SELECT MIN(t) FROM (
+                        SELECT MIN(next_run_at) AS t FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
+                        AND (?1 IS NULL OR plugin IN (SELECT value FROM json_each(?1)))
+                        UNION ALL
+                        SELECT MIN(r.retry_at) FROM task_runs r JOIN tasks t ON t.id = r.task_id
+                        WHERE r.status = 'pending' AND t.enabled = 1
+                        AND (?1 IS NULL OR t.plugin IN (SELECT value FROM json_each(?1))))",
                 )
+                .bind(filter)
                 .fetch_one(&mut *c)
                 .await?;
                 Ok(from_ms(v))
@@ -477,23 +431,19 @@ impl TaskStore for SqliteTaskStore {
         .await
     }
 
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        owner: &str,
-        limit: u32,
-        plan: Planner,
-    ) -> Result<Vec<Claimed>, TaskError> {
-        let owner = owner.to_string();
+    async fn claim_due(&self, claim: &Claim, plan: Planner) -> Result<Vec<Claimed>, TaskError> {
+        let claim = claim.clone();
         self.with(move |c| {
             Box::pin(async move {
                 let mut tx = immediate(c).await?;
                 let due = sqlx::query(columns(format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
-                     AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"
+                     AND next_run_at <= ?1 AND (?2 IS NULL OR plugin IN (SELECT value FROM json_each(?2)))
+                     ORDER BY next_run_at LIMIT ?3"
                 )))
-                .bind(ms(now))
-                .bind(limit)
+                .bind(ms(claim.now))
+                .bind(plugin_filter(claim.plugins.as_deref()))
+                .bind(claim.limit)
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut claimed = Vec::new();
@@ -503,10 +453,11 @@ impl TaskStore for SqliteTaskStore {
                     let decided = plan(&task, running);
                     let mut last = None;
                     for fire in &decided.fires {
-                        let run =
-                            insert_run(&mut tx, task.id, RunKind::Scheduled, fire, &owner, now).await?;
+                        let run = insert_run(&mut tx, task.id, RunKind::Scheduled, fire, &claim).await?;
                         last = Some(fire.scheduled_for);
-                        if run.status == RunStatus::Running {
+                        // None: this fire has its run already (the
+                        // uniqueness constraint), so it is not run again.
+                        if let Some(run) = run.filter(|r| r.status == RunStatus::Running) {
                             claimed.push(Claimed {
                                 run,
                                 task: task.clone(),
@@ -522,6 +473,7 @@ impl TaskStore for SqliteTaskStore {
                     .execute(&mut *tx)
                     .await?;
                 }
+                claimed.extend(claim_retries(&mut tx, &claim).await?);
                 tx.commit().await?;
                 Ok(claimed)
             })
@@ -532,11 +484,10 @@ impl TaskStore for SqliteTaskStore {
     async fn start_manual(
         &self,
         task_id: i64,
-        owner: &str,
-        now: DateTime<Utc>,
+        claim: &Claim,
         force: bool,
     ) -> Result<Run, TaskError> {
-        let owner = owner.to_string();
+        let claim = claim.clone();
         self.with(move |c| {
             Box::pin(async move {
                 let mut tx = immediate(c).await?;
@@ -554,11 +505,13 @@ impl TaskStore for SqliteTaskStore {
                     )));
                 }
                 let fire = Fire {
-                    scheduled_for: now,
+                    scheduled_for: claim.now,
                     status: RunStatus::Running,
                     error: None,
                 };
-                let run = insert_run(&mut tx, task_id, RunKind::Manual, &fire, &owner, now).await?;
+                let run = insert_run(&mut tx, task_id, RunKind::Manual, &fire, &claim)
+                    .await?
+                    .ok_or_else(|| TaskError::Corrupt("a manual run was not recorded".into()))?;
                 tx.commit().await?;
                 Ok(run)
             })
@@ -573,23 +526,23 @@ impl TaskStore for SqliteTaskStore {
         result: Option<&Value>,
         error: Option<&str>,
         at: DateTime<Utc>,
-    ) -> Result<(), TaskError> {
+    ) -> Result<Option<Run>, TaskError> {
         let result = result.cloned();
         let error = error.map(str::to_string);
         self.with(move |c| {
             Box::pin(async move {
-                sqlx::query(
-                    "UPDATE task_runs SET status = ?, result = ?, error = ?, finished_at = ?
-                     WHERE id = ? AND status = 'running'",
+                let mut tx = immediate(c).await?;
+                let retries = end_runs(
+                    &mut tx,
+                    &[run_id],
+                    status,
+                    result.as_ref(),
+                    error.as_deref(),
+                    at,
                 )
-                .bind(status.as_str())
-                .bind(result.as_ref().map(Value::to_string))
-                .bind(error.as_deref())
-                .bind(ms(at))
-                .bind(run_id)
-                .execute(&mut *c)
                 .await?;
-                Ok(())
+                tx.commit().await?;
+                Ok(retries.into_iter().next())
             })
         })
         .await
@@ -653,12 +606,29 @@ impl TaskStore for SqliteTaskStore {
         let message = message.to_string();
         self.with(move |c| {
             Box::pin(async move {
-                Ok(sqlx::query(
-                    "UPDATE task_runs SET status = 'error', error = ?, finished_at = ?
-                     WHERE owner = ? AND status = 'running'",
+                let mut tx = immediate(c).await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM task_runs WHERE owner = ? AND status = 'running'",
                 )
-                .bind(&message)
-                .bind(ms(at))
+                .bind(&owner)
+                .fetch_all(&mut *tx)
+                .await?;
+                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(&message), at).await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            })
+        })
+        .await
+    }
+
+    async fn renew(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<u64, TaskError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "UPDATE task_runs SET lease_until = ? WHERE owner = ? AND status = 'running'",
+                )
+                .bind(ms(lease_until))
                 .bind(&owner)
                 .execute(&mut *c)
                 .await?
@@ -668,12 +638,42 @@ impl TaskStore for SqliteTaskStore {
         .await
     }
 
+    async fn expire(&self, now: DateTime<Utc>) -> Result<u64, TaskError> {
+        self.with(move |c| {
+            Box::pin(async move {
+                let mut tx = immediate(c).await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM task_runs WHERE status = 'running' AND lease_until < ?",
+                )
+                .bind(ms(now))
+                .fetch_all(&mut *tx)
+                .await?;
+                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(LOST), now).await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            })
+        })
+        .await
+    }
+
+    async fn changed(&self) {
+        std::future::pending().await
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn heartbeat(&self, _owner: &str, _now: DateTime<Utc>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     async fn prune(&self, keep_per_task: u32, before: DateTime<Utc>) -> Result<u64, TaskError> {
         self.with(move |c| {
             Box::pin(async move {
                 let mut tx = immediate(c).await?;
                 let n = sqlx::query(
-                    "DELETE FROM task_runs WHERE status != 'running' AND (finished_at < ? OR id IN (
+                    "DELETE FROM task_runs WHERE status NOT IN ('running', 'pending') AND (finished_at < ? OR id IN (
                         SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
                                         FROM task_runs) WHERE n > ?))",
                 )
