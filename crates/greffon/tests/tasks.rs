@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::server::{Server, call, start};
+use common::server::{call, millis, runs, start, stop};
 use common::{TestHome, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -270,20 +270,6 @@ fn run_now_answers_409_while_the_task_runs_unless_forced() {
 }
 
 /// Runs of `task` through the API, oldest first.
-fn runs(s: &common::server::Api, task: &str) -> Vec<Value> {
-    let (_, v) = call(s, "GET", &format!("/v1/tasks/{task}/runs?limit=100"), "");
-    let mut runs = v.as_array().cloned().unwrap_or_default();
-    runs.reverse();
-    runs
-}
-
-fn stop(mut server: Server) {
-    // SIGTERM: the graceful path.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    let status = server.child.wait().expect("wait");
-    assert!(status.success(), "{status:?}");
-}
-
 #[test]
 fn tasks_fire_on_schedule_and_survive_a_restart_and_a_kill_during_a_run() {
     let home = home();
@@ -368,7 +354,7 @@ fn tasks_fire_on_schedule_and_survive_a_restart_and_a_kill_during_a_run() {
         .take(before_kill.len())
         .find(|r| r["error"].as_str().is_some_and(|e| e.starts_with("lost:")))
         .unwrap_or_else(|| panic!("the run cut by kill -9 is recorded as lost: {after:?}"));
-    assert_eq!(orphan["status"], "error");
+    assert_eq!(orphan["status"], "lost");
     // No fire ran twice: every scheduled time appears once.
     let mut times: Vec<i64> = after.iter().map(|r| millis(&r["scheduled_for"])).collect();
     let total = times.len();
@@ -408,12 +394,6 @@ fn tasks_fire_on_schedule_and_survive_a_restart_and_a_kill_during_a_run() {
 }
 
 /// A JSON time as milliseconds since the epoch.
-fn millis(v: &Value) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time"))
-        .expect("rfc3339")
-        .timestamp_millis()
-}
-
 #[test]
 fn a_run_still_going_at_shutdown_is_recorded_as_lost_and_a_disabled_scheduler_fires_nothing() {
     let home = home();
@@ -440,7 +420,7 @@ fn a_run_still_going_at_shutdown_is_recorded_as_lost_and_a_disabled_scheduler_fi
     let listed: Value =
         serde_json::from_str(&home.ok(&["task", "runs", "long", "--json"])).expect("json");
     let run = &listed[0];
-    assert_eq!(run["status"], "error", "{listed}");
+    assert_eq!(run["status"], "lost", "{listed}");
     assert_eq!(
         run["error"],
         "lost: greffon stopped before the run finished"

@@ -134,3 +134,27 @@ pub fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16,
 pub fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
     request(s, method, path, Some(&s.token), None, body)
 }
+
+/// A task's runs through the API, oldest first.
+pub fn runs(s: &Api, task: &str) -> Vec<Value> {
+    let (_, v) = call(s, "GET", &format!("/v1/tasks/{task}/runs?limit=100"), "");
+    let mut runs = v.as_array().cloned().unwrap_or_default();
+    runs.reverse();
+    runs
+}
+
+/// Stops the server with SIGTERM (the graceful path) and checks it exited
+/// cleanly.
+pub fn stop(mut server: Server) {
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+/// An RFC 3339 time in milliseconds since the epoch.
+pub fn millis(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time"))
+        .expect("rfc3339")
+        .timestamp_millis()
+}
