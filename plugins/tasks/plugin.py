@@ -13,7 +13,16 @@ A trigger is given either whole (`trigger`) or by one of its shortcuts:
 from greffon import tasks
 
 ACTIONS = ("create", "update", "delete", "run_now", "list", "get")
-OPTIONS = ("enabled", "coalesce", "misfire_grace_s", "max_instances", "jitter_s", "timeout_s")
+OPTIONS = (
+    "enabled",
+    "coalesce",
+    "misfire_grace_s",
+    "max_instances",
+    "jitter_s",
+    "timeout_s",
+    "retries",
+    "retry_backoff_s",
+)
 # What each action needs besides `action`.
 NEEDS = {"create": ("name", "plugin"), "update": ("task",), "delete": ("task",), "run_now": ("task",), "get": ("task",)}
 
@@ -41,6 +50,8 @@ class Plugin:
                 "max_instances": {"type": "integer", "minimum": 1, "required": False},
                 "jitter_s": {"type": "number", "minimum": 0, "required": False},
                 "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0, "required": False},
+                "retries": {"type": "integer", "minimum": 0, "maximum": 100, "required": False},
+                "retry_backoff_s": {"type": "number", "minimum": 0, "required": False},
                 "force": {"type": "boolean", "default": False, "description": "run_now beyond max_instances"},
             }
         },

@@ -14,7 +14,8 @@ Triggers: ``{"kind": "cron", "expr": "30 2 * * *", "tz": "Europe/Paris"}``
 (``tz`` defaults to the host's zone), ``{"kind": "interval", "every_s": 3600}``,
 ``{"kind": "date", "at": "2026-12-01T09:00:00+01:00"}``. Options: ``enabled``,
 ``coalesce`` (latest, earliest, all), ``misfire_grace_s``, ``max_instances``,
-``jitter_s``, ``timeout_s``.
+``jitter_s``, ``timeout_s``, ``retries`` and ``retry_backoff_s`` (a scheduled
+run that failed, timed out or was lost is tried again, the wait doubling).
 
 Failures raise ``TaskError``; its ``kind`` is ``validation`` (the message
 names the field), ``not_found`` or ``conflict``.

@@ -237,6 +237,14 @@ pub struct TaskSpec {
     /// Replaces the plugin's timeout for this task.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// Times a scheduled run that failed, timed out or was lost is tried
+    /// again (default 0).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Wait before the first retry, doubled for each next one (default 10,
+    /// at most an hour).
+    #[arg(long, value_name = "SECONDS")]
+    pub retry_backoff: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -172,9 +172,11 @@ async fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     if config.secrets.store == greffon_core::SecretStoreKind::Keyring && !keyring {
         problems.push("[secrets] store = \"keyring\" but no Secret Service answers on the session bus; plugins cannot read their secrets".into());
     }
+    let tasks = tasks_report(config, home, &mut problems, &mut warnings).await;
     let report = json!({
         "python": python,
         "llm": llm,
+        "tasks": tasks,
         "secrets": {
             "store": config.secrets.store,
             "keyring_available": keyring,
@@ -205,6 +207,55 @@ async fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     } else {
         ExitCode::from(EXIT_ERROR)
     }
+}
+
+/// The task store: the SQLite file, or the PostgreSQL database reached,
+/// migrated, and every host's clock within the lease's margin.
+async fn tasks_report(
+    config: &Config,
+    home: &Home,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Value {
+    let Some(url) = config.scheduler.database_url() else {
+        return json!({"store": "sqlite", "location": home.db_file()});
+    };
+    let report = match greffon_scheduler::PgTaskStore::inspect(&url).await {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("tasks: {e}"));
+            return json!({"store": "postgres", "reachable": false});
+        }
+    };
+    let (applied, known) = report.migrated;
+    if applied < known {
+        warnings.push(format!(
+            "tasks: the database at {} has {applied} of {known} migrations; `greffon serve` applies them at start",
+            report.location
+        ));
+    }
+    // A renewal every third of the lease leaves two thirds of slack; two
+    // hosts' clocks apart by more than a third eat into it.
+    let margin_ms = (config.scheduler.lease_s * 1000.0 / 3.0) as i64;
+    let mut skews: Vec<(String, i64)> = report.hosts.clone();
+    skews.push(("this host".into(), report.skew_ms));
+    let (min, max) = skews.iter().fold((i64::MAX, i64::MIN), |(lo, hi), (_, s)| {
+        (lo.min(*s), hi.max(*s))
+    });
+    if max - min > margin_ms {
+        problems.push(format!(
+            "tasks: the hosts' clocks are {} ms apart (more than lease_s / 3 = {margin_ms} ms): a live host's runs could be taken for lost; synchronise the clocks (NTP) or raise [scheduler] lease_s",
+            max - min
+        ));
+    }
+    json!({
+        "store": "postgres",
+        "location": report.location,
+        "reachable": true,
+        "migrations": {"applied": applied, "known": known},
+        "clock_skew_ms": report.skew_ms,
+        "hosts": skews.iter().map(|(owner, skew)| json!({"owner": owner, "clock_skew_ms": skew})).collect::<Vec<_>>(),
+    })
 }
 
 /// `[llm]` and whether its model is there and readable.

@@ -301,6 +301,19 @@ pub fn doctor(report: &Value) {
         text(&report["llm"]["model"])
     );
     out!("secrets:     {}", text(&report["secrets"]["location"]));
+    let tasks = &report["tasks"];
+    match tasks["location"].as_str() {
+        Some(at) if tasks["store"] == "postgres" => out!(
+            "tasks:       PostgreSQL {at} (clock {} ms from the database's, {} host(s) seen)",
+            text(&tasks["clock_skew_ms"]),
+            tasks["hosts"].as_array().map_or(0, Vec::len)
+        ),
+        _ => out!(
+            "tasks:       {} {}",
+            text(&tasks["store"]),
+            text(&tasks["location"])
+        ),
+    }
     if let Some(list) = report["sandbox"]["protections"].as_array() {
         out!("protections:");
         for p in list {
@@ -359,6 +372,11 @@ fn run_line(r: &Value) -> String {
         (_, Value::Null) => String::new(),
         (_, v) => v.to_string(),
     };
+    let detail = match (&r["retry_at"], r["attempt"].as_u64()) {
+        (Value::String(at), Some(n)) => format!("attempt {n} at {at}"),
+        (_, Some(n)) if n > 1 => format!("attempt {n}: {detail}"),
+        _ => detail,
+    };
     format!(
         "{:>5}  {:<9} {:<10} {:<30} {}",
         r["id"].to_string(),
@@ -392,12 +410,14 @@ pub fn task_answer(cmd: &crate::cli::TaskCommand, v: &Value) {
             out!("{}", task_line(v));
             out!("  args: {}", v["args"]);
             out!(
-                "  coalesce={} misfire_grace_s={} max_instances={} jitter_s={} timeout_s={}",
+                "  coalesce={} misfire_grace_s={} max_instances={} jitter_s={} timeout_s={} retries={} retry_backoff_s={}",
                 text(&v["coalesce"]),
                 v["misfire_grace_s"],
                 v["max_instances"],
                 v["jitter_s"],
-                v["timeout_s"]
+                v["timeout_s"],
+                v["retries"],
+                v["retry_backoff_s"]
             );
             out!("  last run: {}", text(&v["last_run_at"]));
         }

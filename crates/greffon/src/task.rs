@@ -66,6 +66,12 @@ fn body(spec: &TaskSpec, creating: bool) -> Result<Value, String> {
     if let Some(v) = spec.timeout {
         put("timeout_s", json!(v));
     }
+    if let Some(v) = spec.retries {
+        put("retries", json!(v));
+    }
+    if let Some(v) = spec.retry_backoff {
+        put("retry_backoff_s", json!(v));
+    }
     Ok(Value::Object(m))
 }
 

@@ -323,3 +323,84 @@ fn an_unreachable_database_stops_serve_naming_host_and_port() {
         assert!(!all_logs(&home).contains(pg::PASSWORD));
     }
 }
+
+/// Runs SQL on the throwaway server with the distribution's `psql`.
+fn psql(pg: &pg::TempPostgres, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "greffon",
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", pg::PASSWORD)
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn doctor_checks_the_task_database_and_the_hosts_clocks() {
+    let Some(pg) = pg::TempPostgres::start() else {
+        return;
+    };
+    let home = host_home(&pg, "a", 0.0, "lease_s = 3");
+    let doctor = |home: &TestHome| {
+        let out = home.greffon(&["doctor", "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+        (out.status.success(), report)
+    };
+    // Not migrated yet: reachable, and told so.
+    let (_, report) = doctor(&home);
+    assert_eq!(report["tasks"]["reachable"], true, "{report}");
+    assert_eq!(report["tasks"]["migrations"]["applied"], 0, "{report}");
+    // A running host migrates and beats; its clock is this machine's.
+    let server = start(&home);
+    let report = wait_for(Duration::from_secs(20), || {
+        let (_, r) = doctor(&home);
+        (r["tasks"]["hosts"].as_array()?.len() >= 2).then_some(r)
+    })
+    .expect("the server's heartbeat is seen");
+    let tasks = &report["tasks"];
+    assert_eq!(tasks["store"], "postgres");
+    assert_eq!(tasks["migrations"]["applied"], tasks["migrations"]["known"]);
+    assert!(
+        tasks["clock_skew_ms"].as_i64().expect("skew").abs() < 1000,
+        "{report}"
+    );
+    assert!(!report.to_string().contains(pg::PASSWORD));
+    // A host whose clock is a minute ahead: a problem, non-zero exit.
+    psql(
+        &pg,
+        "INSERT INTO scheduler_hosts VALUES ('faraway:1:1', \
+         (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 60000, \
+         (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+    );
+    let (ok, report) = doctor(&home);
+    assert!(!ok, "{report}");
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains("clocks are") && problems.contains("lease_s"),
+        "{problems}"
+    );
+    drop(server);
+    // Unreachable: a problem naming where.
+    pg.stop_server();
+    let (ok, report) = doctor(&home);
+    assert!(!ok);
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains(&format!("127.0.0.1:{}", pg.port)),
+        "{problems}"
+    );
+    assert!(!problems.contains(pg::PASSWORD));
+}

@@ -81,6 +81,26 @@ impl PgTaskStore {
     /// an unreachable server is an error naming the host and port; the
     /// password is remembered for redaction and never shown.
     pub async fn connect(url: &str) -> Result<PgTaskStore, TaskError> {
+        let store = Self::reach(url).await?;
+        migrator().run(&store.pool).await.map_err(|e| {
+            TaskError::Unavailable(format!(
+                "migrating the task database at {}: {e}",
+                store.location
+            ))
+        })?;
+        Ok(store)
+    }
+
+    /// What `greffon doctor` reports of the database at `url`, without
+    /// changing it (migrations are `serve`'s to apply).
+    pub async fn inspect(url: &str) -> Result<PgReport, TaskError> {
+        let store = Self::reach(url).await?;
+        let report = store.report().await;
+        store.pool.close().await;
+        report
+    }
+
+    async fn reach(url: &str) -> Result<PgTaskStore, TaskError> {
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             TaskError::Unavailable(format!(
                 "[scheduler] database_url is not a PostgreSQL URL: {}",
@@ -109,9 +129,6 @@ impl PgTaskStore {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
-        migrator().run(&pool).await.map_err(|e| {
-            TaskError::Unavailable(format!("migrating the task database at {location}: {e}"))
-        })?;
         Ok(PgTaskStore {
             pool,
             location,
@@ -124,13 +141,20 @@ impl PgTaskStore {
         &self.location
     }
 
-    /// Reachable, migrated, and the hosts' clocks against the database's.
-    pub async fn report(&self) -> Result<PgReport, TaskError> {
+    /// Migrated, and the hosts' clocks against the database's.
+    async fn report(&self) -> Result<PgReport, TaskError> {
         let known = migrator().iter().count();
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('scheduler_hosts') IS NOT NULL")
                 .fetch_one(&self.pool)
                 .await?;
+        let applied: i64 = if migrated {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?
+        } else {
+            0
+        };
         let sent = Utc::now();
         let db: i64 =
             sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
@@ -139,13 +163,17 @@ impl PgTaskStore {
         let received = Utc::now();
         // The database read its clock somewhere in the round trip: its middle.
         let here = ms(sent) + (ms(received) - ms(sent)) / 2;
-        let hosts = sqlx::query_as::<_, (String, i64)>(
-            "SELECT owner, host_clock - db_clock FROM scheduler_hosts
-             WHERE db_clock > (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 300000
-             ORDER BY owner",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let hosts = if migrated {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT owner, host_clock - db_clock FROM scheduler_hosts
+                 WHERE db_clock > (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 300000
+                 ORDER BY owner",
+            )
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            Vec::new()
+        };
         Ok(PgReport {
             location: self.location.to_string(),
             migrated: (usize::try_from(applied).unwrap_or(0), known),
