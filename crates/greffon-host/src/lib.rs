@@ -13,7 +13,9 @@
 //! - `services`: host services plugins call mid-call (`system.info`,
 //!   `http.request` through the `broker`).
 //! - `secrets`: the secret store plugins read through `greffon.secret()`;
-//!   [`redact`]: hiding every value handed out from dumps, logs, errors.
+//!   [`redact`]: hiding every value handed out (and every other secret
+//!   the process was given: [`remember`], e.g. a database password) from
+//!   dumps, logs, errors.
 //! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
 //!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
 //! - [`logging`]: the four log categories; [`scaffold`]: new plugins.

@@ -23,8 +23,9 @@ struct Form {
 /// containing another is replaced whole.
 static HANDED: RwLock<Vec<Form>> = RwLock::new(Vec::new());
 
-/// Remembers that `value` (the secret `name`) was handed to a worker: from
-/// now on it is redacted. Besides the value as it is, its JSON-escaped
+/// Remembers that `value` (the secret `name`) was handed to a worker, or
+/// is a credential of the process's own (a database password): from now
+/// on it is redacted. Besides the value as it is, its JSON-escaped
 /// form is hidden too (log files are JSON lines, dumps hold JSON
 /// arguments).
 pub fn remember(name: &str, value: &str) {

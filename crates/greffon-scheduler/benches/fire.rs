@@ -1,26 +1,41 @@
-//! Fire lateness and the loop's CPU with many tasks (issue #5).
+//! Fire lateness, claim throughput and the loop's CPU with many tasks
+//! (issues #5 and #17), on either task store.
 //!
 //! 10,000 interval tasks whose first fires are spread evenly over one
 //! minute, each running a trivial plugin in a real sandboxed worker
-//! through the real host and the SQLite store in a temporary home. Reports:
-//! - idle CPU of the greffon process while the 10,000 tasks are all in
-//!   the future (the loop sleeping until the first);
+//! through the real host, on the SQLite store (one host) or on a
+//! throwaway PostgreSQL shared by GREFFON_BENCH_HOSTS hosts (each a real
+//! `Host` with its own home, workers and scheduler, in this process).
+//! Reports:
+//! - idle CPU of the process while the 10,000 tasks are all in the future
+//!   (every loop sleeping until the first; with PostgreSQL, the lease
+//!   keepers and the listeners too);
 //! - lateness of each fire: scheduled time → claimed (the run row's
 //!   `started_at`) and → arrived in the plugin (its `time.time()`);
-//! - CPU of the greffon process during the minute of fires.
+//! - CPU of the process during the minute of fires;
+//! - claims per second: 10,000 one-shots all due at once, claimed by the
+//!   hosts' loops with a runner that returns at once (the store's share).
 //!
-//! Knobs: GREFFON_BENCH_TASKS (10000), GREFFON_BENCH_SPREAD_S (60),
-//! GREFFON_BENCH_IDLE_S (10), GREFFON_BENCH_CPU (pin to one CPU).
+//! Knobs: GREFFON_BENCH_STORE (sqlite | postgres), GREFFON_BENCH_HOSTS (1;
+//! postgres only), GREFFON_BENCH_TASKS (10000), GREFFON_BENCH_SPREAD_S
+//! (60), GREFFON_BENCH_IDLE_S (10), GREFFON_BENCH_CPU (pin to one CPU).
 
 #[path = "../../greffon-host/benches/support/mod.rs"]
 mod support;
 
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use greffon_core::Config;
 use greffon_host::Host;
-use greffon_scheduler::{NewTask, Settings, TaskKey, Trigger};
-use serde_json::json;
+use greffon_scheduler::{
+    AnyTaskStore, CheckError, NewTask, Options, Outcome, PgTaskStore, RunFuture, Runner, Scheduler,
+    Settings, SqliteTaskStore, SystemClock, Task, TaskKey, TaskStore, Trigger,
+};
+use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PLUGIN: &str = "import time\nclass P:\n    meta = {'name': 'noop', 'timeout': 10}\n    def run(self):\n        return {'t': time.time()}\nplugin = P()\n";
@@ -37,29 +52,73 @@ fn cpu_s() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// Answers at once: what is left of a fire's cost is the store's.
+struct Instant0;
+
+impl Runner for Instant0 {
+    fn check(&self, _: &str, _: &Value) -> Result<(), CheckError> {
+        Ok(())
+    }
+
+    fn run(&self, _: &str, _: Value, _: Option<Duration>) -> RunFuture {
+        Box::pin(async { Outcome::Ok(json!({})) })
+    }
+
+    fn plugins(&self) -> Vec<String> {
+        vec!["bulk".into()]
+    }
+}
+
+/// A store of the kind under test: the home's SQLite file, or a new pool
+/// on the shared database.
+async fn open(url: Option<&str>, home: &Path) -> AnyTaskStore {
+    match url {
+        Some(url) => AnyTaskStore::Postgres(PgTaskStore::connect(url).await.expect("connects")),
+        None => AnyTaskStore::Sqlite(SqliteTaskStore::new(&home.join("greffon.db"))),
+    }
+}
+
 fn main() {
     let pinned = support::pin_from_env();
     let n = support::env_usize("GREFFON_BENCH_TASKS", 10_000);
     let spread_s = support::env_usize("GREFFON_BENCH_SPREAD_S", 60) as i64;
     let idle_s = support::env_usize("GREFFON_BENCH_IDLE_S", 10) as u64;
+    let postgres = std::env::var("GREFFON_BENCH_STORE").is_ok_and(|s| s == "postgres");
+    let hosts = if postgres {
+        support::env_usize("GREFFON_BENCH_HOSTS", 1)
+    } else {
+        1
+    };
+    let server = postgres.then(|| pg::TempPostgres::start().expect("PostgreSQL is installed"));
+    let url = server.as_ref().map(pg::TempPostgres::url);
+    println!(
+        "store: {}, {hosts} host(s)",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("plugins/noop")).expect("plugin dir");
-        std::fs::write(root.join("plugins/noop/plugin.py"), PLUGIN).expect("plugin");
-        let config = Config::parse("", Path::new("greffon.toml")).expect("config");
-        let host = Host::open_with(root, config).await.expect("host opens");
-        host.enable("noop").await.expect("enable");
         let settings = Settings {
             default_tz: "UTC".into(),
             ..Settings::default()
         };
-        let store = greffon_scheduler::SqliteTaskStore::new(&host.home().db_file());
-        let scheduler = greffon_scheduler::attach(&host, store, settings);
+        let mut homes = Vec::new();
+        let mut schedulers = Vec::new();
+        for h in 0..hosts {
+            let root = dir.path().join(format!("host{h}"));
+            std::fs::create_dir_all(root.join("plugins/noop")).expect("plugin dir");
+            std::fs::write(root.join("plugins/noop/plugin.py"), PLUGIN).expect("plugin");
+            let config = Config::parse("", Path::new("greffon.toml")).expect("config");
+            let host = Host::open_with(&root, config).await.expect("host opens");
+            host.enable("noop").await.expect("enable");
+            let store = open(url.as_deref(), &root).await;
+            schedulers.push(greffon_scheduler::attach(&host, store, settings.clone()));
+            homes.push((root, host));
+        }
+        let scheduler = schedulers[0].clone();
 
         // The first fire of task i is at t0 + i * spread / n; t0 leaves
         // time to create them all and to measure the idle loop.
@@ -85,10 +144,13 @@ fn main() {
             pinned.map_or(String::new(), |c| format!(", pinned to CPU {c}"))
         );
 
-        let looping = {
-            let s = scheduler.clone();
-            tokio::spawn(async move { s.run_loop().await })
-        };
+        let loops: Vec<_> = schedulers
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                tokio::spawn(async move { s.run_loop().await })
+            })
+            .collect();
         // Idle: every task in the future.
         let (c0, w0) = (cpu_s(), Instant::now());
         tokio::time::sleep(Duration::from_secs(idle_s)).await;
@@ -105,8 +167,10 @@ fn main() {
         let (c1, w1) = (cpu_s(), Instant::now());
         tokio::time::sleep(Duration::from_secs(spread_s as u64 + 2)).await;
         let busy_share = (cpu_s() - c1) / w1.elapsed().as_secs_f64();
-        scheduler.stop(Duration::from_secs(10)).await;
-        looping.abort();
+        for (s, looping) in schedulers.iter().zip(&loops) {
+            s.stop(Duration::from_secs(10)).await;
+            looping.abort();
+        }
 
         let mut claimed = Vec::with_capacity(n);
         let mut arrived = Vec::with_capacity(n);
@@ -150,6 +214,69 @@ fn main() {
             busy_share * 100.0,
             n as f64 / spread_s as f64
         );
-        host.shutdown().await;
+        claims_per_second(url.as_deref(), &homes, n).await;
+        for (_, host) in homes {
+            host.shutdown().await;
+        }
     });
+}
+
+/// `n` one-shots all due now, claimed by one loop per host whose runner
+/// answers at once: claims per second, until nothing is left due.
+async fn claims_per_second(url: Option<&str>, homes: &[(std::path::PathBuf, Host)], n: usize) {
+    let settings = Settings {
+        default_tz: "UTC".into(),
+        ..Settings::default()
+    };
+    let mut schedulers: Vec<Scheduler<AnyTaskStore>> = Vec::new();
+    for (root, _) in homes {
+        schedulers.push(Scheduler::new(
+            open(url, root).await,
+            Arc::new(Instant0),
+            Arc::new(SystemClock),
+            settings.clone(),
+        ));
+    }
+    let store = schedulers[0].store().clone();
+    let now = Utc::now();
+    for i in 0..n {
+        let past = now - ChronoDuration::seconds(1);
+        store
+            .insert(&Task {
+                id: 0,
+                name: format!("bulk{i}"),
+                plugin: "bulk".into(),
+                args: json!({}),
+                trigger: Trigger::Date { at: past },
+                options: Options::default(),
+                next_run_at: Some(past),
+                last_run_at: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("insert");
+    }
+    let started = Instant::now();
+    let loops: Vec<_> = schedulers
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            tokio::spawn(async move { s.run_loop().await })
+        })
+        .collect();
+    let bulk = ["bulk".to_string()];
+    while store.next_due(Some(&bulk)).await.expect("next").is_some() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    for (s, looping) in schedulers.iter().zip(loops) {
+        s.stop(Duration::from_secs(10)).await;
+        looping.abort();
+    }
+    println!(
+        "claims: {n} due at once, all claimed in {:.2} s: {:.0} claims/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
 }

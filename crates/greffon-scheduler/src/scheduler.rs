@@ -204,7 +204,7 @@ impl<S: TaskStore> Scheduler<S> {
             "{}:{}:{}",
             hostname(),
             std::process::id(),
-            clock.now().timestamp_millis()
+            distinct_start(clock.now().timestamp_millis())
         );
         Scheduler {
             shared: Arc::new(Shared {
@@ -849,6 +849,21 @@ fn jitter_for(task_id: i64, run: &Run, max_s: f64) -> Duration {
     z ^= z >> 31;
     let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
     Duration::from_secs_f64(unit * max_s)
+}
+
+/// `at`, or later when another scheduler of this process started at the
+/// same millisecond: owners must differ, since a host renews and abandons
+/// runs by owner (tests and benches run several in one process).
+fn distinct_start(at: i64) -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+    let mut seen = LAST.load(Ordering::SeqCst);
+    loop {
+        let mine = at.max(seen.saturating_add(1));
+        match LAST.compare_exchange(seen, mine, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return mine,
+            Err(now) => seen = now,
+        }
+    }
 }
 
 fn hostname() -> String {

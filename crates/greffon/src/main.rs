@@ -85,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let is_run = matches!(command, PluginCommand::Run { .. });
     let settings = scheduler_settings(&config)?;
     let store = if is_run {
-        Some(task_store(&root, &config).await?)
+        Some(task_store(&root, &config, false).await?)
     } else {
         None
     };
@@ -478,18 +478,18 @@ fn scheduler_settings(config: &Config) -> anyhow::Result<greffon_scheduler::Sett
     })
 }
 
-/// The task store `[scheduler]` names, opened (a PostgreSQL database is
-/// reached and migrated now: a wrong URL stops the command before anything
-/// starts).
+/// The task store `[scheduler]` names. `eager`: a PostgreSQL database is
+/// reached and migrated now, so a wrong URL stops the command before
+/// anything starts (`serve`, `task`); otherwise at the first task
+/// operation (a plugin run or `mcp` that may never touch tasks).
 async fn task_store(
     root: &std::path::Path,
     config: &Config,
+    eager: bool,
 ) -> anyhow::Result<greffon_scheduler::AnyTaskStore> {
     let home = Home::new(root, config);
-    Ok(
-        greffon_scheduler::open_store(config.scheduler.database_url().as_deref(), &home.db_file())
-            .await?,
-    )
+    let url = config.scheduler.database_url();
+    Ok(greffon_scheduler::open_store(url.as_deref(), &home.db_file(), eager).await?)
 }
 
 /// `greffon task ...`: through the running server, or embedded.
@@ -504,7 +504,7 @@ async fn task_command(
         return task::command(task::Backend::Remote(&remote), command).await;
     }
     let settings = scheduler_settings(&config)?;
-    let store = task_store(root, &config).await?;
+    let store = task_store(root, &config, true).await?;
     let host = Host::open_with(root, config).await?;
     let scheduler = greffon_scheduler::attach(&host, store, settings);
     let code = tokio::select! {
@@ -556,7 +556,7 @@ async fn serve(
     let settings = scheduler_settings(&config)?;
     let fire_tasks = config.scheduler.enabled;
     let llm_config = config.clone();
-    let store = task_store(root, &config).await?;
+    let store = task_store(root, &config, true).await?;
     let host = Host::open_with(root, config).await?;
     let tasks = greffon_scheduler::attach(&host, store, settings);
     let llm = attach_llm(&host, &llm_config)?;
@@ -606,7 +606,7 @@ async fn mcp(
     let settings = scheduler_settings(&config)?;
     let llm_config = config.clone();
     let watch = config.server.watch;
-    let store = task_store(root, &config).await?;
+    let store = task_store(root, &config, false).await?;
     let host = Host::open_with(root, config).await?;
     // The bundled `tasks` and `llm` plugins need their services; tasks are
     // stored, not fired: firing is `greffon serve`'s job.

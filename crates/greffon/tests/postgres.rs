@@ -163,6 +163,41 @@ fn two_hosts_run_each_fire_once_and_only_what_they_can() {
 }
 
 #[test]
+fn a_task_created_on_one_host_fires_on_time_from_another() {
+    let Some(pg) = pg::TempPostgres::start() else {
+        return;
+    };
+    let a_home = host_home(&pg, "a", 0.0, "");
+    let b_home = host_home(&pg, "b", 0.0, "");
+    let a = start(&a_home);
+    let b = start(&b_home);
+    // Let a's loop find nothing and go to sleep for its longest nap (60 s).
+    let (st, _) = call(&a.api, "GET", "/v1/tasks", "");
+    assert_eq!(st, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    // Created on b, which then cannot run it: only a NOTIFY wakes a in time.
+    let created = create(
+        &b.api,
+        json!({"name": "soon", "plugin": "tick", "trigger": {"kind": "date", "at": in_ms(2000)}}),
+    );
+    let (st, _) = call(&b.api, "POST", "/v1/plugins/tick/disable", "");
+    assert_eq!(st, 200);
+    let run = wait_for(Duration::from_secs(20), || {
+        let r = runs(&a.api, "soon");
+        (r.first()?["status"] == "ok").then(|| r[0].clone())
+    })
+    .expect("a ran it");
+    assert_eq!(run["result"]["host"], "a");
+    assert_eq!(run["scheduled_for"], created["next_run_at"]);
+    let late = millis(&run["started_at"]) - millis(&run["scheduled_for"]);
+    assert!(
+        (0..500).contains(&late),
+        "fired {late} ms late: a was not woken"
+    );
+    drop((a, b));
+}
+
+#[test]
 fn a_killed_host_loses_its_claim_after_the_lease_and_the_other_retries_it() {
     let Some(pg) = pg::TempPostgres::start() else {
         return;
@@ -322,6 +357,21 @@ fn an_unreachable_database_stops_serve_naming_host_and_port() {
         );
         assert!(!all_logs(&home).contains(pg::PASSWORD));
     }
+    // A plugin run that does not touch tasks does not need the database.
+    home.plugin("tick", &tick("a", 0.0));
+    home.enable("tick");
+    let unreachable = format!("postgres://greffon@127.0.0.1:{closed}/tasks");
+    let out = home.greffon_env(
+        &["plugin", "run", "tick", "--json", "{}"],
+        &[("GREFFON_DATABASE_URL", &unreachable)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer, json!({"host": "a"}));
 }
 
 /// Runs SQL on the throwaway server with the distribution's `psql`.

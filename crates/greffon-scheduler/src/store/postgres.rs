@@ -81,7 +81,7 @@ impl PgTaskStore {
     /// an unreachable server is an error naming the host and port; the
     /// password is remembered for redaction and never shown.
     pub async fn connect(url: &str) -> Result<PgTaskStore, TaskError> {
-        let store = Self::reach(url).await?;
+        let store = Self::reach(url, true).await?;
         migrator().run(&store.pool).await.map_err(|e| {
             TaskError::Unavailable(format!(
                 "migrating the task database at {}: {e}",
@@ -94,22 +94,31 @@ impl PgTaskStore {
     /// What `greffon doctor` reports of the database at `url`, without
     /// changing it (migrations are `serve`'s to apply).
     pub async fn inspect(url: &str) -> Result<PgReport, TaskError> {
-        let store = Self::reach(url).await?;
+        let store = Self::reach(url, true).await?;
         let report = store.report().await;
         store.pool.close().await;
         report
     }
 
-    async fn reach(url: &str) -> Result<PgTaskStore, TaskError> {
+    /// A store that connects at its first operation, for commands that
+    /// may not touch tasks at all (a plugin run, `greffon mcp`): the
+    /// database being down then fails only the task operations. The
+    /// migrations are `serve`'s (or [`PgTaskStore::connect`]'s).
+    pub async fn lazy(url: &str) -> Result<PgTaskStore, TaskError> {
+        Self::reach(url, false).await
+    }
+
+    async fn reach(url: &str, eager: bool) -> Result<PgTaskStore, TaskError> {
+        // Remembered first, so that no message below can show it.
+        if let Some(password) = password_of(url) {
+            greffon_host::remember("database password", &password);
+        }
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             TaskError::Unavailable(format!(
                 "[scheduler] database_url is not a PostgreSQL URL: {}",
                 greffon_host::redact(&e.to_string())
             ))
         })?;
-        if let Some(password) = password_of(url) {
-            greffon_host::remember("database password", &password);
-        }
         let location: Arc<str> = format!(
             "{}:{}/{}",
             options.get_host(),
@@ -125,10 +134,12 @@ impl PgTaskStore {
         };
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(unreachable)?;
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = if eager {
+            pool.connect_with(options).await.map_err(unreachable)?
+        } else {
+            pool.connect_lazy_with(options)
+        };
         Ok(PgTaskStore {
             pool,
             location,
