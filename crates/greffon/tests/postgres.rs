@@ -357,6 +357,18 @@ fn an_unreachable_database_stops_serve_naming_host_and_port() {
         );
         assert!(!all_logs(&home).contains(pg::PASSWORD));
     }
+    // Not a PostgreSQL URL at all.
+    let out = home.greffon_env(
+        &["serve", "--bind", "127.0.0.1:0"],
+        &[(
+            "GREFFON_DATABASE_URL",
+            "mysql://greffon:hunter2-pw@db.lan/tasks",
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2-pw"), "{stderr}");
     // A plugin run that does not touch tasks does not need the database.
     home.plugin("tick", &tick("a", 0.0));
     home.enable("tick");

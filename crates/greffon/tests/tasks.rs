@@ -479,3 +479,62 @@ fn a_task_whose_plugin_is_gone_can_still_be_disabled() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failing_task_is_retried_as_its_policy_says() {
+    let home = home();
+    home.plugin(
+        "fail",
+        "class P:\n    meta = {'name': 'fail'}\n    def run(self):\n        return {'error': 'upstream down'}\nplugin = P()\n",
+    );
+    home.enable("fail");
+    let server = start(&home);
+    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
+    let created = home.ok(&[
+        "task",
+        "create",
+        "--name",
+        "flaky",
+        "--plugin",
+        "fail",
+        "--at",
+        &at,
+        "--retries",
+        "2",
+        "--retry-backoff",
+        "0.5",
+        "--json",
+    ]);
+    let created: Value = serde_json::from_str(&created).expect("json");
+    assert_eq!(
+        (&created["retries"], &created["retry_backoff_s"]),
+        (&json!(2), &json!(0.5))
+    );
+    let history = wait_for(Duration::from_secs(30), || {
+        let r = runs(&server.api, "flaky");
+        (r.len() == 3 && r.iter().all(|r| r["status"] == "error")).then_some(r)
+    })
+    .expect("the fire and its two retries ran");
+    let attempts: Vec<&Value> = history.iter().map(|r| &r["attempt"]).collect();
+    assert_eq!(attempts, [&json!(1), &json!(2), &json!(3)]);
+    assert!(
+        history
+            .iter()
+            .all(|r| r["scheduled_for"] == history[0]["scheduled_for"])
+    );
+    assert!(history.iter().all(|r| r["error"] == "upstream down"));
+    // The waits grow: 0.5 s, then 1 s, after each failure.
+    let gap = |i: usize| millis(&history[i]["started_at"]) - millis(&history[i - 1]["finished_at"]);
+    assert!(gap(1) >= 500 && gap(2) >= 1000, "{history:?}");
+    // Spent: nothing more comes.
+    let (_, task) = call(&server.api, "GET", "/v1/tasks/flaky", "");
+    assert!(task["next_run_at"].is_null(), "{task}");
+    stop(server);
+    assert_eq!(
+        home.ok(&["task", "runs", "flaky"])
+            .matches("attempt")
+            .count(),
+        2,
+        "the human listing shows the attempts"
+    );
+}

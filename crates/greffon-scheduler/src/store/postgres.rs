@@ -113,6 +113,13 @@ impl PgTaskStore {
         if let Some(password) = password_of(url) {
             greffon_host::remember("database password", &password);
         }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(TaskError::Unavailable(
+                "[scheduler] database_url is not a PostgreSQL URL: it must start with postgres:// \
+                 (postgres://user:password@host:port/database)"
+                    .into(),
+            ));
+        }
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             TaskError::Unavailable(format!(
                 "[scheduler] database_url is not a PostgreSQL URL: {}",
