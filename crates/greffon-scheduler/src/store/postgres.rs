@@ -501,18 +501,16 @@ impl PgTaskStore {
     }
 }
 
-impl TaskStore for PgTaskStore {
-    async fn insert(&self, task: &Task) -> Result<Task, TaskError> {
-        let (args, trigger) = task_json(task)?;
-        let o = &task.options;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(columns(format!(
-            "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
-             max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
-             created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             RETURNING {TASK_COLUMNS}"
-        )))
+/// Binds a task's columns from `name` to `next_run_at`, in the order the
+/// insert and the update both list them.
+fn bind_task<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    task: &'q Task,
+    args: String,
+    trigger: String,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let o = &task.options;
+    query
         .bind(&task.name)
         .bind(&task.plugin)
         .bind(args)
@@ -526,12 +524,26 @@ impl TaskStore for PgTaskStore {
         .bind(int(o.retries))
         .bind(o.retry_backoff_s)
         .bind(task.next_run_at.map(ms))
-        .bind(task.last_run_at.map(ms))
-        .bind(ms(task.created_at))
-        .bind(ms(task.updated_at))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| name_conflict(e, &task.name))?;
+}
+
+impl TaskStore for PgTaskStore {
+    async fn insert(&self, task: &Task) -> Result<Task, TaskError> {
+        let (args, trigger) = task_json(task)?;
+        let mut tx = self.pool.begin().await?;
+        let sql = columns(format!(
+            "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
+             max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
+             created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             RETURNING {TASK_COLUMNS}"
+        ));
+        let row = bind_task(sqlx::query(sql), task, args, trigger)
+            .bind(task.last_run_at.map(ms))
+            .bind(ms(task.created_at))
+            .bind(ms(task.updated_at))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| name_conflict(e, &task.name))?;
         notify(&mut tx).await?;
         tx.commit().await?;
         task_from(&row)
@@ -569,32 +581,19 @@ impl TaskStore for PgTaskStore {
 
     async fn replace(&self, task: &Task) -> Result<Task, TaskError> {
         let (args, trigger) = task_json(task)?;
-        let o = &task.options;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(columns(format!(
+        let sql = columns(format!(
             "UPDATE tasks SET name = $1, plugin = $2, args = $3, trigger = $4, enabled = $5, coalesce = $6,
              misfire_grace_s = $7, max_instances = $8, jitter_s = $9, timeout_s = $10, retries = $11,
              retry_backoff_s = $12, next_run_at = $13, updated_at = $14 WHERE id = $15
              RETURNING {TASK_COLUMNS}"
-        )))
-        .bind(&task.name)
-        .bind(&task.plugin)
-        .bind(args)
-        .bind(trigger)
-        .bind(o.enabled)
-        .bind(o.coalesce.as_str())
-        .bind(o.misfire_grace_s)
-        .bind(int(o.max_instances))
-        .bind(o.jitter_s)
-        .bind(o.timeout_s)
-        .bind(int(o.retries))
-        .bind(o.retry_backoff_s)
-        .bind(task.next_run_at.map(ms))
-        .bind(ms(task.updated_at))
-        .bind(task.id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| name_conflict(e, &task.name))?;
+        ));
+        let row = bind_task(sqlx::query(sql), task, args, trigger)
+            .bind(ms(task.updated_at))
+            .bind(task.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| name_conflict(e, &task.name))?;
         let Some(row) = row else {
             return Err(TaskError::NotFound(task.id.to_string()));
         };

@@ -269,38 +269,50 @@ async fn claim_retries(
     Ok(claimed)
 }
 
+/// Binds a task's columns from `name` to `next_run_at`, in the order the
+/// insert and the update both list them.
+fn bind_task<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    task: &'q Task,
+    args: String,
+    trigger: String,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let o = &task.options;
+    query
+        .bind(&task.name)
+        .bind(&task.plugin)
+        .bind(args)
+        .bind(trigger)
+        .bind(o.enabled)
+        .bind(o.coalesce.as_str())
+        .bind(o.misfire_grace_s)
+        .bind(o.max_instances)
+        .bind(o.jitter_s)
+        .bind(o.timeout_s)
+        .bind(o.retries)
+        .bind(o.retry_backoff_s)
+        .bind(task.next_run_at.map(ms))
+}
+
 impl TaskStore for SqliteTaskStore {
     async fn insert(&self, task: &Task) -> Result<Task, TaskError> {
         let task = task.clone();
         self.with(move |c| {
             Box::pin(async move {
                 let (args, trigger) = task_json(&task)?;
-                let o = &task.options;
-                let row = sqlx::query(columns(format!(
+                let sql = columns(format!(
                     "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
                      max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
                      created_at, updated_at)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
-                )))
-                .bind(&task.name)
-                .bind(&task.plugin)
-                .bind(args)
-                .bind(trigger)
-                .bind(o.enabled)
-                .bind(o.coalesce.as_str())
-                .bind(o.misfire_grace_s)
-                .bind(o.max_instances)
-                .bind(o.jitter_s)
-                .bind(o.timeout_s)
-                .bind(o.retries)
-                .bind(o.retry_backoff_s)
-                .bind(task.next_run_at.map(ms))
-                .bind(task.last_run_at.map(ms))
-                .bind(ms(task.created_at))
-                .bind(ms(task.updated_at))
-                .fetch_one(&mut *c)
-                .await
-                .map_err(|e| name_conflict(e, &task.name))?;
+                ));
+                let row = bind_task(sqlx::query(sql), &task, args, trigger)
+                    .bind(task.last_run_at.map(ms))
+                    .bind(ms(task.created_at))
+                    .bind(ms(task.updated_at))
+                    .fetch_one(&mut *c)
+                    .await
+                    .map_err(|e| name_conflict(e, &task.name))?;
                 task_from(&row)
             })
         })
@@ -353,30 +365,17 @@ impl TaskStore for SqliteTaskStore {
         self.with(move |c| {
             Box::pin(async move {
                 let (args, trigger) = task_json(&task)?;
-                let o = &task.options;
-                let row = sqlx::query(columns(format!(
+                let sql = columns(format!(
                     "UPDATE tasks SET name = ?, plugin = ?, args = ?, trigger = ?, enabled = ?, coalesce = ?,
                      misfire_grace_s = ?, max_instances = ?, jitter_s = ?, timeout_s = ?, retries = ?,
                      retry_backoff_s = ?, next_run_at = ?, updated_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
-                )))
-                .bind(&task.name)
-                .bind(&task.plugin)
-                .bind(args)
-                .bind(trigger)
-                .bind(o.enabled)
-                .bind(o.coalesce.as_str())
-                .bind(o.misfire_grace_s)
-                .bind(o.max_instances)
-                .bind(o.jitter_s)
-                .bind(o.timeout_s)
-                .bind(o.retries)
-                .bind(o.retry_backoff_s)
-                .bind(task.next_run_at.map(ms))
-                .bind(ms(task.updated_at))
-                .bind(task.id)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(|e| name_conflict(e, &task.name))?;
+                ));
+                let row = bind_task(sqlx::query(sql), &task, args, trigger)
+                    .bind(ms(task.updated_at))
+                    .bind(task.id)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(|e| name_conflict(e, &task.name))?;
                 match row {
                     Some(row) => task_from(&row),
                     None => Err(TaskError::NotFound(task.id.to_string())),
