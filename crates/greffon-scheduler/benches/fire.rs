@@ -103,6 +103,17 @@ impl Runner for Instant0 {
     }
 }
 
+/// Each scheduler's loop, running.
+fn spawn_loops(schedulers: &[Scheduler<AnyTaskStore>]) -> Vec<tokio::task::JoinHandle<()>> {
+    schedulers
+        .iter()
+        .map(|s| {
+            let s = s.clone();
+            tokio::spawn(async move { s.run_loop().await })
+        })
+        .collect()
+}
+
 /// A store of the kind under test: the home's SQLite file, or a new pool
 /// on the shared database.
 async fn open(url: Option<&str>, home: &Path) -> AnyTaskStore {
@@ -178,13 +189,7 @@ fn main() {
             pinned.map_or(String::new(), |c| format!(", pinned to CPU {c}"))
         );
 
-        let loops: Vec<_> = schedulers
-            .iter()
-            .map(|s| {
-                let s = s.clone();
-                tokio::spawn(async move { s.run_loop().await })
-            })
-            .collect();
+        let loops = spawn_loops(&schedulers);
         // Idle: every task in the future.
         let (c0, d0, w0) = (cpu_s(), db_cpu_s(), Instant::now());
         tokio::time::sleep(Duration::from_secs(idle_s)).await;
@@ -296,13 +301,7 @@ async fn claims_per_second(url: Option<&str>, homes: &[(std::path::PathBuf, Host
             .expect("insert");
     }
     let started = Instant::now();
-    let loops: Vec<_> = schedulers
-        .iter()
-        .map(|s| {
-            let s = s.clone();
-            tokio::spawn(async move { s.run_loop().await })
-        })
-        .collect();
+    let loops = spawn_loops(&schedulers);
     let bulk = ["bulk".to_string()];
     while store.next_due(Some(&bulk)).await.expect("next").is_some() {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -50,6 +50,18 @@ fn in_ms(ms: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::milliseconds(ms)).to_rfc3339()
 }
 
+/// No fire time appears twice in a task's history.
+fn assert_each_fire_once(history: &[Value]) {
+    let mut fires: Vec<i64> = history
+        .iter()
+        .map(|r| millis(&r["scheduled_for"]))
+        .collect();
+    let total = fires.len();
+    fires.sort_unstable();
+    fires.dedup();
+    assert_eq!(fires.len(), total, "a fire ran twice: {history:?}");
+}
+
 /// Every log file of a home, concatenated.
 fn all_logs(home: &TestHome) -> String {
     ["server", "plugin", "llm", "audit"]
@@ -150,14 +162,7 @@ fn two_hosts_run_each_fire_once_and_only_what_they_can() {
 
     // The every-second task: each fire once, whichever host took it.
     let history = runs(&b.api, "every");
-    let mut fires: Vec<i64> = history
-        .iter()
-        .map(|r| millis(&r["scheduled_for"]))
-        .collect();
-    let total = fires.len();
-    fires.sort_unstable();
-    fires.dedup();
-    assert_eq!(fires.len(), total, "a fire ran twice: {history:?}");
+    assert_each_fire_once(&history);
     assert!(history.iter().all(|r| r["attempt"] == 1), "{history:?}");
     drop((a, b));
 }
@@ -302,14 +307,7 @@ fn a_database_restart_mid_run_pauses_firing_without_losing_or_doubling_a_fire() 
             .all(|r| r["status"] == "ok" || r["status"] == "running" || r["status"] == "missed"),
         "no run lost or failed: {history:?}"
     );
-    let mut fires: Vec<i64> = history
-        .iter()
-        .map(|r| millis(&r["scheduled_for"]))
-        .collect();
-    let total = fires.len();
-    fires.sort_unstable();
-    fires.dedup();
-    assert_eq!(fires.len(), total, "a fire ran twice: {history:?}");
+    assert_each_fire_once(&history);
     let logs = all_logs(&home);
     assert!(logs.contains("scheduler: paused"), "{logs}");
     assert!(logs.contains("firing resumes"), "{logs}");
