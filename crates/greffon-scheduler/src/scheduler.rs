@@ -389,7 +389,24 @@ impl<S: TaskStore> Scheduler<S> {
             .await?;
         tracing::info!(target: "audit", event = "task_run_now", task = task.id, run = run.id, force);
         let run_id = run.id;
-        execute(self.shared.clone(), Claimed { run, task }, false).await;
+        // A process without the loop (a CLI command, `greffon mcp`) has no
+        // lease keeper: the run renews its own lease while it lasts, or
+        // another host sharing the store would take it for lost.
+        let lease = lease_of(&s.settings);
+        let period = lease.to_std().unwrap_or(MAX_NAP) / 3;
+        let renewing = async {
+            loop {
+                tokio::time::sleep(period).await;
+                let until = now_ms(&*s.clock) + lease;
+                if let Err(e) = s.store.renew(&s.owner, until).await {
+                    tracing::debug!(target: "server", "scheduler: lease of run {run_id} not renewed: {e}");
+                }
+            }
+        };
+        tokio::select! {
+            () = execute(self.shared.clone(), Claimed { run, task }, false) => {}
+            () = renewing => {}
+        }
         s.store
             .run(run_id)
             .await?

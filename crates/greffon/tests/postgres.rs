@@ -464,3 +464,33 @@ fn doctor_checks_the_task_database_and_the_hosts_clocks() {
     );
     assert!(!problems.contains(pg::PASSWORD));
 }
+
+#[test]
+fn a_manual_run_from_a_host_without_a_server_keeps_its_lease() {
+    let Some(pg) = pg::TempPostgres::start() else {
+        return;
+    };
+    // Host a serves (and expires leases); host b only runs a command.
+    let a_home = host_home(&pg, "a", 0.0, "lease_s = 1");
+    let b_home = host_home(&pg, "b", 3.0, "lease_s = 1");
+    let a = start(&a_home);
+    create(
+        &a.api,
+        json!({"name": "manual", "plugin": "tick",
+               "trigger": {"kind": "date", "at": in_ms(3_600_000)}}),
+    );
+    // Three leases long, from a process with no scheduler loop.
+    let out = b_home.greffon(&["task", "run", "manual", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (&run["status"], &run["result"]["host"]),
+        (&json!("ok"), &json!("b")),
+        "{run}"
+    );
+    drop(a);
+}
