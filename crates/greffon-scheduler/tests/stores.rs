@@ -91,6 +91,7 @@ both_stores!(
     manual_runs_are_not_retried_and_abandoned_runs_are_lost,
     a_host_claims_only_the_tasks_of_its_plugins,
     pruning_keeps_running_and_pending_runs,
+    the_planner_sees_how_many_runs_are_running,
 );
 
 async fn a_fire_claimed_twice_runs_once<S: TaskStore>(store: S) {
@@ -442,4 +443,31 @@ async fn pruning_keeps_running_and_pending_runs<S: TaskStore>(store: S) {
         .collect();
     assert_eq!(left, [RunStatus::Running, RunStatus::Pending]);
     assert_eq!(manual.status, RunStatus::Running);
+}
+
+async fn the_planner_sees_how_many_runs_are_running<S: TaskStore>(store: S) {
+    let t = store
+        .insert(&task("busy", "echo", Options::default()))
+        .await
+        .expect("insert");
+    for _ in 0..2 {
+        store
+            .start_manual(t.id, &claim("a", t0(), None), true)
+            .await
+            .expect("manual");
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let planner: Planner = Box::new(move |task: &Task, running| {
+        record.lock().expect("lock").push(running);
+        Plan {
+            fires: vec![],
+            next_run_at: task.next_run_at.map(|t| t + Duration::hours(1)),
+        }
+    });
+    store
+        .claim_due(&claim("a", t0(), None), planner)
+        .await
+        .expect("claim");
+    assert_eq!(*seen.lock().expect("lock"), [2]);
 }

@@ -200,6 +200,9 @@ async fn end_runs(
         let Some((task_id, kind, scheduled_for, attempt)) = ended else {
             continue;
         };
+        if !status.retried() {
+            continue;
+        }
         let task = sqlx::query(columns(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
         )))
