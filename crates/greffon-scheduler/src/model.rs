@@ -113,7 +113,7 @@ impl Options {
         if failed > self.retries {
             return None;
         }
-        let doubling = 2f64.powi(i32::try_from(failed - 1).unwrap_or(i32::MAX).min(64));
+        let doubling = 2f64.powi(i32::try_from(failed.saturating_sub(1)).map_or(64, |n| n.min(64)));
         let wait = (self.retry_backoff_s * doubling).min(RETRY_BACKOFF_CAP.as_secs_f64());
         let wait = chrono::Duration::milliseconds((wait * 1000.0) as i64);
         Some(at + wait)

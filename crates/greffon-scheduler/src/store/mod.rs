@@ -21,7 +21,7 @@ pub use postgres::{PgReport, PgTaskStore};
 pub use sqlite::SqliteTaskStore;
 
 use crate::TaskError;
-use crate::model::{Run, RunStatus, Task, TaskKey};
+use crate::model::{Run, RunKind, RunStatus, Task, TaskKey};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::future::Future;
@@ -212,7 +212,7 @@ pub(crate) fn next_attempt(
     status: RunStatus,
     at: DateTime<Utc>,
 ) -> Option<(u32, DateTime<Utc>)> {
-    if kind != "scheduled" || !status.retried() {
+    if kind != RunKind::Scheduled.as_str() || !status.retried() {
         return None;
     }
     task.retry_at(attempt, at).map(|t| (attempt + 1, t))

@@ -17,7 +17,10 @@ use crate::model::{Run, RunKind, RunStatus, Task, TaskKey};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions,
+};
+use sqlx::query::QueryScalar;
 use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr, Transaction};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -235,33 +238,9 @@ impl PgTaskStore {
 
 /// The password of a `postgres://user:password@host/db` URL, decoded.
 fn password_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split('/').next()?.rsplit_once('@')?.0;
-    let password = userinfo.split_once(':')?.1;
-    let decoded = percent_decode(password);
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let url = url::Url::parse(url).ok()?;
+    let password = percent_encoding::percent_decode_str(url.password()?).decode_utf8_lossy();
+    (!password.is_empty()).then(|| password.into_owned())
 }
 
 fn int(v: u32) -> i64 {
@@ -269,23 +248,23 @@ fn int(v: u32) -> i64 {
 }
 
 /// Tells the other hosts that something is due sooner than they think.
-async fn notify(tx: &mut Transaction<'_, Postgres>) -> Result<(), TaskError> {
+async fn notify(conn: &mut PgConnection) -> Result<(), TaskError> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
-        .execute(&mut **tx)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 async fn tasks_by_id(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     ids: &[i64],
 ) -> Result<HashMap<i64, Task>, TaskError> {
     let rows = sqlx::query(columns(format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"
     )))
     .bind(ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|r| task_from(r).map(|t| (t.id, t)))
@@ -293,9 +272,10 @@ async fn tasks_by_id(
 }
 
 /// Ends the running runs `ids` with `status`, then inserts the retry each
-/// one's task allows. Answers the retries.
+/// one's task allows. Answers the retries. A status that is never retried
+/// is the one `UPDATE`, atomic without a transaction around it.
 async fn end_runs(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     ids: &[i64],
     status: RunStatus,
     result: Option<&Value>,
@@ -311,10 +291,13 @@ async fn end_runs(
     .bind(error)
     .bind(ms(at))
     .bind(ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
+    if !status.retried() {
+        return Ok(Vec::new());
+    }
     let task_ids: Vec<i64> = ended.iter().map(|e| e.0).collect();
-    let tasks = tasks_by_id(tx, &task_ids).await?;
+    let tasks = tasks_by_id(conn, &task_ids).await?;
     let mut retries = Vec::new();
     for (task_id, kind, scheduled_for, attempt) in ended {
         let Some(task) = tasks.get(&task_id) else {
@@ -331,7 +314,7 @@ async fn end_runs(
             .bind(scheduled_for)
             .bind(int(next))
             .bind(ms(retry_at))
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
             if let Some(row) = row {
                 retries.push(run_from(&row)?);
@@ -339,7 +322,7 @@ async fn end_runs(
         }
     }
     if !retries.is_empty() {
-        notify(tx).await?;
+        notify(conn).await?;
     }
     Ok(retries)
 }
@@ -350,18 +333,12 @@ async fn claim_retries(
     claim: &Claim,
 ) -> Result<Vec<Claimed>, TaskError> {
     let rows = sqlx::query(columns(format!(
-        "WITH due AS (
-            SELECT r.id FROM task_runs r JOIN tasks t ON t.id = r.task_id
-            WHERE r.status = 'pending' AND r.retry_at <= $1 AND t.enabled
-            AND ($2::text[] IS NULL OR t.plugin = ANY($2))
-            ORDER BY r.retry_at LIMIT $3 FOR UPDATE OF r SKIP LOCKED)
-         UPDATE task_runs SET status = 'running', owner = $4, started_at = $1, lease_until = $5
-         FROM due WHERE task_runs.id = due.id RETURNING {}",
-        RUN_COLUMNS
-            .split(", ")
-            .map(|c| format!("task_runs.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "UPDATE task_runs SET status = 'running', owner = $4, started_at = $1, lease_until = $5
+         WHERE id IN (SELECT r.id FROM task_runs r JOIN tasks t ON t.id = r.task_id
+                      WHERE r.status = 'pending' AND r.retry_at <= $1 AND t.enabled
+                      AND ($2::text[] IS NULL OR t.plugin = ANY($2))
+                      ORDER BY r.retry_at LIMIT $3 FOR UPDATE OF r SKIP LOCKED)
+         RETURNING {RUN_COLUMNS}"
     )))
     .bind(ms(claim.now))
     .bind(claim.plugins.as_deref())
@@ -371,8 +348,8 @@ async fn claim_retries(
     .fetch_all(&mut **tx)
     .await?;
     let runs: Vec<Run> = rows.iter().map(run_from).collect::<Result<_, _>>()?;
-    let ids: Vec<i64> = runs.iter().map(|r| r.task_id).collect();
-    let tasks = tasks_by_id(tx, &ids).await?;
+    let task_ids: Vec<i64> = runs.iter().map(|r| r.task_id).collect();
+    let tasks = tasks_by_id(tx, &task_ids).await?;
     Ok(runs
         .into_iter()
         .filter_map(|run| {
@@ -395,21 +372,22 @@ struct NewRuns {
 }
 
 impl PgTaskStore {
-    async fn running_counts(
-        tx: &mut Transaction<'_, Postgres>,
-        ids: &[i64],
-    ) -> Result<HashMap<i64, u32>, TaskError> {
-        let rows = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT task_id, COUNT(*) FROM task_runs WHERE status = 'running' AND task_id = ANY($1)
-             GROUP BY task_id",
-        )
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, n)| (id, u32::try_from(n).unwrap_or(u32::MAX)))
-            .collect())
+    /// Ends the running runs `running` selects (locking them, skipping
+    /// any another host is ending) as lost with `message`, retried when
+    /// the task allows; answers how many.
+    async fn lose(
+        &self,
+        running: QueryScalar<'_, Postgres, i64, PgArguments>,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, TaskError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
+        if !ids.is_empty() {
+            end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(message), at).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     /// The fires of the due tasks, decided by `plan`, as one insert and one
@@ -437,18 +415,11 @@ impl PgTaskStore {
         }
         let tasks: Vec<Task> = due.iter().map(task_from).collect::<Result<_, _>>()?;
         let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-        let running: HashMap<i64, u32> = due
-            .iter()
-            .zip(&ids)
-            .map(|(row, id)| {
-                let n: i64 = row.try_get("running")?;
-                Ok((*id, u32::try_from(n).unwrap_or(u32::MAX)))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
         let mut runs = NewRuns::default();
         let (mut next, mut last) = (Vec::new(), Vec::new());
-        for task in &tasks {
-            let decided = plan(task, running.get(&task.id).copied().unwrap_or(0));
+        for (task, row) in tasks.iter().zip(&due) {
+            let running: i64 = row.try_get("running")?;
+            let decided = plan(task, u32::try_from(running).unwrap_or(u32::MAX));
             for fire in &decided.fires {
                 let started = fire.status == RunStatus::Running;
                 runs.task_id.push(task.id);
@@ -514,11 +485,11 @@ impl PgTaskStore {
 /// Binds a task's columns from `name` to `next_run_at`, in the order the
 /// insert and the update both list them.
 fn bind_task<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    query: sqlx::query::Query<'q, Postgres, PgArguments>,
     task: &'q Task,
     args: String,
     trigger: String,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
     let o = &task.options;
     query
         .bind(&task.name)
@@ -662,12 +633,13 @@ impl TaskStore for PgTaskStore {
         let Some(max) = max else {
             return Err(TaskError::NotFound(task_id.to_string()));
         };
-        let running = Self::running_counts(&mut tx, &[task_id])
-            .await?
-            .get(&task_id)
-            .copied()
-            .unwrap_or(0);
-        if i64::from(running) >= max && !force {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task_runs WHERE task_id = $1 AND status = 'running'",
+        )
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= max && !force {
             return Err(TaskError::Conflict(format!(
                 "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
             )));
@@ -696,19 +668,10 @@ impl TaskStore for PgTaskStore {
         at: DateTime<Utc>,
     ) -> Result<Option<Run>, TaskError> {
         if !status.retried() {
-            // Nothing to retry: one statement, atomic by itself (most runs
-            // end so, and each statement saved is the server's CPU).
-            sqlx::query(
-                "UPDATE task_runs SET status = $1, result = $2, error = $3, finished_at = $4,
-                 lease_until = NULL WHERE id = $5 AND status = 'running'",
-            )
-            .bind(status.as_str())
-            .bind(result.map(Value::to_string))
-            .bind(error)
-            .bind(ms(at))
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+            // Most runs end so: one statement, no transaction (each saved
+            // round trip is the server's CPU).
+            let mut conn = self.pool.acquire().await?;
+            end_runs(&mut conn, &[run_id], status, result, error, at).await?;
             return Ok(None);
         }
         let mut tx = self.pool.begin().await?;
@@ -754,19 +717,12 @@ impl TaskStore for PgTaskStore {
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> Result<u64, TaskError> {
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
+        let running = sqlx::query_scalar(
             "SELECT id FROM task_runs WHERE status = 'running' AND lease_until < $1
              FOR UPDATE SKIP LOCKED",
         )
-        .bind(ms(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        if !ids.is_empty() {
-            end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(LOST), now).await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
+        .bind(ms(now));
+        self.lose(running, LOST, now).await
     }
 
     async fn running_owners(&self) -> Result<Vec<String>, TaskError> {
@@ -783,21 +739,20 @@ impl TaskStore for PgTaskStore {
         at: DateTime<Utc>,
         message: &str,
     ) -> Result<u64, TaskError> {
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
+        let running = sqlx::query_scalar(
             "SELECT id FROM task_runs WHERE owner = $1 AND status = 'running' FOR UPDATE SKIP LOCKED",
         )
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !ids.is_empty() {
-            end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(message), at).await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
+        .bind(owner);
+        self.lose(running, message, at).await
     }
 
     async fn prune(&self, keep_per_task: u32, before: DateTime<Utc>) -> Result<u64, TaskError> {
+        // A host silent since the history's cut-off is gone (each process
+        // beats under its own owner, so restarts leave rows behind).
+        sqlx::query("DELETE FROM scheduler_hosts WHERE host_clock < $1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
         Ok(sqlx::query(
             "DELETE FROM task_runs WHERE status NOT IN ('running', 'pending') AND (finished_at < $1 OR id IN (
                 SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
@@ -828,10 +783,6 @@ impl TaskStore for PgTaskStore {
         .bind(ms(now))
         .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM scheduler_hosts WHERE db_clock < $1")
-            .bind(ms(now) - 86_400_000)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 }

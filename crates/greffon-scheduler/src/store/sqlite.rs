@@ -10,7 +10,10 @@ use crate::model::{Run, RunKind, RunStatus, Task, TaskKey};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::query::QueryScalar;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, Transaction};
 use std::borrow::Cow;
 use std::future::Future;
@@ -119,6 +122,26 @@ impl SqliteTaskStore {
         })
         .await
         .map_err(|e| TaskError::Corrupt(format!("a store operation failed: {e}")))?
+    }
+
+    /// Ends the running runs `running` selects as lost with `message`,
+    /// retried when the task allows; answers how many.
+    async fn lose(
+        &self,
+        running: QueryScalar<'static, Sqlite, i64, SqliteArguments>,
+        message: String,
+        at: DateTime<Utc>,
+    ) -> Result<u64, TaskError> {
+        self.with(move |c| {
+            Box::pin(async move {
+                let mut tx = immediate(c).await?;
+                let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
+                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(&message), at).await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            })
+        })
+        .await
     }
 
     async fn running_count(
@@ -275,11 +298,11 @@ async fn claim_retries(
 /// Binds a task's columns from `name` to `next_run_at`, in the order the
 /// insert and the update both list them.
 fn bind_task<'q>(
-    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
     task: &'q Task,
     args: String,
     trigger: String,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
     let o = &task.options;
     query
         .bind(&task.name)
@@ -604,23 +627,10 @@ impl TaskStore for SqliteTaskStore {
         at: DateTime<Utc>,
         message: &str,
     ) -> Result<u64, TaskError> {
-        let owner = owner.to_string();
-        let message = message.to_string();
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM task_runs WHERE owner = ? AND status = 'running'",
-                )
-                .bind(&owner)
-                .fetch_all(&mut *tx)
-                .await?;
-                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(&message), at).await?;
-                tx.commit().await?;
-                Ok(ids.len() as u64)
-            })
-        })
-        .await
+        let running =
+            sqlx::query_scalar("SELECT id FROM task_runs WHERE owner = ? AND status = 'running'")
+                .bind(owner.to_string());
+        self.lose(running, message.to_string(), at).await
     }
 
     async fn renew(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<u64, TaskError> {
@@ -641,21 +651,11 @@ impl TaskStore for SqliteTaskStore {
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> Result<u64, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM task_runs WHERE status = 'running' AND lease_until < ?",
-                )
-                .bind(ms(now))
-                .fetch_all(&mut *tx)
-                .await?;
-                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(LOST), now).await?;
-                tx.commit().await?;
-                Ok(ids.len() as u64)
-            })
-        })
-        .await
+        let running = sqlx::query_scalar(
+            "SELECT id FROM task_runs WHERE status = 'running' AND lease_until < ?",
+        )
+        .bind(ms(now));
+        self.lose(running, LOST.to_string(), now).await
     }
 
     async fn changed(&self) {
