@@ -30,8 +30,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use greffon_core::Config;
 use greffon_host::Host;
 use greffon_scheduler::{
-    AnyTaskStore, CheckError, NewTask, Options, Outcome, PgTaskStore, RunFuture, Runner, Scheduler,
-    Settings, SqliteTaskStore, SystemClock, Task, TaskKey, TaskStore, Trigger,
+    AnyTaskStore, CheckError, NewTask, Options, Outcome, RunFuture, Runner, Scheduler, Settings,
+    SystemClock, Task, TaskKey, TaskStore, Trigger,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -117,10 +117,9 @@ fn spawn_loops(schedulers: &[Scheduler<AnyTaskStore>]) -> Vec<tokio::task::JoinH
 /// A store of the kind under test: the home's SQLite file, or a new pool
 /// on the shared database.
 async fn open(url: Option<&str>, home: &Path) -> AnyTaskStore {
-    match url {
-        Some(url) => AnyTaskStore::Postgres(PgTaskStore::connect(url).await.expect("connects")),
-        None => AnyTaskStore::Sqlite(SqliteTaskStore::new(&home.join("greffon.db"))),
-    }
+    AnyTaskStore::open(url, &home.join("greffon.db"), true)
+        .await
+        .expect("the store opens")
 }
 
 fn main() {

@@ -30,7 +30,7 @@ pub use model::{
     Coalesce, DEFAULT_RETRY_BACKOFF_S, NewTask, Options, RETRY_BACKOFF_CAP, Run, RunKind,
     RunStatus, Task, TaskKey, TaskPatch, Trigger,
 };
-pub use runner::{HostRunner, attach, open_store};
+pub use runner::{HostRunner, attach};
 pub use scheduler::{
     CheckError, Clock, Outcome, RunFuture, Runner, Scheduler, Settings, SystemClock, TokioClock,
 };

@@ -42,30 +42,6 @@ impl Runner for HostRunner {
     }
 }
 
-/// The store `[scheduler]` names: PostgreSQL when a database URL is given
-/// ([`greffon_core::SchedulerConfig::database_url`]), connected and
-/// migrated now so that a wrong URL stops the start; else `db_file`.
-///
-/// `eager = false` (a command that may not touch tasks): PostgreSQL is
-/// reached at the first task operation instead.
-pub async fn open_store(
-    database_url: Option<&str>,
-    db_file: &std::path::Path,
-    eager: bool,
-) -> Result<crate::AnyTaskStore, crate::TaskError> {
-    match database_url {
-        Some(url) if eager => Ok(crate::AnyTaskStore::Postgres(
-            crate::PgTaskStore::connect(url).await?,
-        )),
-        Some(url) => Ok(crate::AnyTaskStore::Postgres(
-            crate::PgTaskStore::lazy(url).await?,
-        )),
-        None => Ok(crate::AnyTaskStore::Sqlite(crate::SqliteTaskStore::new(
-            db_file,
-        ))),
-    }
-}
-
 /// The scheduler of `host` on `store`: runs through the host, and the
 /// `tasks.*` service registered for plugins.
 pub fn attach<S: crate::TaskStore>(

@@ -489,7 +489,7 @@ async fn task_store(
 ) -> anyhow::Result<greffon_scheduler::AnyTaskStore> {
     let home = Home::new(root, config);
     let url = config.scheduler.database_url();
-    Ok(greffon_scheduler::open_store(url.as_deref(), &home.db_file(), eager).await?)
+    Ok(greffon_scheduler::AnyTaskStore::open(url.as_deref(), &home.db_file(), eager).await?)
 }
 
 /// `greffon task ...`: through the running server, or embedded.

@@ -6,12 +6,32 @@ use crate::TaskError;
 use crate::model::{Run, RunStatus, Task, TaskKey};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::path::Path;
 
 /// One of the two stores, decided at start-up.
 #[derive(Debug, Clone)]
 pub enum AnyTaskStore {
     Sqlite(SqliteTaskStore),
     Postgres(PgTaskStore),
+}
+
+impl AnyTaskStore {
+    /// The store `[scheduler]` names: PostgreSQL when a database URL is
+    /// given (greffon-core's `SchedulerConfig::database_url`), else the
+    /// SQLite file `db_file`. `eager`: PostgreSQL is reached and migrated
+    /// now, so that a wrong URL stops the start; otherwise at the first
+    /// task operation (a command that may never touch tasks).
+    pub async fn open(
+        database_url: Option<&str>,
+        db_file: &Path,
+        eager: bool,
+    ) -> Result<AnyTaskStore, TaskError> {
+        Ok(match database_url {
+            Some(url) if eager => AnyTaskStore::Postgres(PgTaskStore::connect(url).await?),
+            Some(url) => AnyTaskStore::Postgres(PgTaskStore::lazy(url).await?),
+            None => AnyTaskStore::Sqlite(SqliteTaskStore::new(db_file)),
+        })
+    }
 }
 
 /// Calls the same method on whichever store this is.
