@@ -85,7 +85,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let is_run = matches!(command, PluginCommand::Run { .. });
     let settings = scheduler_settings(&config)?;
     let store = if is_run {
-        Some(task_store(&root, &config, false).await?)
+        match task_store(&root, &config, false).await {
+            Ok(store) => Some(store),
+            Err(e) => {
+                print::json(&json!({ "error": e.to_string() }));
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
+        }
     } else {
         None
     };

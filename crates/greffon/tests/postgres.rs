@@ -277,11 +277,11 @@ fn a_database_restart_mid_run_pauses_firing_without_losing_or_doubling_a_fire() 
         &server.api,
         json!({"name": "steady", "plugin": "tick", "trigger": {"kind": "interval", "every_s": 1}}),
     );
-    wait_for(Duration::from_secs(20), || {
+    let in_flight = wait_for(Duration::from_secs(20), || {
         runs(&server.api, "steady")
             .iter()
-            .any(|r| r["status"] == "running")
-            .then_some(())
+            .find(|r| r["status"] == "running")
+            .map(|r| r["id"].clone())
     })
     .expect("a run is running");
     // Down while that run sleeps, then back (the outage is the scenario).
@@ -296,11 +296,21 @@ fn a_database_restart_mid_run_pauses_firing_without_losing_or_doubling_a_fire() 
 
     let history = wait_for(Duration::from_secs(60), || {
         let r = runs(&server.api, "steady");
-        r.iter()
-            .any(|r| r["status"] == "ok" && millis(&r["scheduled_for"]) > restarted)
-            .then_some(r)
+        let held = r.iter().find(|r| r["id"] == in_flight)?;
+        (held["status"] != "running"
+            && r.iter()
+                .any(|r| r["status"] == "ok" && millis(&r["scheduled_for"]) > restarted))
+        .then_some(r)
     })
     .expect("firing resumed after the restart");
+    // The run that ended during the outage kept its outcome until the
+    // database was back, rather than losing it.
+    let held = history
+        .iter()
+        .find(|r| r["id"] == in_flight)
+        .expect("the run");
+    assert_eq!(held["status"], "ok", "{held}");
+    assert!(millis(&held["finished_at"]) < restarted, "{held}");
     assert!(
         history
             .iter()
@@ -367,9 +377,24 @@ fn an_unreachable_database_stops_serve_naming_host_and_port() {
     assert!(!out.status.success());
     assert!(stderr.contains("is not a PostgreSQL URL"), "{stderr}");
     assert!(!stderr.contains("hunter2-pw"), "{stderr}");
-    // A plugin run that does not touch tasks does not need the database.
+    // A plugin run answers it as JSON, as any run error.
     home.plugin("tick", &tick("a", 0.0));
     home.enable("tick");
+    let out = home.greffon_env(
+        &["plugin", "run", "tick", "--json", "{}"],
+        &[(
+            "GREFFON_DATABASE_URL",
+            "mysql://greffon:hunter2-pw@db.lan/tasks",
+        )],
+    );
+    assert!(!out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("a JSON answer");
+    let error = answer["error"].as_str().expect("an error");
+    assert!(
+        error.contains("is not a PostgreSQL URL") && !error.contains("hunter2-pw"),
+        "{error}"
+    );
+    // A plugin run that does not touch tasks does not need the database.
     let unreachable = format!("postgres://greffon@127.0.0.1:{closed}/tasks");
     let out = home.greffon_env(
         &["plugin", "run", "tick", "--json", "{}"],
