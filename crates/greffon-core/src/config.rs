@@ -616,5 +616,10 @@ mod tests {
         let e = parse("[plugins.x]\ntimeout_s = -2\n").expect_err("refused");
         assert_eq!(e.key.as_deref(), Some("plugins.x.timeout_s"));
         assert_eq!(e.line, Some(2));
+        // A lease under a second would be renewed faster than a claim.
+        let e = parse("[scheduler]\nlease_s = 0.5\n").expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("scheduler.lease_s"));
+        assert_eq!(e.line, Some(2));
+        assert!(parse("[scheduler]\nlease_s = 1\n").is_ok());
     }
 }

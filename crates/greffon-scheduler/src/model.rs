@@ -306,3 +306,28 @@ impl std::fmt::Display for TaskKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Options, RETRY_BACKOFF_CAP};
+    use chrono::{DateTime, Duration};
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_the_cap_then_stop() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let o = Options {
+            retries: 20,
+            retry_backoff_s: 1000.0,
+            ..Options::default()
+        };
+        let wait = |failed| o.retry_at(failed, at).map(|t| t - at);
+        assert_eq!(wait(1), Some(Duration::seconds(1000)));
+        assert_eq!(wait(2), Some(Duration::seconds(2000)));
+        let cap = Duration::from_std(RETRY_BACKOFF_CAP).expect("cap");
+        assert_eq!(wait(3), Some(cap));
+        assert_eq!(wait(20), Some(cap));
+        assert_eq!(wait(21), None, "spent");
+        // A run recorded without an attempt number is a first attempt.
+        assert_eq!(wait(0), Some(Duration::seconds(1000)));
+    }
+}

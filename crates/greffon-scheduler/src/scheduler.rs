@@ -909,3 +909,16 @@ fn owner_alive(owner: &str) -> bool {
         .map(|c| String::from_utf8_lossy(&c).contains("greffon"))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_start;
+
+    #[test]
+    fn schedulers_started_in_the_same_millisecond_get_distinct_owners() {
+        let a = distinct_start(1_000);
+        let b = distinct_start(1_000);
+        assert!(b > a, "{a} then {b}");
+        assert!(distinct_start(i64::MAX / 2) >= i64::MAX / 2);
+    }
+}

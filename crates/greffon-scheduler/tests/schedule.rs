@@ -445,6 +445,10 @@ async fn bad_tasks_are_refused_naming_the_field() {
     zero.max_instances = Some(0);
     let mut negative = task("d", cron("0 9 * * *", "UTC"));
     negative.misfire_grace_s = Some(-1.0);
+    let mut many_retries = task("i", cron("0 9 * * *", "UTC"));
+    many_retries.retries = Some(101);
+    let mut negative_backoff = task("j", cron("0 9 * * *", "UTC"));
+    negative_backoff.retry_backoff_s = Some(-1.0);
     let cases = [
         (unknown, "plugin"),
         (bad_args, "args"),
@@ -453,6 +457,8 @@ async fn bad_tasks_are_refused_naming_the_field() {
         (task("7", cron("0 9 * * *", "UTC")), "name"),
         (zero, "max_instances"),
         (negative, "misfire_grace_s"),
+        (many_retries, "retries"),
+        (negative_backoff, "retry_backoff_s"),
         (task("g", every(0)), "trigger.every_s"),
     ];
     for (new, field) in cases {

@@ -62,6 +62,16 @@ fn once() -> Planner {
     })
 }
 
+/// The run of the one task due at `t0`, claimed by `owner`.
+async fn claim_one<S: TaskStore>(store: &S, owner: &str) -> greffon_scheduler::Run {
+    let mut claimed = store
+        .claim_due(&claim(owner, t0(), None), once())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    claimed.remove(0).run
+}
+
 /// Runs `test` on a fresh SQLite store and on a fresh PostgreSQL one.
 macro_rules! both_stores {
     ($($test:ident),* $(,)?) => {$(
@@ -147,12 +157,7 @@ async fn a_failed_run_is_retried_with_a_growing_wait_until_the_retries_are_spent
         .insert(&task("r", "echo", options))
         .await
         .expect("insert");
-    let run = store
-        .claim_due(&claim("a", t0(), None), once())
-        .await
-        .expect("claim")
-        .remove(0)
-        .run;
+    let run = claim_one(&store, "a").await;
     let failed_at = t0() + Duration::seconds(2);
     let retry = store
         .finish(run.id, RunStatus::Error, None, Some("boom"), failed_at)
@@ -345,12 +350,7 @@ async fn manual_runs_are_not_retried_and_abandoned_runs_are_lost<S: TaskStore>(s
             .is_none(),
         "a manual run was retried"
     );
-    let scheduled = store
-        .claim_due(&claim("gone", t0(), None), once())
-        .await
-        .expect("claim")
-        .remove(0)
-        .run;
+    let scheduled = claim_one(&store, "gone").await;
     assert_eq!(
         store.running_owners().await.expect("owners"),
         ["gone".to_string()]
@@ -415,12 +415,7 @@ async fn pruning_keeps_running_and_pending_runs<S: TaskStore>(store: S) {
         .insert(&task("p", "echo", options))
         .await
         .expect("insert");
-    let run = store
-        .claim_due(&claim("a", t0(), None), once())
-        .await
-        .expect("claim")
-        .remove(0)
-        .run;
+    let run = claim_one(&store, "a").await;
     store
         .finish(run.id, RunStatus::Error, None, Some("boom"), t0())
         .await
