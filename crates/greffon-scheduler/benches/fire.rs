@@ -52,10 +52,13 @@ fn cpu_s() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// CPU seconds of the PostgreSQL server's processes (those named
-/// `postgres`), still running: its share of the work, which the process's
-/// own figure leaves out. Zero with SQLite.
-fn db_cpu_s() -> f64 {
+/// CPU seconds of `server`'s processes (its postmaster and the backends
+/// it forked), still running: the database's share of the work, which the
+/// process's own figure leaves out. Zero with SQLite.
+fn db_cpu_s(server: Option<&pg::TempPostgres>) -> f64 {
+    let Some(postmaster) = server.and_then(pg::TempPostgres::postmaster_pid) else {
+        return 0.0;
+    };
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -66,22 +69,20 @@ fn db_cpu_s() -> f64 {
         let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
             continue;
         };
-        // pid (comm) state ppid ... utime stime: fields 14 and 15.
-        let Some((comm, rest)) = stat.split_once(") ") else {
+        // pid (comm) state ppid ... utime stime: fields 4, 14 and 15.
+        let Some((pid, rest)) = stat
+            .split_once(" (")
+            .and_then(|(pid, r)| Some((pid, r.rsplit_once(") ")?.1)))
+        else {
             continue;
         };
-        if !comm.ends_with("(postgres") {
-            continue;
-        }
         let fields: Vec<&str> = rest.split(' ').collect();
-        ticks += fields
-            .get(11)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        ticks += fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let ours = pid.parse::<u64>().ok() == Some(u64::from(postmaster))
+            || number(1) == Some(u64::from(postmaster));
+        if ours {
+            ticks += number(11).unwrap_or(0) + number(12).unwrap_or(0);
+        }
     }
     ticks as f64 / tick
 }
@@ -190,10 +191,10 @@ fn main() {
 
         let loops = spawn_loops(&schedulers);
         // Idle: every task in the future.
-        let (c0, d0, w0) = (cpu_s(), db_cpu_s(), Instant::now());
+        let (c0, d0, w0) = (cpu_s(), db_cpu_s(server.as_ref()), Instant::now());
         tokio::time::sleep(Duration::from_secs(idle_s)).await;
         let idle_share = (cpu_s() - c0) / w0.elapsed().as_secs_f64();
-        let db_idle = (db_cpu_s() - d0) / w0.elapsed().as_secs_f64();
+        let db_idle = (db_cpu_s(server.as_ref()) - d0) / w0.elapsed().as_secs_f64();
         assert!(Utc::now() < t0, "the idle window overran the first fire");
         println!(
             "idle, {n} future tasks: CPU {:.3} % of one core over {idle_s} s (PostgreSQL server: {:.3} %)",
@@ -204,10 +205,10 @@ fn main() {
         // The minute of fires.
         let wait = (t0 - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let (c1, d1, w1) = (cpu_s(), db_cpu_s(), Instant::now());
+        let (c1, d1, w1) = (cpu_s(), db_cpu_s(server.as_ref()), Instant::now());
         tokio::time::sleep(Duration::from_secs(spread_s as u64 + 2)).await;
         let busy_share = (cpu_s() - c1) / w1.elapsed().as_secs_f64();
-        let db_busy = (db_cpu_s() - d1) / w1.elapsed().as_secs_f64();
+        let db_busy = (db_cpu_s(server.as_ref()) - d1) / w1.elapsed().as_secs_f64();
         for (s, looping) in schedulers.iter().zip(&loops) {
             s.stop(Duration::from_secs(10)).await;
             looping.abort();

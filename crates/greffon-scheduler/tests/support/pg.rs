@@ -116,7 +116,8 @@ impl TempPostgres {
     }
 
     /// Runs one of the server's programs, as `postgres` when root.
-    fn as_postgres(&self, program: &str, args: &[&str]) {
+    /// One of the server's programs with `args`, as `postgres` when root.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
         let exe = self.bin.join(program);
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -125,10 +126,16 @@ impl TempPostgres {
         } else {
             Command::new(&exe)
         };
-        let out = cmd
-            .args(args)
+        cmd.args(args)
             .current_dir(self.dir.path())
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs one of the server's programs, which must succeed.
+    fn as_postgres(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program, args)
             .output()
             .unwrap_or_else(|e| panic!("{program}: {e}"));
         assert!(
@@ -178,6 +185,12 @@ impl TempPostgres {
         )
     }
 
+    /// The server's main process, from its `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -186,17 +199,11 @@ impl TempPostgres {
 impl Drop for TempPostgres {
     fn drop(&mut self) {
         let data = self.data();
-        let exe = self.bin.join("pg_ctl");
-        let args = ["-D", path_str(&data), "-m", "immediate", "stop"];
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let _ = cmd
-            .args(args)
+        let _ = self
+            .command(
+                "pg_ctl",
+                &["-D", path_str(&data), "-m", "immediate", "stop"],
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
