@@ -122,19 +122,67 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// One crash dump of a plugin, as a list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DumpEntry {
+    /// The file name under the dumps folder: what names it to read it.
+    pub file: String,
+    /// When it was written (RFC 3339), from its first line.
+    pub time: String,
+    pub phase: String,
+    /// The first line of its error.
+    pub error: String,
+}
+
+/// The timestamp part of `file` when it is a dump of one of `names`.
+fn stamp_of<'a>(file: &'a str, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|name| {
+        let stamp = file.strip_prefix(name)?.strip_prefix('-')?;
+        stamp
+            .starts_with(|c: char| c.is_ascii_digit())
+            .then_some(stamp)
+    })
+}
+
+/// Whether `file` is in `listing` and is a dump of one of `names`.
+pub(crate) fn belongs(file: &str, listing: &[String], names: &[&str]) -> bool {
+    listing.iter().any(|f| f == file) && stamp_of(file, names).is_some()
+}
+
+/// The dumps of `names`, newest first, at most `limit`, each summarized
+/// from its header (a file that cannot be read is listed without one).
+pub(crate) fn of(dir: &Path, listing: &[String], names: &[&str], limit: usize) -> Vec<DumpEntry> {
+    let mut mine: Vec<(&str, &String)> = listing
+        .iter()
+        .filter_map(|file| stamp_of(file, names).map(|stamp| (stamp, file)))
+        .collect();
+    mine.sort_by(|a, b| b.0.cmp(a.0));
+    mine.into_iter()
+        .take(limit)
+        .map(|(_, file)| {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            DumpEntry {
+                file: file.clone(),
+                time: field("time: "),
+                phase: field("phase: "),
+                error: field("error: "),
+            }
+        })
+        .collect()
+}
+
 /// The newest dump written under any of `names` (a plugin's registry name
 /// and its folder), by timestamp.
 pub(crate) fn latest(dir: &Path, listing: &[String], names: &[&str]) -> Option<PathBuf> {
     listing
         .iter()
-        .filter_map(|file| {
-            names.iter().find_map(|name| {
-                let stamp = file.strip_prefix(name)?.strip_prefix('-')?;
-                stamp
-                    .starts_with(|c: char| c.is_ascii_digit())
-                    .then_some((stamp, file))
-            })
-        })
+        .filter_map(|file| stamp_of(file, names).map(|stamp| (stamp, file)))
         .max_by_key(|(stamp, _)| *stamp)
         .map(|(_, file)| dir.join(file))
 }
@@ -202,6 +250,36 @@ mod tests {
             latest(dir.path(), &files, &["name", "folder"]),
             Some(newest)
         );
+    }
+
+    #[test]
+    fn a_plugin_lists_its_own_dumps_newest_first_summarized() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = sample(Phase::Run);
+        let older = write(dir.path(), &d).expect("written");
+        d.phase = Phase::WorkerExit;
+        let newer = write(dir.path(), &d).expect("written");
+        d.plugin = "p-x";
+        let other = write(dir.path(), &d).expect("written");
+        let files = listing(dir.path());
+        let name = |p: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let listed = of(dir.path(), &files, &["p"], 10);
+        let names: Vec<&str> = listed.iter().map(|e| e.file.as_str()).collect();
+        assert_eq!(names, [name(&newer), name(&older)]);
+        assert_eq!(listed[0].phase, "worker exit");
+        assert_eq!(listed[0].error, "ValueError: boom");
+        assert!(listed[0].time.starts_with("20"), "{:?}", listed[0]);
+        assert_eq!(of(dir.path(), &files, &["p"], 1).len(), 1);
+        assert!(belongs(&name(&older), &files, &["p"]));
+        // Another plugin's dump, or a name not listed, is not its own.
+        assert!(!belongs(&name(&other), &files, &["p"]));
+        assert!(!belongs("p-20990101T000000Z.log", &files, &["p"]));
+        assert!(!belongs("../p-1.log", &files, &["p"]));
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum HostError {
     InvalidSecret(String),
     #[error("the secret '{name}' of plugin '{plugin}' is not set")]
     SecretNotSet { plugin: String, name: String },
+    /// Something named that does not exist (a crash dump, a log).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -65,7 +68,7 @@ impl HostError {
             HostError::UnknownPlugin(_) => ErrorKind::UnknownPlugin,
             HostError::Failed { .. } | HostError::Reload { .. } => ErrorKind::PluginFailed,
             HostError::NotEnabled(_) => ErrorKind::NotEnabled,
-            HostError::SecretNotSet { .. } => ErrorKind::NotFound,
+            HostError::SecretNotSet { .. } | HostError::NotFound(_) => ErrorKind::NotFound,
             HostError::Scaffold { .. } | HostError::InvalidSecret(_) => ErrorKind::Validation,
             _ => ErrorKind::Internal,
         }

@@ -2,7 +2,7 @@
 //! validation, the plugin's worker and back.
 
 use crate::discovery::{LoadError, Loaded};
-use crate::dump::{self, Dump, Phase};
+use crate::dump::{self, Dump, DumpEntry, Phase};
 use crate::error::{CallError, HostError, dump_note};
 use crate::jail::Access;
 use crate::python::Interpreter;
@@ -88,6 +88,10 @@ pub(crate) struct Inner {
     /// enabled set or changed its meta: what MCP sessions watch to re-list
     /// their tools.
     pub changes: Arc<watch::Sender<u64>>,
+    /// A generation bumped whenever a crash dump is written or a worker
+    /// ends unexpectedly: what a live view of the plugins watches besides
+    /// `changes` (MCP clients are not told: their tools did not change).
+    pub incidents: Arc<watch::Sender<u64>>,
 }
 
 /// What `check` found.
@@ -170,6 +174,7 @@ impl Host {
             }),
             plugins: RwLock::new(BTreeMap::new()),
             changes: Arc::new(watch::Sender::new(0)),
+            incidents: Arc::new(watch::Sender::new(0)),
         });
         let host = Host { inner };
         host.discover().await?;
@@ -187,6 +192,44 @@ impl Host {
     /// [`Host::plugins`] when it fires; a spurious wake-up is harmless.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// A receiver that changes whenever a crash dump is written or a worker
+    /// ends unexpectedly (see [`Host::dumps`]).
+    pub fn incidents(&self) -> watch::Receiver<u64> {
+        self.inner.incidents.subscribe()
+    }
+
+    /// The crash dumps of plugin `name` (under its name or its folder),
+    /// newest first, at most `limit`.
+    pub fn dumps(&self, name: &str, limit: usize) -> Result<Vec<DumpEntry>, HostError> {
+        let plugin = self.lookup(name)?;
+        let dir = self.inner.home.dumps_dir();
+        let listing = dump::listing(&dir);
+        Ok(dump::of(
+            &dir,
+            &listing,
+            &[&plugin.key, &plugin.folder],
+            limit,
+        ))
+    }
+
+    /// The text of crash dump `file` of plugin `name`: only a file
+    /// [`Host::dumps`] lists for it, so a name never reaches another file.
+    pub fn dump_text(&self, name: &str, file: &str) -> Result<String, HostError> {
+        let plugin = self.lookup(name)?;
+        let dir = self.inner.home.dumps_dir();
+        let listing = dump::listing(&dir);
+        let names = [plugin.key.as_str(), plugin.folder.as_str()];
+        if !dump::belongs(file, &listing, &names) {
+            return Err(HostError::NotFound(format!(
+                "plugin '{name}' has no crash dump '{file}'"
+            )));
+        }
+        std::fs::read_to_string(dir.join(file)).map_err(|source| HostError::Io {
+            context: format!("cannot read the crash dump {file}"),
+            source,
+        })
     }
 
     /// Adds a host service plugins can call, for the methods named
@@ -1345,7 +1388,9 @@ impl Inner {
         let on_crash = || -> OnCrash {
             let weak = weak.clone();
             let changes = self.changes.clone();
+            let incidents = self.incidents.clone();
             Box::new(move |exit| {
+                announce(&incidents);
                 if let Some(p) = weak.upgrade()
                     && p.record_crash(exit, max, window)
                 {
@@ -1560,7 +1605,9 @@ impl Inner {
             stdout: &output.stdout,
             stderr: &output.stderr,
         };
-        dump::write_logged(&self.home.dumps_dir(), &d)
+        let written = dump::write_logged(&self.home.dumps_dir(), &d);
+        announce(&self.incidents);
+        written
     }
 }
 
@@ -1574,7 +1621,8 @@ pub(crate) fn exception_text(e: &WireError) -> String {
     crate::redact::redact(&text).into_owned()
 }
 
-/// Tells watchers of [`Host::changes`] that the registry moved.
+/// Tells watchers of [`Host::changes`] (or [`Host::incidents`]) that
+/// something moved.
 fn announce(changes: &watch::Sender<u64>) {
     changes.send_modify(|generation| *generation = generation.wrapping_add(1));
 }

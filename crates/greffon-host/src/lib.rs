@@ -39,6 +39,7 @@ mod store;
 mod sysinfo;
 mod worker;
 
+pub use dump::DumpEntry;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};

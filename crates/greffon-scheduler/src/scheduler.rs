@@ -191,6 +191,14 @@ struct Shared<S> {
     /// The time up to which the loop has claimed everything due, set
     /// each time it goes to sleep.
     checked: tokio::sync::watch::Sender<Option<DateTime<Utc>>>,
+    /// Bumped when this scheduler changes a task or a run starts or ends.
+    activity: tokio::sync::watch::Sender<u64>,
+}
+
+impl<S> Shared<S> {
+    fn moved(&self) {
+        self.activity.send_modify(|g| *g = g.wrapping_add(1));
+    }
 }
 
 impl<S: TaskStore> Scheduler<S> {
@@ -218,6 +226,7 @@ impl<S: TaskStore> Scheduler<S> {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 checked: tokio::sync::watch::Sender::new(None),
+                activity: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -230,6 +239,14 @@ impl<S: TaskStore> Scheduler<S> {
     /// (updated when it goes to sleep): "the fires until T are recorded".
     pub fn checked_up_to(&self) -> tokio::sync::watch::Receiver<Option<DateTime<Utc>>> {
         self.shared.checked.subscribe()
+    }
+
+    /// A receiver that changes whenever this scheduler creates, changes
+    /// or deletes a task, or a run of it starts or ends: what a live view
+    /// of the tasks re-reads on (another host sharing the store is not
+    /// seen here).
+    pub fn activity(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.activity.subscribe()
     }
 
     pub(crate) fn downgrade(&self) -> WeakScheduler<S> {
@@ -267,6 +284,7 @@ impl<S: TaskStore> Scheduler<S> {
         task.next_run_at = schedule.first(now);
         let saved = self.shared.store.insert(&task).await?;
         tracing::info!(target: "audit", event = "task_created", task = saved.id, name = %saved.name, plugin = %saved.plugin);
+        self.shared.moved();
         self.shared.wake.notify_one();
         Ok(saved)
     }
@@ -325,6 +343,7 @@ impl<S: TaskStore> Scheduler<S> {
         task.updated_at = now;
         let saved = self.shared.store.replace(&task).await?;
         tracing::info!(target: "audit", event = "task_updated", task = saved.id, name = %saved.name);
+        self.shared.moved();
         self.shared.wake.notify_one();
         Ok(saved)
     }
@@ -335,6 +354,7 @@ impl<S: TaskStore> Scheduler<S> {
             return Err(TaskError::NotFound(key.to_string()));
         }
         tracing::info!(target: "audit", event = "task_deleted", task = task.id, name = %task.name);
+        self.shared.moved();
         self.shared.wake.notify_one();
         Ok(task)
     }
@@ -776,6 +796,7 @@ fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
 async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter: bool) {
     let Claimed { run, task } = claimed;
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    shared.moved();
     if jitter && task.options.jitter_s > 0.0 {
         tokio::time::sleep(jitter_for(task.id, &run, task.options.jitter_s)).await;
     }
@@ -824,6 +845,7 @@ async fn execute<S: TaskStore>(shared: Arc<Shared<S>>, claimed: Claimed, jitter:
         kind = run.kind.as_str(),
         status = status.as_str(),
     );
+    shared.moved();
     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
         shared.idle.notify_waiters();
     }

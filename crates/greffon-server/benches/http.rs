@@ -88,6 +88,7 @@ fn main() {
                     false,
                     Duration::from_secs(1),
                 ),
+                print_login_link: false,
             };
             let announce = async move {
                 loop {

@@ -44,6 +44,10 @@ pub struct ServeOptions {
     pub fire_tasks: bool,
     /// The local LLM behind `/v1/llm/infer`.
     pub llm: greffon_llm::LlmService,
+    /// Print the dashboard's login link on stdout once listening: whole
+    /// at a terminal; elsewhere (a service's journal) without the token,
+    /// which `greffon dashboard` then gives.
+    pub print_login_link: bool,
 }
 
 pub(crate) struct App {
@@ -52,6 +56,9 @@ pub(crate) struct App {
     pub llm: greffon_llm::LlmService,
     pub metrics: Metrics,
     max_body_bytes: usize,
+    /// Cancelled at shutdown: ends the streams that would otherwise hold
+    /// their connections open (events, MCP sessions).
+    pub closing: greffon_host::CancellationToken,
 }
 
 pub(crate) type AppState = State<Arc<App>>;
@@ -210,7 +217,8 @@ async fn metrics(State(app): AppState) -> Response {
           crate::tasks::list, crate::tasks::create, crate::tasks::get_task, crate::tasks::update,
           crate::tasks::delete, crate::tasks::run_now, crate::tasks::runs, crate::tasks::next,
           crate::llm::infer, crate::secrets::list_all, crate::secrets::list_plugin,
-          crate::secrets::set, crate::secrets::remove),
+          crate::secrets::set, crate::secrets::remove, crate::observe::events,
+          crate::observe::dumps, crate::observe::dump, crate::observe::logs),
     modifiers(&Bearer)
 )]
 struct ApiDoc;
@@ -238,6 +246,7 @@ fn router(
     guard_state: Arc<Guard>,
     cors_state: Arc<Cors>,
     mcp: greffon_mcp::HttpOptions,
+    dashboard: Arc<crate::dashboard::Dashboard>,
 ) -> Router {
     let mcp = greffon_mcp::http_service(crate::mcp::Metered(app.clone()), mcp);
     Router::new()
@@ -252,6 +261,8 @@ fn router(
         .merge(crate::tasks::routes())
         .merge(crate::llm::routes())
         .merge(crate::secrets::routes())
+        .merge(crate::observe::routes())
+        .merge(crate::dashboard::routes(dashboard))
         .route("/v1/openapi.json", get(openapi_route))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -308,13 +319,16 @@ pub async fn serve(
         ),
         None => None,
     };
+    let closing = greffon_host::CancellationToken::new();
     let app = Arc::new(App {
         host: host.clone(),
         tasks: opts.tasks.clone(),
         llm: opts.llm.clone(),
         metrics: Metrics::default(),
         max_body_bytes: opts.max_body_bytes,
+        closing: closing.clone(),
     });
+    let sessions = Arc::new(crate::session::Sessions::default());
     let guard_state = Arc::new(Guard {
         token: opts.token.clone(),
         allowed_hosts: opts
@@ -322,7 +336,15 @@ pub async fn serve(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        sessions: sessions.clone(),
     });
+    let dashboard = Arc::new(crate::dashboard::Dashboard {
+        token: opts.token.clone(),
+        sessions,
+    });
+    if opts.print_login_link {
+        print_login_link(&endpoint, &opts.token);
+    }
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
     let cors_state = Arc::new(Cors {
@@ -341,13 +363,13 @@ pub async fn serve(
         format!("http://localhost:{port}"),
         format!("http://[::1]:{port}"),
     ]);
-    let mcp_shutdown = greffon_host::CancellationToken::new();
     let mcp = greffon_mcp::HttpOptions {
         allowed_hosts: opts.allowed_hosts.clone(),
         allowed_origins: origins,
-        shutdown: mcp_shutdown.clone(),
+        shutdown: closing.clone(),
     };
-    let server = axum::serve(listener, router(app, guard_state, cors_state, mcp))
+    let routes = router(app, guard_state, cors_state, mcp, dashboard);
+    let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
@@ -361,8 +383,9 @@ pub async fn serve(
         () = shutdown => {
             tracing::info!(target: "server", "shutting down: no new connections; calls in flight may finish");
             stop.notify_one();
-            // MCP sessions hold streams open; they end now.
-            mcp_shutdown.cancel();
+            // MCP sessions and event streams hold connections open; they
+            // end now.
+            closing.cancel();
             match tokio::time::timeout(opts.grace, &mut server).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -384,4 +407,18 @@ pub async fn serve(
         context: "the server failed".into(),
         source,
     })
+}
+
+/// The dashboard's address on stdout: with the token at a terminal (the
+/// person who started the server opens it), without it elsewhere.
+fn print_login_link(endpoint: &Endpoint, token: &str) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("dashboard: {}", endpoint.login_link(token));
+    } else {
+        println!(
+            "dashboard: {}/ (run `greffon dashboard` for the login link)",
+            endpoint.url
+        );
+    }
 }

@@ -1,13 +1,14 @@
-//! Who may use the API: a bearer token on every `/v1` route but health,
-//! and a `Host` header naming this machine.
+//! Who may use the API: a bearer token (or a dashboard session with its
+//! CSRF token) on every `/v1` route but health, and a `Host` header
+//! naming this machine.
 
 use crate::ServerError;
+use crate::session::{CSRF_HEADER, Sessions, equal_in_constant_time, random_hex};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use greffon_core::ServerConfig;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -35,14 +36,10 @@ pub fn resolve_token(
             return Ok(t);
         }
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| ServerError::Io {
-            context: "cannot read /dev/urandom".into(),
-            source,
-        })?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = random_hex(32).map_err(|source| ServerError::Io {
+        context: "cannot read /dev/urandom".into(),
+        source,
+    })?;
     if let Some(dir) = token_file.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ServerError::Io {
             context: format!("cannot create {}", dir.display()),
@@ -69,6 +66,8 @@ pub(crate) struct Guard {
     pub token: String,
     /// Lower-case host names accepted besides loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// The dashboard's sessions, which stand for the token on `/v1`.
+    pub sessions: Arc<Sessions>,
 }
 
 fn deny(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -90,13 +89,11 @@ fn host_name(value: &str) -> String {
         .map_or(v.clone(), |(h, _)| h.to_string())
 }
 
-fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Refuses a `Host` that is neither loopback nor allowed (a page that
 /// rebinds its own name to 127.0.0.1 sends its own name), then a `/v1` or
-/// `/mcp` request without the bearer token.
+/// `/mcp` request without the bearer token. On `/v1`, a dashboard
+/// session's cookie stands for the token; a request that changes state
+/// must then also carry the session's CSRF token in `x-csrf-token`.
 pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
@@ -114,31 +111,58 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
     }
     let path = req.uri().path();
     let mcp = path == "/mcp" || path.starts_with("/mcp/");
-    if (path.starts_with("/v1/") && path != "/v1/health") || mcp {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            None => {
-                return deny(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing bearer token (Authorization: Bearer <token from app/token>)",
-                );
+    let api = path.starts_with("/v1/") && path != "/v1/health";
+    if !api && !mcp {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if equal_in_constant_time(t.as_bytes(), g.token.as_bytes()) => {}
+        Some(_) => {
+            return deny(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong bearer token",
+            );
+        }
+        None => {
+            if let Some(refusal) = session_refusal(&g.sessions, &req, api) {
+                return refusal;
             }
-            Some(t) if !equal_in_constant_time(t.as_bytes(), g.token.as_bytes()) => {
-                return deny(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "wrong bearer token",
-                );
-            }
-            Some(_) => {}
         }
     }
     next.run(req).await
+}
+
+/// Why a request without a bearer token is refused, if it is: no live
+/// session (or not a `/v1` route), or a state change without the
+/// session's CSRF token.
+fn session_refusal(sessions: &Sessions, req: &Request, api: bool) -> Option<Response> {
+    let csrf = api.then(|| sessions.csrf_of(req.headers())).flatten();
+    let Some(csrf) = csrf else {
+        return Some(deny(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token (Authorization: Bearer <token from app/token>)",
+        ));
+    };
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let sent = req
+        .headers()
+        .get(CSRF_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    (!safe && !equal_in_constant_time(sent, csrf.as_bytes())).then(|| {
+        deny(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a dashboard request that changes state needs the page's x-csrf-token header",
+        )
+    })
 }
 
 #[cfg(test)]
@@ -151,13 +175,6 @@ mod tests {
         assert_eq!(host_name("[::1]:80"), "::1");
         assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
         assert_eq!(host_name("evil.example:8765"), "evil.example");
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(equal_in_constant_time(b"abc", b"abc"));
-        assert!(!equal_in_constant_time(b"abc", b"abd"));
-        assert!(!equal_in_constant_time(b"abc", b"abcd"));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! - `tasks`: the `/v1/tasks` routes over the scheduler;
 //! - `llm`: `/v1/llm/infer`, JSON or server-sent events;
 //! - `secrets`: `/v1/secrets`, write-only plugin secrets;
+//! - `observe`: `/v1/events` (server-sent events of the host's and the
+//!   scheduler's changes), a plugin's crash dumps, `/v1/logs`;
+//! - `dashboard`: the browser dashboard at `/` and its login; `session`:
+//!   its cookie sessions and CSRF tokens, which `auth` accepts on `/v1`;
 //! - `mcp`: `/mcp`, the Model Context Protocol over Streamable HTTP
 //!   ([`greffon_mcp::http_service`]) behind the same token, its calls
 //!   counted in the metrics;
@@ -22,11 +26,14 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod endpoint;
 mod llm;
 mod mcp;
 mod metrics;
+mod observe;
 mod secrets;
+mod session;
 mod tasks;
 mod watch;
 

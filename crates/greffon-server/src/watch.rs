@@ -2,7 +2,7 @@
 //! debounce, then `Host::sync_folder` for each folder touched.
 
 use greffon_host::Host;
-use notify::{RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,13 +19,28 @@ fn folder_of(plugins: &Path, path: &Path) -> Option<String> {
     first.as_os_str().to_str().map(str::to_string)
 }
 
+/// Whether an event may mean a file changed. Opening or reading one does
+/// not: the reload reads `plugin.py`, and counting that as a change
+/// reloaded an enabled plugin every debounce period, for ever. Closing a
+/// file opened for writing does.
+fn changes_files(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches `plugins` for the life of the returned guard, syncing each
 /// changed folder with `host`.
 pub fn spawn(host: Host, plugins: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
     std::fs::create_dir_all(&plugins).map_err(notify::Error::io)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
+        if let Ok(event) = event
+            && changes_files(&event.kind)
+        {
             for path in event.paths {
                 let _ = tx.send(path);
             }
@@ -54,6 +69,25 @@ pub fn spawn(host: Host, plugins: PathBuf) -> notify::Result<notify::Recommended
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_file_is_not_a_change() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        assert!(!changes_files(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_files(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_files(&EventKind::Create(CreateKind::File)));
+        assert!(changes_files(&EventKind::Remove(
+            notify::event::RemoveKind::Any
+        )));
+    }
 
     #[test]
     fn events_map_to_their_plugin_folder() {

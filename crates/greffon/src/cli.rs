@@ -42,6 +42,13 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
     },
+    /// Print the login link of the running server's browser dashboard
+    /// (`--open` also opens it with $BROWSER, else xdg-open).
+    Dashboard {
+        /// Open the link in a browser.
+        #[arg(long)]
+        open: bool,
+    },
     /// Serve the enabled plugins as MCP tools on stdin/stdout (for an
     /// assistant's MCP configuration). Goes through the running `greffon
     /// serve` when there is one (or --remote), else runs the host itself.

@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => return Ok(doctor(&config, &home, json).await),
         Command::Model { command } => return model_command(&config, &home, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
+        Command::Dashboard { open } => return dashboard(&home, remote_flag.as_deref(), open),
         Command::Mcp { embedded } => {
             let server = if embedded {
                 None
@@ -581,12 +582,40 @@ async fn serve(
         tasks,
         fire_tasks,
         llm,
+        print_login_link: true,
     };
     greffon_server::serve(host, opts, async {
         let signal = interrupted().await;
         tracing::info!(target: "server", "{signal}");
     })
     .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `greffon dashboard`: the running server's login link, on stdout (the
+/// person asked for it), and with `--open` in a browser.
+fn dashboard(home: &Home, remote: Option<&str>, open: bool) -> anyhow::Result<ExitCode> {
+    let Some(server) = remote::Server::find(home, remote)? else {
+        anyhow::bail!(
+            "no greffon server runs for {}: start one with `greffon serve`",
+            home.root().display()
+        );
+    };
+    let link = format!("{}/?token={}", server.base, server.token);
+    println!("{link}");
+    if open {
+        let browser = std::env::var("BROWSER")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "xdg-open".into());
+        std::process::Command::new(&browser)
+            .arg(&link)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {browser} to open the link (set $BROWSER)"))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,6 +80,25 @@ pub fn exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = full(s, method, path, host, headers, body);
+    (status, body)
+}
+
+/// A request with extra headers: (status, the response's head).
+pub fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, head, _) = full(s, method, path, None, headers, "");
+    (status, head)
+}
+
+/// One HTTP/1.1 exchange: (status, the head in lower case, the body).
+pub fn full(
+    s: &Api,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(&s.address).expect("connect");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -100,35 +119,8 @@ pub fn exchange(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
-
-/// A raw request with extra headers: (status, the response's head).
-pub fn raw(s: &Api, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = TcpStream::connect(&s.address).expect("connect");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        s.address
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("write");
-    let mut out = String::new();
-    stream.read_to_string(&mut out).expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let head = out
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    (status, head)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
 }
 
 pub fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
