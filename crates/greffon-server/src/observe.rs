@@ -30,57 +30,66 @@ const SETTLE: Duration = Duration::from_millis(50);
 
 #[utoipa::path(get, path = "/v1/events", responses((status = 200, description = "Server-sent events, one per change: `plugins` (a plugin was enabled, disabled, reloaded, changed on disk, or crashed; a crash dump was written) and `tasks` (a task was created, changed or deleted, or one of its runs started or ended on this server); the data is a generation counter. Re-read what changed on each.", content_type = "text/event-stream")), security(("bearer" = [])))]
 pub(crate) async fn events(State(app): AppState) -> Response {
-    let mut changes = app.host.changes();
-    let mut incidents = app.host.incidents();
-    let mut tasks = app.tasks.activity();
-    let closing = app.closing.clone();
-    let mut generation = 0u64;
-    let stream = async_stream(move |tx| async move {
-        loop {
-            let topic = tokio::select! {
-                () = closing.cancelled() => return,
-                r = changes.changed() => r.map(|()| "plugins"),
-                r = incidents.changed() => r.map(|()| "plugins"),
-                r = tasks.changed() => r.map(|()| "tasks"),
-            };
-            let Ok(topic) = topic else { return };
-            tokio::time::sleep(SETTLE).await;
-            changes.mark_unchanged();
-            incidents.mark_unchanged();
-            let also_tasks = tasks.has_changed().unwrap_or(false);
-            tasks.mark_unchanged();
-            for topic in [Some(topic), also_tasks.then_some("tasks")]
-                .into_iter()
-                .flatten()
-            {
-                generation += 1;
-                let event = Event::default().event(topic).data(generation.to_string());
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }
+    let watched = Watched {
+        changes: app.host.changes(),
+        incidents: app.host.incidents(),
+        tasks: app.tasks.activity(),
+        closing: app.closing.clone(),
+        pending: Vec::new(),
+        generation: 0,
+    };
+    // Pulled by the response: a client that leaves drops it, and with it
+    // the receivers; nothing runs for a stream nobody reads.
+    let stream = futures_util::stream::unfold(watched, |mut w| async move {
+        let topic = w.next().await?;
+        w.generation += 1;
+        let event = Event::default().event(topic).data(w.generation.to_string());
+        Some((Ok::<_, Infallible>(event), w))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-/// A stream fed by `body` through a small channel: the stream ends when
-/// `body` returns, and `body` learns the client left when a send fails.
-fn async_stream<F, Fut>(
-    body: F,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(body(tx));
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-    )
+/// What an event stream follows, and the topics due to go out.
+struct Watched {
+    changes: tokio::sync::watch::Receiver<u64>,
+    incidents: tokio::sync::watch::Receiver<u64>,
+    tasks: tokio::sync::watch::Receiver<u64>,
+    closing: greffon_host::CancellationToken,
+    /// Topics that changed in the last settle window, not yet sent.
+    pending: Vec<&'static str>,
+    generation: u64,
+}
+
+impl Watched {
+    /// The next topic to announce; `None` at shutdown.
+    async fn next(&mut self) -> Option<&'static str> {
+        if self.pending.is_empty() {
+            // `changed()` marks what woke the stream as seen.
+            let woke = tokio::select! {
+                () = self.closing.cancelled() => return None,
+                r = self.changes.changed() => r.ok().map(|()| "plugins")?,
+                r = self.incidents.changed() => r.ok().map(|()| "plugins")?,
+                r = self.tasks.changed() => r.ok().map(|()| "tasks")?,
+            };
+            tokio::time::sleep(SETTLE).await;
+            // Whatever else moved during the window goes out once.
+            let plugins = woke == "plugins"
+                || self.changes.has_changed().ok()?
+                || self.incidents.has_changed().ok()?;
+            let tasks = woke == "tasks" || self.tasks.has_changed().ok()?;
+            self.changes.mark_unchanged();
+            self.incidents.mark_unchanged();
+            self.tasks.mark_unchanged();
+            self.pending.extend(
+                [tasks.then_some("tasks"), plugins.then_some("plugins")]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        self.pending.pop()
+    }
 }
 
 /// How many dumps a plugin's list shows.
@@ -168,5 +177,48 @@ pub(crate) async fn logs(
             ErrorKind::Internal,
             format!("logs: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    fn bump(tx: &watch::Sender<u64>) {
+        tx.send_modify(|g| *g += 1);
+    }
+
+    #[tokio::test]
+    async fn what_moves_in_one_window_goes_out_once_per_topic() {
+        let (changes_tx, changes) = watch::channel(0);
+        let (incidents_tx, incidents) = watch::channel(0);
+        let (tasks_tx, tasks) = watch::channel(0);
+        let closing = greffon_host::CancellationToken::new();
+        let mut w = Watched {
+            changes,
+            incidents,
+            tasks,
+            closing: closing.clone(),
+            pending: Vec::new(),
+            generation: 0,
+        };
+        // A task woke the stream; a plugin moved while it settled: both
+        // go out (the plugin's change was once dropped here).
+        bump(&tasks_tx);
+        let (first, ()) = tokio::join!(w.next(), async {
+            tokio::task::yield_now().await;
+            bump(&changes_tx);
+            bump(&incidents_tx);
+        });
+        let second = w.next().await;
+        let mut got = [first, second];
+        got.sort();
+        assert_eq!(got, [Some("plugins"), Some("tasks")]);
+        // Nothing else is due: the stream waits, then ends at shutdown.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), w.next()).await;
+        assert!(waiting.is_err(), "{waiting:?}");
+        closing.cancel();
+        assert_eq!(w.next().await, None);
     }
 }
