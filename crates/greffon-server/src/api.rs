@@ -246,7 +246,6 @@ fn router(
     guard_state: Arc<Guard>,
     cors_state: Arc<Cors>,
     mcp: greffon_mcp::HttpOptions,
-    dashboard: Arc<crate::dashboard::Dashboard>,
 ) -> Router {
     let mcp = greffon_mcp::http_service(crate::mcp::Metered(app.clone()), mcp);
     Router::new()
@@ -262,7 +261,7 @@ fn router(
         .merge(crate::llm::routes())
         .merge(crate::secrets::routes())
         .merge(crate::observe::routes())
-        .merge(crate::dashboard::routes(dashboard))
+        .merge(crate::dashboard::routes(guard_state.clone()))
         .route("/v1/openapi.json", get(openapi_route))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -328,7 +327,6 @@ pub async fn serve(
         max_body_bytes: opts.max_body_bytes,
         closing: closing.clone(),
     });
-    let sessions = Arc::new(crate::session::Sessions::default());
     let guard_state = Arc::new(Guard {
         token: opts.token.clone(),
         allowed_hosts: opts
@@ -336,11 +334,7 @@ pub async fn serve(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
-        sessions: sessions.clone(),
-    });
-    let dashboard = Arc::new(crate::dashboard::Dashboard {
-        token: opts.token.clone(),
-        sessions,
+        sessions: Default::default(),
     });
     if opts.print_login_link {
         print_login_link(&endpoint, &opts.token);
@@ -368,7 +362,7 @@ pub async fn serve(
         allowed_origins: origins,
         shutdown: closing.clone(),
     };
-    let routes = router(app, guard_state, cors_state, mcp, dashboard);
+    let routes = router(app, guard_state, cors_state, mcp);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
@@ -414,7 +408,10 @@ pub async fn serve(
 fn print_login_link(endpoint: &Endpoint, token: &str) {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
-        println!("dashboard: {}", endpoint.login_link(token));
+        println!(
+            "dashboard: {}",
+            crate::dashboard::login_link(&endpoint.url, token)
+        );
     } else {
         println!(
             "dashboard: {}/ (run `greffon dashboard` for the login link)",

@@ -3,7 +3,7 @@
 //! naming this machine.
 
 use crate::ServerError;
-use crate::session::{CSRF_HEADER, Sessions, equal_in_constant_time, random_hex};
+use crate::session::{Sessions, equal_in_constant_time, random_hex};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -60,7 +60,8 @@ pub fn resolve_token(
     Ok(token)
 }
 
-/// What the guard checks against.
+/// What the guard checks against; also the dashboard's state (its login
+/// trades the token for a session).
 #[derive(Debug)]
 pub(crate) struct Guard {
     pub token: String,
@@ -142,8 +143,8 @@ pub(crate) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next)
 /// session (or not a `/v1` route), or a state change without the
 /// session's CSRF token.
 fn session_refusal(sessions: &Sessions, req: &Request, api: bool) -> Option<Response> {
-    let csrf = api.then(|| sessions.csrf_of(req.headers())).flatten();
-    let Some(csrf) = csrf else {
+    let allowed = api.then(|| sessions.may_change(req.headers())).flatten();
+    let Some(may_change) = allowed else {
         return Some(deny(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -151,12 +152,7 @@ fn session_refusal(sessions: &Sessions, req: &Request, api: bool) -> Option<Resp
         ));
     };
     let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
-    let sent = req
-        .headers()
-        .get(CSRF_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    (!safe && !equal_in_constant_time(sent, csrf.as_bytes())).then(|| {
+    (!safe && !may_change).then(|| {
         deny(
             StatusCode::FORBIDDEN,
             "csrf",

@@ -14,12 +14,6 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The dashboard's login link: opening it exchanges `token` for a
-    /// session cookie, and the token leaves the address bar.
-    pub fn login_link(&self, token: &str) -> String {
-        format!("{}/?token={token}", self.url)
-    }
-
     /// Writes the file atomically (a reader never sees half of it).
     pub(crate) fn write(&self, file: &Path) -> std::io::Result<()> {
         let tmp = file.with_extension(format!("json.{}", self.pid));

@@ -39,6 +39,7 @@ mod watch;
 
 pub use api::{ServeOptions, openapi, serve};
 pub use auth::resolve_token;
+pub use dashboard::login_link;
 pub use endpoint::Endpoint;
 pub use watch::spawn as watch_plugins;
 

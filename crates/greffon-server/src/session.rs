@@ -88,6 +88,18 @@ impl Sessions {
             .map(|s| s.csrf.clone())
     }
 
+    /// What the request's cookie allows: `None` without a live session;
+    /// `Some(true)` when it also carries the session's CSRF token in
+    /// [`CSRF_HEADER`], so it may change state.
+    pub(crate) fn may_change(&self, headers: &HeaderMap) -> Option<bool> {
+        let csrf = self.csrf_of(headers)?;
+        let sent = headers
+            .get(CSRF_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        Some(equal_in_constant_time(sent, csrf.as_bytes()))
+    }
+
     /// Ends the session the request's cookie names.
     pub(crate) fn close(&self, headers: &HeaderMap) {
         if let Some(id) = cookie(headers, COOKIE) {
@@ -143,14 +155,21 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert_ne!(id, csrf);
         let h = with_cookie(&format!("other=1; {COOKIE}={id}"));
-        assert_eq!(sessions.csrf_of(&h), Some(csrf));
+        assert_eq!(sessions.csrf_of(&h), Some(csrf.clone()));
         assert_eq!(
             sessions.csrf_of(&with_cookie(&format!("{COOKIE}=nope"))),
             None
         );
         assert_eq!(sessions.csrf_of(&HeaderMap::new()), None);
+        assert_eq!(sessions.may_change(&h), Some(false), "no CSRF header");
+        let mut with_csrf = h.clone();
+        with_csrf.insert(CSRF_HEADER, HeaderValue::from_str(&csrf).expect("header"));
+        assert_eq!(sessions.may_change(&with_csrf), Some(true));
+        with_csrf.insert(CSRF_HEADER, HeaderValue::from_static("0000"));
+        assert_eq!(sessions.may_change(&with_csrf), Some(false));
         sessions.close(&h);
         assert_eq!(sessions.csrf_of(&h), None);
+        assert_eq!(sessions.may_change(&h), None);
     }
 
     #[test]

@@ -601,7 +601,7 @@ fn dashboard(home: &Home, remote: Option<&str>, open: bool) -> anyhow::Result<Ex
             home.root().display()
         );
     };
-    let link = format!("{}/?token={}", server.base, server.token);
+    let link = greffon_server::login_link(&server.base, &server.token);
     println!("{link}");
     if open {
         let browser = std::env::var("BROWSER")

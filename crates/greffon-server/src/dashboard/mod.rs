@@ -6,7 +6,8 @@
 //! the session cookie (see `auth::guard`), so the page and the API apply
 //! one set of rules. Without a session the shell is a login form.
 
-use crate::session::{Sessions, clear_cookie, equal_in_constant_time, set_cookie};
+use crate::auth::Guard;
+use crate::session::{clear_cookie, equal_in_constant_time, set_cookie};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -16,19 +17,19 @@ use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What the dashboard's routes need.
-pub(crate) struct Dashboard {
-    pub token: String,
-    pub sessions: Arc<Sessions>,
-}
+type DashState = State<Arc<Guard>>;
 
-type DashState = State<Arc<Dashboard>>;
+/// The dashboard's login link for the server at `base` (`http://…`, no
+/// trailing slash): opening it trades `token` for a session cookie.
+pub fn login_link(base: &str, token: &str) -> String {
+    format!("{base}/?token={token}")
+}
 
 /// The page paths: each serves the shell, and the script renders the
 /// page the path names (so a reload or a shared link lands on it).
 const PAGES: [&str; 5] = ["/", "/plugins/{name}", "/tasks", "/llm", "/logs"];
 
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>(state: Arc<Dashboard>) -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(state: Arc<Guard>) -> Router<S> {
     let mut router = Router::new();
     for page in PAGES {
         router = router.route(page, get(shell));
@@ -89,7 +90,7 @@ fn local_path(path: &str) -> &str {
 
 /// Opens a session when `token` is the server's, answering the redirect
 /// that lands on `next` with the cookie set (or back on the login form).
-fn exchange(dash: &Dashboard, token: &str, next: &str) -> Response {
+fn exchange(dash: &Guard, token: &str, next: &str) -> Response {
     let next = local_path(next);
     if !equal_in_constant_time(token.trim().as_bytes(), dash.token.as_bytes()) {
         tracing::warn!(target: "audit", event = "dashboard_login_refused", "dashboard: a wrong token was presented");
@@ -167,13 +168,7 @@ async fn login(State(dash): DashState, headers: HeaderMap, body: Bytes) -> Respo
 }
 
 async fn logout(State(dash): DashState, headers: HeaderMap) -> Response {
-    let csrf = dash.sessions.csrf_of(&headers);
-    let sent = headers
-        .get(crate::session::CSRF_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    let valid = csrf.is_some_and(|c| equal_in_constant_time(sent, c.as_bytes()));
-    if !same_origin(&headers) || !valid {
+    if !same_origin(&headers) || dash.sessions.may_change(&headers) != Some(true) {
         return cross_site();
     }
     dash.sessions.close(&headers);
