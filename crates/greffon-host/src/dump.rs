@@ -144,9 +144,11 @@ fn stamp_of<'a>(file: &'a str, names: &[&str]) -> Option<&'a str> {
     })
 }
 
-/// Whether `file` is in `listing` and is a dump of one of `names`.
-pub(crate) fn belongs(file: &str, listing: &[String], names: &[&str]) -> bool {
-    listing.iter().any(|f| f == file) && stamp_of(file, names).is_some()
+/// Whether `file` names a dump of one of `names`: a plain file name (no
+/// folder part, so it cannot reach outside the dumps folder) written
+/// under one of them.
+pub(crate) fn names_dump_of(file: &str, names: &[&str]) -> bool {
+    !file.contains('/') && file.ends_with(".log") && stamp_of(file, names).is_some()
 }
 
 /// The dumps of `names`, newest first, at most `limit`, each summarized
@@ -275,11 +277,12 @@ mod tests {
         assert_eq!(listed[0].error, "ValueError: boom");
         assert!(listed[0].time.starts_with("20"), "{:?}", listed[0]);
         assert_eq!(of(dir.path(), &files, &["p"], 1).len(), 1);
-        assert!(belongs(&name(&older), &files, &["p"]));
-        // Another plugin's dump, or a name not listed, is not its own.
-        assert!(!belongs(&name(&other), &files, &["p"]));
-        assert!(!belongs("p-20990101T000000Z.log", &files, &["p"]));
-        assert!(!belongs("../p-1.log", &files, &["p"]));
+        assert!(names_dump_of(&name(&older), &["p"]));
+        // Another plugin's dump, or a path out of the folder, is not its own.
+        assert!(!names_dump_of(&name(&other), &["p"]));
+        assert!(!names_dump_of("../p-1.log", &["p"]));
+        assert!(!names_dump_of("p-1/../../app/token.log", &["p"]));
+        assert!(!names_dump_of("p-1.txt", &["p"]));
     }
 
     #[test]

@@ -214,22 +214,23 @@ impl Host {
         ))
     }
 
-    /// The text of crash dump `file` of plugin `name`: only a file
-    /// [`Host::dumps`] lists for it, so a name never reaches another file.
+    /// The text of crash dump `file` of plugin `name`: only a file name
+    /// written under its name or folder, so a name never reaches another
+    /// file.
     pub fn dump_text(&self, name: &str, file: &str) -> Result<String, HostError> {
         let plugin = self.lookup(name)?;
-        let dir = self.inner.home.dumps_dir();
-        let listing = dump::listing(&dir);
-        let names = [plugin.key.as_str(), plugin.folder.as_str()];
-        if !dump::belongs(file, &listing, &names) {
-            return Err(HostError::NotFound(format!(
-                "plugin '{name}' has no crash dump '{file}'"
-            )));
+        let missing = || HostError::NotFound(format!("plugin '{name}' has no crash dump '{file}'"));
+        if !dump::names_dump_of(file, &[&plugin.key, &plugin.folder]) {
+            return Err(missing());
         }
-        std::fs::read_to_string(dir.join(file)).map_err(|source| HostError::Io {
-            context: format!("cannot read the crash dump {file}"),
-            source,
-        })
+        match std::fs::read_to_string(self.inner.home.dumps_dir().join(file)) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+            Err(source) => Err(HostError::Io {
+                context: format!("cannot read the crash dump {file}"),
+                source,
+            }),
+        }
     }
 
     /// Adds a host service plugins can call, for the methods named

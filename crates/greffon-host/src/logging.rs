@@ -153,5 +153,8 @@ mod tests {
                 .expect("none")
                 .is_empty()
         );
+        // A log that cannot be read is an error, not an empty answer.
+        std::fs::create_dir(dir.path().join("server.log")).expect("dir");
+        assert!(tail(dir.path(), "server", &LogFilter::default(), 5).is_err());
     }
 }

@@ -321,6 +321,19 @@ fn events_announce_changes_and_crashes_and_dumps_and_logs_are_readable() {
         404
     );
     assert_eq!(call(s, "GET", "/v1/plugins/nope/dumps", "").0, 404);
+    let (st, v) = call(
+        s,
+        "GET",
+        "/v1/plugins/crashy/dumps/crashy-20990101T000000Z.log",
+        "",
+    );
+    assert_eq!(st, 404, "a well-formed name that was never written: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no crash dump")),
+        "{v}"
+    );
 
     // The audit records of one plugin, newest first.
     let (st, records) = call(
