@@ -7,7 +7,6 @@ mod common;
 
 use common::TestHome;
 use common::server::{Api, Server, call, full, start};
-use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -411,15 +410,7 @@ fn make_executable(path: &Path) {
 /// Playwright and Chromium, or a failure saying how to get them: CI must
 /// not skip.
 fn browser_python() -> String {
-    let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import playwright, pytest"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the browser tests need Playwright in {python}: run them through scripts/test (it installs python/requirements-test.txt into its venv and sets GREFFON_PYTHON)"
-    );
+    let python = common::venv_python("playwright, pytest", "the browser tests");
     assert!(
         Path::new(&chromium()).is_file(),
         "the browser tests need Chromium at {}: run scripts/build-deps (apt-get install chromium) or set GREFFON_CHROMIUM",
@@ -432,24 +423,13 @@ fn chromium() -> String {
     std::env::var("GREFFON_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
-fn model() -> String {
-    let path = std::env::var("GREFFON_TEST_MODEL").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/greffon/models-home/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        Path::new(&path).is_file(),
-        "the test model is missing at {path}: run scripts/test (it pulls it)"
-    );
-    path
-}
-
 #[test]
 fn the_dashboard_works_in_chromium() {
     let python = browser_python();
-    let home = dashboard_home(&format!("[llm]\nmodel = \"{}\"\n", model()));
+    let home = dashboard_home(&format!(
+        "[llm]\nmodel = \"{}\"\n",
+        common::test_model().display()
+    ));
     let server = start(&home);
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard_browser.py");
     let out = Command::new(python)
@@ -472,14 +452,13 @@ fn the_dashboard_works_in_chromium() {
         !report.contains("skipped"),
         "no browser test may skip:\n{report}"
     );
-    let passed: Value = report
+    let passed = report
         .split_whitespace()
         .zip(report.split_whitespace().skip(1))
         .find(|(_, w)| w.starts_with("passed"))
-        .and_then(|(n, _)| n.parse::<u64>().ok())
-        .into();
+        .and_then(|(n, _)| n.parse::<u64>().ok());
     assert!(
-        passed.as_u64().is_some_and(|n| n >= 12),
+        passed.is_some_and(|n| n >= 12),
         "fewer browser tests ran than written:\n{report}"
     );
 }

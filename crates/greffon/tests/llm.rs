@@ -13,23 +13,7 @@ use common::upstream::{Response, Upstream};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn model() -> PathBuf {
-    let path = std::env::var_os("GREFFON_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/greffon/models-home/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "the test model is missing at {}: run scripts/test (it pulls it), or `greffon --home ~/.cache/greffon/models-home model pull smollm2`",
-        path.display()
-    );
-    path
-}
 
 /// A home with the bundled `llm` plugin enabled and this `greffon.toml`.
 fn llm_home(config: &str) -> TestHome {
@@ -42,7 +26,10 @@ fn llm_home(config: &str) -> TestHome {
 
 /// The test model, with more `[llm]` settings.
 fn home(llm: &str) -> TestHome {
-    llm_home(&format!("[llm]\nmodel = \"{}\"\n{llm}", model().display()))
+    llm_home(&format!(
+        "[llm]\nmodel = \"{}\"\n{llm}",
+        common::test_model().display()
+    ))
 }
 
 fn ask(home: &TestHome, args: Value) -> Value {

@@ -22,19 +22,9 @@ const WRITER: &str = "class P:\n    meta = {'name': 'writer', 'permissions': ['f
 const OFF: &str =
     "class P:\n    meta = {'name': 'off'}\n    def run(self):\n        return {}\nplugin = P()\n";
 
-/// The interpreter of the test venv, which has the `mcp` client. CI must
-/// not skip: without it the test fails, saying how to get it.
+/// The interpreter of the test venv, which has the official MCP client.
 fn python() -> String {
-    let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import mcp, httpx2"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the MCP tests need the official Python client in {python}: run them through scripts/test (it installs mcp==2.3.0 into its venv and sets GREFFON_PYTHON)"
-    );
-    python
+    common::venv_python("mcp, httpx2", "the MCP tests")
 }
 
 fn calls_home() -> TestHome {

@@ -146,6 +146,39 @@ pub fn echo_plugin(meta: &str) -> String {
     )
 }
 
+/// The interpreter of the test venv (`GREFFON_PYTHON`), checked to import
+/// `modules`: without them the test fails saying how to get them (CI must
+/// not skip). `who` names the tests that need them.
+pub fn venv_python(modules: &str, who: &str) -> String {
+    let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{who} need {modules} in {python}: run them through scripts/test (it installs python/requirements-test.txt into its venv and sets GREFFON_PYTHON)"
+    );
+    python
+}
+
+/// The SmolLM2 model the LLM tests load (`GREFFON_TEST_MODEL`, which
+/// `scripts/test` pulls once and caches).
+pub fn test_model() -> PathBuf {
+    let path = std::env::var_os("GREFFON_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/greffon/models-home/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "the test model is missing at {}: run scripts/test (it pulls it), or `greffon --home ~/.cache/greffon/models-home model pull smollm2`",
+        path.display()
+    );
+    path
+}
+
 /// Polls `probe` every 20 ms until it gives a value or `limit` passes: a
 /// wait on a condition, not a sleep that hopes.
 pub fn wait_for<T>(limit: std::time::Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {

@@ -64,9 +64,9 @@ async function api(method, path, body) {
   return { ok: resp.ok, status: resp.status, data };
 }
 
-/** The data of a successful call, or throws its error message. */
-async function load(method, path, body) {
-  const r = await api(method, path, body);
+/** The data of a successful GET, or throws its error message. */
+async function load(path) {
+  const r = await api('GET', path);
   if (!r.ok) throw new Error(errorText(r));
   return r.data;
 }
@@ -264,7 +264,7 @@ async function pluginsPage() {
   main.replaceChildren(h('h1', {}, 'Plugins'), slot, list);
   async function refresh() {
     try {
-      const [plugins, counts] = await Promise.all([load('GET', '/v1/plugins'), callCounts()]);
+      const [plugins, counts] = await Promise.all([load('/v1/plugins'), callCounts()]);
       show(slot, plugins.length ? null : h('p', {}, 'No plugins under plugins/ yet.'));
       list.replaceChildren(...plugins.map((p) => {
         const id = uid('p');
@@ -438,15 +438,15 @@ function triggerText(t) {
 async function tasksPage() {
   const list = h('div', { class: 'cards' });
   const slot = h('div');
-  const plugins = await load('GET', '/v1/plugins').catch(() => []);
+  const plugins = await load('/v1/plugins').catch(() => []);
   // Tasks whose history is open: a live refresh keeps it open.
   const opened = new Set();
   main.replaceChildren(h('h1', {}, 'Tasks'), slot, list, section('New task', newTaskForm(plugins, () => refresh())));
 
   async function refresh() {
     try {
-      const tasks = await load('GET', '/v1/tasks');
-      const lastRuns = await Promise.all(tasks.map((t) => load('GET', `/v1/tasks/${t.id}/runs?limit=1`).catch(() => [])));
+      const tasks = await load('/v1/tasks');
+      const lastRuns = await Promise.all(tasks.map((t) => load(`/v1/tasks/${t.id}/runs?limit=1`).catch(() => [])));
       show(slot, tasks.length ? null : h('p', {}, 'No task yet.'));
       list.replaceChildren(...tasks.map((t, i) => taskCard(t, lastRuns[i][0], refresh, opened)));
     } catch (e) {
