@@ -32,8 +32,19 @@ pub struct Config {
     /// Worker crashes within `crash_window_s` that mark a plugin `failed`.
     pub max_crashes: u32,
     pub crash_window_s: f64,
-    /// Calls one worker serves at once; more wait their turn.
-    pub max_concurrent_calls: usize,
+    /// Worker processes per enabled plugin, each serving one call at a
+    /// time (`[plugins.NAME] workers` overrides it).
+    pub workers: usize,
+    /// Calls that may wait for a busy plugin's worker; past it a call is
+    /// answered "busy" at once (`[plugins.NAME] queue` overrides it).
+    pub queue: usize,
+    /// Workers all plugins together may run: a pool that would pass it
+    /// starts fewer (never fewer than one).
+    pub max_workers: usize,
+    /// Wave 1's per-worker thread limit, replaced by `workers` and
+    /// `queue`: accepted so that older files still load, then ignored
+    /// with a warning.
+    pub max_concurrent_calls: Option<usize>,
     /// Write argument values into audit records (off: they may hold
     /// secrets).
     pub audit_args: bool,
@@ -245,6 +256,10 @@ pub struct PluginConfig {
     /// global list): the operator points a plugin at a mirror or a local
     /// upstream without editing its code.
     pub allowlist_domains: Option<Vec<String>>,
+    /// Overrides the top-level `workers`.
+    pub workers: Option<usize>,
+    /// Overrides the top-level `queue`.
+    pub queue: Option<usize>,
     /// Free table handed to the plugin as `greffon.config()`.
     pub config: BTreeMap<String, toml::Value>,
 }
@@ -262,7 +277,10 @@ impl Default for Config {
             kill_grace_s: 5.0,
             max_crashes: 3,
             crash_window_s: 60.0,
-            max_concurrent_calls: 32,
+            workers: 1,
+            queue: 64,
+            max_workers: 32,
+            max_concurrent_calls: None,
             audit_args: false,
             sandbox: SandboxMode::Enforce,
             allowlist_domains: None,
@@ -364,6 +382,7 @@ impl Config {
                 ("cpu_s", p.cpu_s),
                 ("max_open_files", p.max_open_files),
                 ("max_file_mb", p.max_file_mb),
+                ("workers", p.workers.map(|w| w as u64)),
             ] {
                 if bad.is_none() && v == Some(0) {
                     bad = Some((format!("plugins.{name}.{key}"), "must be at least 1".into()));
@@ -424,7 +443,8 @@ impl Config {
         for (key, v) in [
             ("max_args_bytes", self.max_args_bytes),
             ("max_result_bytes", self.max_result_bytes),
-            ("max_concurrent_calls", self.max_concurrent_calls),
+            ("workers", self.workers),
+            ("max_workers", self.max_workers),
             ("max_crashes", self.max_crashes as usize),
             ("http_max_response_bytes", self.http_max_response_bytes),
         ] {
@@ -444,6 +464,22 @@ impl Config {
     }
 
     /// The effective timeout for a plugin: config, then meta, then default.
+    /// Worker processes for `plugin` (before the `max_workers` ceiling).
+    pub fn workers_for(&self, plugin: &str) -> usize {
+        self.plugins
+            .get(plugin)
+            .and_then(|p| p.workers)
+            .unwrap_or(self.workers)
+    }
+
+    /// Calls that may wait for one of `plugin`'s workers.
+    pub fn queue_for(&self, plugin: &str) -> usize {
+        self.plugins
+            .get(plugin)
+            .and_then(|p| p.queue)
+            .unwrap_or(self.queue)
+    }
+
     pub fn timeout_for(&self, plugin: &str, meta_timeout_s: Option<f64>) -> f64 {
         self.plugins
             .get(plugin)

@@ -134,7 +134,7 @@ impl Inner {
                     dump,
                 ))
             }
-            Ok(Reply::NotDelivered | Reply::Retired) => {
+            Ok(Reply::NotDelivered) => {
                 let exit = worker.wait_exit().await;
                 Err(LoadError::one(
                     format!("{} before plugin.py was imported", exit.description),

@@ -5,12 +5,14 @@ use crate::discovery::{LoadError, Loaded};
 use crate::dump::{self, Dump, DumpEntry, Phase};
 use crate::error::{CallError, HostError, dump_note};
 use crate::jail::Access;
+use crate::pool::{Checkout, Handoff, Lease, Pool, Ticket};
 use crate::python::Interpreter;
 use crate::registry::{Failure, Granted, Plugin, PluginInfo, SecretState, State, Status};
 use crate::secrets::{SecretEntry, SecretStore};
 use crate::services::{Service, Services};
 use crate::store::Store;
 use crate::worker::{Hooks, OnCrash, Reply, Worker};
+use futures_util::future::join_all;
 use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
 use greffon_protocol::method::{self, Progress, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
@@ -36,6 +38,11 @@ pub struct CallOptions {
     pub cancel: Option<CancellationToken>,
     /// Receives what the plugin reports with `greffon.progress()`.
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Waits for a worker even when the plugin's queue is full, instead of
+    /// being answered "busy": a scheduled run, which is never dropped for
+    /// load (its timeout still bounds the wait). The queue limit is there
+    /// to shed what clients send.
+    pub patient: bool,
 }
 
 /// What the kernel offers, lowered by `GREFFON_LANDLOCK_ABI_CAP` (which can
@@ -131,6 +138,9 @@ impl Host {
                     tracing::error!(target: "server", "the kernel cannot enforce the sandbox, so no plugin will start: {}; run `greffon doctor`", missing.join("; "));
                 }
             }
+        }
+        if config.max_concurrent_calls.is_some() {
+            tracing::warn!(target: "server", "max_concurrent_calls is no longer used: each worker serves one call at a time; set workers (and queue) instead");
         }
         let noexec = greffon_sandbox::noexec_program_hex().map_err(|e| HostError::Io {
             context: "cannot build the no-exec filter".into(),
@@ -366,15 +376,8 @@ impl Host {
                 state = status.state.as_str(),
                 reason = status.failure.as_ref().map(|f| f.reason.as_str()),
             );
-            let plugin = Arc::new(Plugin {
-                key: key.clone(),
-                folder,
-                dir: path,
-                status: std::sync::Mutex::new(status),
-                worker: tokio::sync::Mutex::new(None),
-                calls: Semaphore::new(inner.config.max_concurrent_calls),
-                changing: tokio::sync::Mutex::new(()),
-            });
+            let pool = inner.new_pool(&key);
+            let plugin = Arc::new(Plugin::new(key.clone(), folder, path, status, pool));
             registry.insert(key, plugin);
         }
         *inner.plugins.write().unwrap_or_else(|p| p.into_inner()) = registry;
@@ -437,11 +440,7 @@ impl Host {
         dumps: &[String],
         set: &BTreeMap<String, Vec<String>>,
     ) -> PluginInfo {
-        let running = p
-            .worker
-            .try_lock()
-            .map(|w| w.as_ref().is_some_and(|w| w.is_alive()))
-            .unwrap_or(true);
+        let workers = p.pool().stats();
         let s = p.status();
         let meta = s.meta.as_deref();
         PluginInfo {
@@ -471,7 +470,8 @@ impl Host {
             schema: meta.map(|m| m.schema.schema().clone()),
             meta: meta.map(|m| m.raw.clone()),
             failure: s.failure.clone(),
-            running,
+            running: workers.busy + workers.idle > 0,
+            workers,
             last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),
             access: meta.map_or_else(Default::default, |m| self.inner.access_info(m)),
             worker_crashes: s.crash_total,
@@ -545,14 +545,14 @@ impl Host {
                 });
             }
         }
-        let mut slot = plugin.worker.lock().await;
-        if let Some(w) = slot.take() {
-            // A running worker may predate a change on disk: start afresh.
-            self.inner.stop_worker(&plugin, &w).await;
-        }
-        let started = self.inner.activate(&plugin, true).await;
+        // Running workers may predate a change on disk: start afresh. Calls
+        // arriving meanwhile wait in the new pool's queue.
+        let pool = self.inner.new_pool(&plugin.key);
+        let old = plugin.replace_pool(pool.clone());
+        self.inner.stop_pool(&plugin, &old).await;
+        let started = self.inner.fill_pool(&plugin, &pool, true, false).await;
         match started {
-            Ok(worker) => {
+            Ok(()) => {
                 let granted = {
                     let mut s = plugin.status();
                     let grant = s.meta.as_deref().map(Granted::declared).unwrap_or_default();
@@ -562,8 +562,6 @@ impl Host {
                     s.granted = Some(grant.clone());
                     grant
                 };
-                *slot = Some(worker);
-                drop(slot);
                 self.inner
                     .store
                     .set_enabled(&plugin.key, &granted)
@@ -589,7 +587,6 @@ impl Host {
                 self.plugin(&plugin.key)
             }
             Err(failure) => {
-                drop(slot);
                 tracing::info!(target: "audit", event = "enable_failed", plugin = %plugin.key, reason = %failure.reason);
                 Err(HostError::Failed {
                     name: plugin.key.clone(),
@@ -619,10 +616,8 @@ impl Host {
             (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
             (Some(plugin), false) => {
                 let _one_change = plugin.changing.lock().await;
-                let worker = plugin.worker.lock().await.take();
-                if let Some(w) = worker {
-                    inner.stop_worker(&plugin, &w).await;
-                }
+                plugin.status().state = State::Disabled;
+                inner.stop_pool(&plugin, &plugin.pool()).await;
                 inner
                     .plugins
                     .write()
@@ -700,21 +695,20 @@ impl Host {
                     }
                 };
                 let state = status.state;
+                let pool = inner.new_pool(&key);
                 let mut plugins = inner.plugins.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(old) = &existing {
                     plugins.remove(&old.key);
                 }
                 plugins.insert(
                     key.clone(),
-                    Arc::new(Plugin {
-                        key: key.clone(),
-                        folder: folder.to_string(),
+                    Arc::new(Plugin::new(
+                        key.clone(),
+                        folder.to_string(),
                         dir,
-                        status: std::sync::Mutex::new(status),
-                        worker: tokio::sync::Mutex::new(None),
-                        calls: Semaphore::new(inner.config.max_concurrent_calls),
-                        changing: tokio::sync::Mutex::new(()),
-                    }),
+                        status,
+                        pool,
+                    )),
                 );
                 tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
                 Ok(format!("{key}: read again, now {}", state.as_str()))
@@ -735,10 +729,9 @@ impl Host {
                 .collect()
         };
         for plugin in enabled {
-            let deadline =
-                Instant::now() + Duration::from_secs_f64(self.inner.config.default_timeout_s);
-            if let Err(e) = self.inner.worker_for(&plugin, deadline).await {
-                tracing::warn!(target: "server", plugin = %plugin.key, "could not start: {}", e.message);
+            let pool = plugin.pool();
+            if let Err(f) = self.inner.fill_pool(&plugin, &pool, false, false).await {
+                tracing::warn!(target: "server", plugin = %plugin.key, "could not start: {}", f.reason);
             }
         }
     }
@@ -760,8 +753,9 @@ impl Host {
             )));
         }
         let inner = &self.inner;
-        let started = match inner.start_worker(&plugin, false, true).await {
-            Ok(s) => s,
+        let pool = inner.new_pool(&plugin.key);
+        match inner.fill_pool(&plugin, &pool, false, true).await {
+            Ok(()) => {}
             Err(f) => {
                 let dump = f.dump.clone().or_else(|| {
                     let hash = crate::worker::file_hash(&plugin.dir.join("plugin.py"));
@@ -782,29 +776,25 @@ impl Host {
                 });
             }
         };
-        let timeout_s = inner
-            .config
-            .timeout_for(&plugin.key, started.meta.timeout_s);
-        let old = {
-            let mut slot = plugin.worker.lock().await;
-            let old = slot.replace(started.worker);
-            let mut s = plugin.status();
-            s.meta = Some(started.meta);
-            s.file_hash = started.file_hash;
-            old
+        let old_timeout_s = {
+            let s = plugin.status();
+            inner
+                .config
+                .timeout_for(&plugin.key, s.meta.as_ref().and_then(|m| m.timeout_s))
         };
+        // `fill_pool` recorded the new meta; new calls now reach the new
+        // workers, while the old ones finish what they have (bounded by
+        // the calls' timeout) and are then stopped.
+        let old = plugin.replace_pool(pool);
         tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "swapped");
         announce(&inner.changes);
-        if let Some(old) = old {
-            // New calls now reach the new worker; the old one finishes what
-            // it has (its calls are bounded by their timeout), then stops.
-            old.retire();
-            let limit = Duration::from_secs_f64(timeout_s + inner.config.kill_grace_s);
-            if !old.drained(limit).await {
-                tracing::warn!(target: "server", plugin = %plugin.key, "the replaced worker still had calls running after their timeout; stopping it");
-            }
-            inner.stop_worker(&plugin, &old).await;
+        old.retire();
+        let limit = Duration::from_secs_f64(old_timeout_s + inner.config.kill_grace_s);
+        let (workers, drained) = old.drain(limit).await;
+        if !drained {
+            tracing::warn!(target: "server", plugin = %plugin.key, "a replaced worker still had a call running after its timeout; stopping it");
         }
+        join_all(workers.iter().map(|w| inner.stop_worker(&plugin, w))).await;
         self.plugin(&plugin.key)
     }
 
@@ -813,10 +803,17 @@ impl Host {
         let plugin = self.lookup(name)?;
         let _one_change = plugin.changing.lock().await;
         let _announce = Announce(&self.inner.changes);
-        let worker = plugin.worker.lock().await.take();
-        if let Some(w) = worker {
-            self.inner.stop_worker(&plugin, &w).await;
+        // Refused from now on: a call waiting in the queue is answered
+        // "disabled" rather than starting a worker.
+        {
+            let mut s = plugin.status();
+            if s.state == State::Enabled {
+                s.state = State::Disabled;
+            }
         }
+        let pool = self.inner.new_pool(&plugin.key);
+        let old = plugin.replace_pool(pool);
+        self.inner.stop_pool(&plugin, &old).await;
         {
             let mut s = plugin.status();
             s.granted = None;
@@ -913,8 +910,9 @@ impl Host {
         self.call_with(name, args, CallOptions::default()).await
     }
 
-    /// [`Host::call`] with a timeout that replaces the plugin's own (a
-    /// scheduled task's `timeout_s`).
+    /// A scheduled run: [`Host::call`] with a timeout that replaces the
+    /// plugin's own (the task's `timeout_s`), waiting for a worker however
+    /// full the plugin's queue is ([`CallOptions::patient`]).
     pub async fn call_with_timeout(
         &self,
         name: &str,
@@ -923,6 +921,7 @@ impl Host {
     ) -> Result<Value, CallError> {
         let options = CallOptions {
             timeout,
+            patient: true,
             ..CallOptions::default()
         };
         self.call_with(name, args, options).await
@@ -1001,6 +1000,7 @@ impl Host {
             timeout,
             cancel,
             progress,
+            patient,
         } = options;
         let inner = &self.inner;
         let plugin = self
@@ -1011,14 +1011,7 @@ impl Host {
             match (s.state, &s.meta) {
                 (State::Enabled, Some(meta)) => meta.clone(),
                 (State::Failed, _) => return Err(failed_error(&plugin.key, &s)),
-                _ => {
-                    return Err(CallError::new(
-                        ErrorKind::NotEnabled,
-                        format!(
-                            "plugin '{name}' is disabled; enable it with `greffon plugin enable {name}`"
-                        ),
-                    ));
-                }
+                _ => return Err(not_enabled(name)),
             }
         };
         let args = self.validate(name, &meta, args)?;
@@ -1033,11 +1026,6 @@ impl Host {
             )
         };
         let hooks = Hooks { cancel, progress };
-        let _permit = tokio::select! {
-            permit = plugin.calls.acquire() => permit
-                .map_err(|_| CallError::new(ErrorKind::Internal, "host is shutting down"))?,
-            () = hooks.cancelled() => return Err(cancelled()),
-        };
         let pydantic = meta.schema.source() == SchemaSource::Pydantic;
         let args = Arc::new(args);
         let params = RunParams {
@@ -1050,15 +1038,17 @@ impl Host {
         let mut attempts = 0;
         let (worker, reply) = loop {
             attempts += 1;
-            let worker = inner.worker_for(&plugin, deadline).await?;
+            let lease = inner
+                .lease(&plugin, deadline, timeout, patient, &hooks)
+                .await?;
+            let worker = lease.worker().clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
+            let keep = Some(args.clone());
             match worker
-                .request_hooked(method::RUN, &params, Some(args.clone()), remaining, &hooks)
+                .request_hooked(method::RUN, &params, keep, remaining, &hooks, Some(lease))
                 .await
             {
                 Ok(Reply::NotDelivered) if attempts < 2 => continue,
-                // A reload swapped the worker: the call goes to the new one.
-                Ok(Reply::Retired) => continue,
                 reply => break (worker, reply),
             }
         };
@@ -1072,7 +1062,7 @@ impl Host {
                     }
                 }
             }
-            Ok(Reply::NotDelivered | Reply::Retired) => Err(CallError::new(
+            Ok(Reply::NotDelivered) => Err(CallError::new(
                 ErrorKind::WorkerCrashed,
                 format!(
                     "plugin '{name}': its worker ended before the call could be delivered, twice"
@@ -1089,7 +1079,7 @@ impl Host {
             }),
             Err(abandoned) => {
                 let grace = Duration::from_secs_f64(inner.config.kill_grace_s);
-                let (worker, id, limit) = (worker.clone(), abandoned.id, timeout.as_secs_f64());
+                let (id, limit) = (abandoned.id, timeout.as_secs_f64());
                 let why = if abandoned.cancelled {
                     "it was cancelled".to_string()
                 } else {
@@ -1097,10 +1087,10 @@ impl Host {
                 };
                 // A cancelled call is interrupted in the worker where
                 // Python allows; a call still running after the grace
-                // means a stuck worker, which is killed.
+                // means a stuck worker, which is killed. Until the call
+                // ends either way, its worker stays out of the pool.
                 tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    if worker.is_pending(id) {
+                    if !worker.settled(id, grace).await {
                         worker.kill(&format!(
                             "a call was still running {} s after {why}",
                             grace.as_secs_f64()
@@ -1125,23 +1115,54 @@ impl Host {
         for plugin in plugins {
             let inner = self.inner.clone();
             tasks.spawn(async move {
-                let worker = plugin.worker.lock().await.take();
-                if let Some(w) = worker {
-                    inner.stop_worker(&plugin, &w).await;
-                }
+                inner.stop_pool(&plugin, &plugin.pool()).await;
             });
         }
         while tasks.join_next().await.is_some() {}
         self.inner.store.close().await;
     }
 
-    /// The pid of the plugin's running worker, if any (for tests and
-    /// benchmarks that inspect the process).
+    /// The pid of one of the plugin's running workers, if any (for tests
+    /// and benchmarks that inspect the process).
     pub async fn worker_pid(&self, name: &str) -> Option<i32> {
-        let plugin = self.lookup(name).ok()?;
-        let slot = plugin.worker.lock().await;
-        slot.as_ref().filter(|w| w.is_alive()).map(|w| w.pid())
+        self.lookup(name).ok()?.pool().any_pid()
     }
+
+    /// The pids of every running worker of the plugin.
+    pub fn worker_pids(&self, name: &str) -> Vec<i32> {
+        self.lookup(name)
+            .map(|p| p.pool().pids())
+            .unwrap_or_default()
+    }
+}
+
+/// Refuses a call to a plugin that is not enabled (any more).
+fn callable(plugin: &Plugin) -> Result<(), CallError> {
+    let s = plugin.status();
+    match s.state {
+        State::Enabled => Ok(()),
+        State::Failed => Err(failed_error(&plugin.key, &s)),
+        State::Disabled => Err(not_enabled(&plugin.key)),
+    }
+}
+
+fn not_enabled(name: &str) -> CallError {
+    CallError::new(
+        ErrorKind::NotEnabled,
+        format!("plugin '{name}' is disabled; enable it with `greffon plugin enable {name}`"),
+    )
+}
+
+/// The answer when every worker is busy and the queue is full.
+fn busy_error(name: &str, pool: &Pool) -> CallError {
+    let stats = pool.stats();
+    CallError::new(
+        ErrorKind::Busy,
+        format!(
+            "plugin '{name}' is busy: its {} worker(s) are serving calls and {} more wait (queue = {}); try again later, or raise [plugins.{name}] workers or queue",
+            stats.size, stats.queued, stats.queue_limit
+        ),
+    )
 }
 
 /// The answer to a call on a failed plugin: why, and where the dump is.
@@ -1290,25 +1311,68 @@ impl Inner {
         }
     }
 
-    /// The live worker of an enabled plugin, started on first need (and
-    /// restarted after a crash, with backoff).
-    async fn worker_for(
+    /// A worker of the plugin's pool for one call: an idle one, one it
+    /// starts (on first need, or replacing a crashed one, with backoff), or
+    /// one freed by another call while this one waits in the queue.
+    async fn lease(
         &self,
         plugin: &Arc<Plugin>,
         deadline: Instant,
-    ) -> Result<Arc<Worker>, CallError> {
-        let mut slot = plugin.worker.lock().await;
-        if let Some(w) = slot.as_ref().filter(|w| w.is_alive()) {
-            return Ok(w.clone());
-        }
-        *slot = None;
-        let window = Duration::from_secs_f64(self.config.crash_window_s);
-        {
-            let s = plugin.status();
-            if s.state == State::Failed {
-                return Err(failed_error(&plugin.key, &s));
+        timeout: Duration,
+        patient: bool,
+        hooks: &Hooks,
+    ) -> Result<Lease, CallError> {
+        loop {
+            let pool = plugin.pool();
+            let handoff = match pool.checkout(patient) {
+                Checkout::Ready(lease) => return Ok(lease),
+                Checkout::Start(ticket) => Handoff::Start(ticket),
+                Checkout::Busy => return Err(busy_error(&plugin.key, &pool)),
+                // Enable, reload or disable replaced the pool meanwhile.
+                Checkout::Retired => Handoff::Retired,
+                Checkout::Wait(turn) => tokio::select! {
+                    handoff = turn => handoff.unwrap_or(Handoff::Retired),
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        return Err(CallError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "plugin '{}' did not answer within {} s (timeout): its {} worker(s) stayed busy while the call waited in the queue",
+                                plugin.key,
+                                timeout.as_secs_f64(),
+                                pool.size()
+                            ),
+                        ));
+                    }
+                    () = hooks.cancelled() => {
+                        return Err(CallError::new(
+                            ErrorKind::Cancelled,
+                            format!("plugin '{}': the call was cancelled by its caller", plugin.key),
+                        ));
+                    }
+                },
+            };
+            match handoff {
+                Handoff::Worker(lease) => return Ok(lease),
+                Handoff::Start(ticket) => return self.restart(plugin, deadline, ticket).await,
+                Handoff::Retired => {
+                    // The plugin's state says whether a new pool serves.
+                    callable(plugin)?;
+                    tokio::task::yield_now().await;
+                }
             }
         }
+    }
+
+    /// Starts a worker in the room `ticket` holds, after the backoff its
+    /// recent crashes call for.
+    async fn restart(
+        &self,
+        plugin: &Arc<Plugin>,
+        deadline: Instant,
+        ticket: Ticket,
+    ) -> Result<Lease, CallError> {
+        callable(plugin)?;
+        let window = Duration::from_secs_f64(self.config.crash_window_s);
         let backoff = plugin.restart_backoff(window);
         if !backoff.is_zero() {
             if Instant::now() + backoff >= deadline {
@@ -1324,10 +1388,7 @@ impl Inner {
             tokio::time::sleep(backoff).await;
         }
         match self.activate(plugin, false).await {
-            Ok(w) => {
-                *slot = Some(w.clone());
-                Ok(w)
-            }
+            Ok(w) => Ok(ticket.fill(w)),
             Err(f) => Err(CallError {
                 kind: ErrorKind::PluginFailed,
                 message: format!(
@@ -1339,6 +1400,91 @@ impl Inner {
                 dump: f.dump,
             }),
         }
+    }
+
+    /// A pool of the configured size for `key`, within `max_workers` given
+    /// the pools of the other enabled plugins.
+    fn new_pool(&self, key: &str) -> Arc<Pool> {
+        let wanted = self.config.workers_for(key).max(1);
+        let others: usize = self
+            .all_plugins()
+            .iter()
+            .filter(|p| p.key != key && p.status().state == State::Enabled)
+            .map(|p| p.pool().size())
+            .sum();
+        let room = self.config.max_workers.saturating_sub(others).max(1);
+        if wanted > room {
+            tracing::warn!(target: "server", plugin = key, "{wanted} workers configured but max_workers = {} leaves room for {room}", self.config.max_workers);
+        }
+        Pool::new(wanted.min(room), self.config.queue_for(key))
+    }
+
+    /// Starts every worker `pool` has room for, at once, each loading the
+    /// plugin and running `start()`; the room is held meanwhile, so calls
+    /// wait in its queue. On success the plugin's meta is the one loaded;
+    /// on failure the started workers are stopped and, unless `reloading`
+    /// (where the running version keeps serving), the plugin is `failed`.
+    async fn fill_pool(
+        &self,
+        plugin: &Arc<Plugin>,
+        pool: &Arc<Pool>,
+        granting: bool,
+        reloading: bool,
+    ) -> Result<(), Failure> {
+        let tickets: Vec<Ticket> = (0..pool.size())
+            .map_while(|_| match pool.checkout(false) {
+                Checkout::Start(ticket) => Some(ticket),
+                _ => None,
+            })
+            .collect();
+        let starts = tickets.into_iter().map(|ticket| async move {
+            (ticket, self.start_worker(plugin, granting, reloading).await)
+        });
+        let mut leases = Vec::new();
+        let mut failure = None;
+        let mut loaded = None;
+        for (ticket, started) in join_all(starts).await {
+            match started {
+                Ok(s) => {
+                    loaded.get_or_insert((s.meta, s.file_hash));
+                    leases.push(ticket.fill(s.worker));
+                }
+                Err(f) => {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        match failure {
+            None => {
+                // No room left (calls already started the workers) is
+                // not a failure: the pool is full.
+                if let Some((meta, file_hash)) = loaded {
+                    let mut s = plugin.status();
+                    s.meta = Some(meta);
+                    s.file_hash = file_hash;
+                }
+                Ok(())
+            }
+            Some(failure) => {
+                if !reloading {
+                    let mut s = plugin.status();
+                    s.state = State::Failed;
+                    s.failure = Some(failure.clone());
+                }
+                pool.retire();
+                let workers: Vec<Arc<Worker>> = leases.iter().map(|l| l.worker().clone()).collect();
+                join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
+                drop(leases);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Takes `pool` out of service and stops every worker in it (`stop()`
+    /// on each, at once), whether or not it is serving a call.
+    async fn stop_pool(&self, plugin: &Plugin, pool: &Pool) {
+        let workers = pool.take_all();
+        join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
     }
 
     /// Loads the plugin in a new worker and runs `start()`. On failure the
@@ -1509,7 +1655,7 @@ impl Inner {
                 reason: format!("its worker ended during start() ({})", exit.description),
                 dump: exit.dump.clone(),
             },
-            Ok(Reply::NotDelivered | Reply::Retired) => Failure {
+            Ok(Reply::NotDelivered) => Failure {
                 reason: "its worker ended before start() could be called".into(),
                 dump: worker.wait_exit().await.dump.clone(),
             },
@@ -1543,7 +1689,7 @@ impl Inner {
                     tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {}", exception_text(&e));
                 }
                 Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
-                Ok(Reply::Gone(_) | Reply::NotDelivered | Reply::Retired) => {}
+                Ok(Reply::Gone(_) | Reply::NotDelivered) => {}
                 Err(_) => {
                     tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
                 }

@@ -6,6 +6,8 @@
 //! - [`Host`]: opens a home, discovers plugins, enables and disables them,
 //!   runs calls (validation → worker → result or `{"error"}`), shuts down.
 //! - `registry`: the entries and their states ([`State`], [`PluginInfo`]).
+//! - `pool`: a plugin's workers, one call each, and the queue of calls
+//!   waiting for one ([`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
 //! - `worker`: one worker process and its framed channels (fds 3 and 4);
 //!   `jail`: its sandbox (permissions, paths, limits, temp folder);
@@ -27,6 +29,7 @@ mod error;
 mod host;
 mod jail;
 pub mod logging;
+mod pool;
 mod python;
 mod redact;
 mod registry;
@@ -43,6 +46,7 @@ pub use dump::DumpEntry;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
+pub use pool::PoolStats;
 pub use redact::{redact, remember};
 pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;

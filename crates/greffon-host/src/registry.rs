@@ -1,6 +1,7 @@
-//! The registry's entries: one per plugin, with its state and its worker.
+//! The registry's entries: one per plugin, with its state and its workers.
 
-use crate::worker::{Exit, Worker};
+use crate::pool::{Pool, PoolStats};
+use crate::worker::Exit;
 use greffon_core::{Permission, PluginMeta, SchemaSource};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -8,7 +9,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// Registry states (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,9 @@ pub struct PluginInfo {
     pub failure: Option<Failure>,
     /// Whether a worker is up right now.
     pub running: bool,
+    /// Its pool: workers busy and idle, calls waiting.
+    #[serde(default)]
+    pub workers: PoolStats,
     pub last_dump: Option<PathBuf>,
     /// What the sandbox lets it reach with what it declares.
     pub access: AccessInfo,
@@ -137,17 +140,44 @@ pub(crate) struct Plugin {
     pub folder: String,
     pub dir: PathBuf,
     pub status: Mutex<Status>,
-    /// The live worker. An async lock: the first caller starts the worker
-    /// while the others wait for it rather than starting their own.
-    pub worker: tokio::sync::Mutex<Option<Arc<Worker>>>,
-    /// Bounds the calls one worker serves at once.
-    pub calls: Semaphore,
+    /// Its workers. Replaced whole by enable and reload; a call takes the
+    /// current one and leases a worker from it.
+    pool: Mutex<Arc<Pool>>,
     /// One change at a time: enable, disable, reload, or a re-read by the
     /// file watcher (which replaces the entry).
     pub changing: tokio::sync::Mutex<()>,
 }
 
 impl Plugin {
+    pub(crate) fn new(
+        key: String,
+        folder: String,
+        dir: PathBuf,
+        status: Status,
+        pool: Arc<Pool>,
+    ) -> Plugin {
+        Plugin {
+            key,
+            folder,
+            dir,
+            status: Mutex::new(status),
+            pool: Mutex::new(pool),
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> Arc<Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs `pool` for new calls, answering the one it replaces.
+    pub(crate) fn replace_pool(&self, pool: Arc<Pool>) -> Arc<Pool> {
+        std::mem::replace(
+            &mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()),
+            pool,
+        )
+    }
+
     pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -216,24 +246,23 @@ mod tests {
     use super::*;
 
     fn plugin() -> Plugin {
-        Plugin {
-            key: "p".into(),
-            folder: "p".into(),
-            dir: PathBuf::from("/nonexistent"),
-            status: Mutex::new(Status {
-                meta: None,
-                file_hash: String::new(),
-                state: State::Enabled,
-                failure: None,
-                granted: Some(Granted::default()),
-                crashes: VecDeque::new(),
-                crash_total: 0,
-                duplicate: false,
-            }),
-            worker: tokio::sync::Mutex::new(None),
-            calls: Semaphore::new(1),
-            changing: tokio::sync::Mutex::new(()),
-        }
+        let status = Status {
+            meta: None,
+            file_hash: String::new(),
+            state: State::Enabled,
+            failure: None,
+            granted: Some(Granted::default()),
+            crashes: VecDeque::new(),
+            crash_total: 0,
+            duplicate: false,
+        };
+        Plugin::new(
+            "p".into(),
+            "p".into(),
+            PathBuf::from("/nonexistent"),
+            status,
+            Pool::new(1, 1),
+        )
     }
 
     fn exit() -> Exit {

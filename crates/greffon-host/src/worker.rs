@@ -21,6 +21,7 @@
 use crate::broker::NetAccess;
 use crate::dump::{self, Dump, Phase};
 use crate::jail::Jail;
+use crate::pool::Lease;
 use crate::services::{Caller, Services};
 use greffon_core::Allowlist;
 use greffon_protocol::method::{self, Hello, LogRecord, Progress};
@@ -95,8 +96,6 @@ pub(crate) enum Reply {
     /// The worker was already gone: the request never reached it, so it
     /// may safely be sent to a new worker.
     NotDelivered,
-    /// A reload replaced this worker: the call goes to the new one.
-    Retired,
 }
 
 /// A request the caller stopped waiting for: its deadline passed, or it
@@ -137,6 +136,11 @@ struct Pending {
     args: Option<Arc<Value>>,
     /// Where the plugin's `greffon.progress()` reports go.
     progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// The pool's hold on this worker for the call: released (the worker
+    /// handed to the next call) by the reader the moment the answer
+    /// arrives or the worker dies — not when the caller gets round to it,
+    /// and not before for a call its caller abandoned.
+    lease: Option<Lease>,
 }
 
 #[derive(Default)]
@@ -144,15 +148,6 @@ struct PendingMap {
     map: HashMap<u64, Pending>,
     /// Set once the worker is gone; no new request may register.
     closed: bool,
-    /// Set when a reload replaced the worker: no new `run` may register,
-    /// the ones in flight finish.
-    retiring: bool,
-}
-
-impl PendingMap {
-    fn runs_in_flight(&self) -> bool {
-        self.map.values().any(|p| p.method == method::RUN)
-    }
 }
 
 /// Called once when a worker ends without being asked to.
@@ -180,8 +175,8 @@ struct Shared {
     reaped: AtomicBool,
     exit: OnceLock<Arc<Exit>>,
     exited: Notify,
-    /// Signalled when a `run` is answered or the worker is gone: a retiring
-    /// worker waits on it for its last calls.
+    /// Signalled when a `run` is answered or the worker is gone: a call
+    /// abandoned at its timeout waits on it for the worker to be free.
     run_done: Notify,
     stdout_tail: Mutex<Vec<u8>>,
     stderr_tail: Mutex<Vec<u8>>,
@@ -638,11 +633,12 @@ impl Worker {
         keep: Option<Arc<Value>>,
         deadline: Duration,
     ) -> Result<Reply, Abandoned> {
-        self.request_hooked(method, params, keep, deadline, &Hooks::default())
+        self.request_hooked(method, params, keep, deadline, &Hooks::default(), None)
             .await
     }
 
-    /// [`Worker::request`], cancellable and with progress reports.
+    /// [`Worker::request`], cancellable and with progress reports; `lease`
+    /// is released when the worker is done with the request.
     pub(crate) async fn request_hooked<P: serde::Serialize + ?Sized>(
         &self,
         method: &'static str,
@@ -650,18 +646,13 @@ impl Worker {
         keep: Option<Arc<Value>>,
         deadline: Duration,
         hooks: &Hooks,
+        lease: Option<Lease>,
     ) -> Result<Reply, Abandoned> {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let on_main = !self.shared.main_busy.swap(true, Ordering::AcqRel);
         {
             let mut pending = self.shared.pending();
-            if pending.retiring && method == method::RUN {
-                if on_main {
-                    self.shared.main_busy.store(false, Ordering::Release);
-                }
-                return Ok(Reply::Retired);
-            }
             if pending.closed {
                 if on_main {
                     self.shared.main_busy.store(false, Ordering::Release);
@@ -676,6 +667,7 @@ impl Worker {
                     method,
                     args: keep,
                     progress: hooks.progress.clone(),
+                    lease,
                 },
             );
         }
@@ -728,15 +720,9 @@ impl Worker {
         Err(Abandoned { id, cancelled })
     }
 
-    /// Stops taking new calls (they get [`Reply::Retired`] and go to the
-    /// worker that replaced this one); calls in flight finish.
-    pub(crate) fn retire(&self) {
-        self.shared.pending().retiring = true;
-    }
-
-    /// Waits until no call is in flight, at most `limit`; false if some
-    /// still runs then.
-    pub(crate) async fn drained(&self, limit: Duration) -> bool {
+    /// Waits until request `id` is answered or the worker is gone, at most
+    /// `limit`; false if it still runs then.
+    pub(crate) async fn settled(&self, id: u64, limit: Duration) -> bool {
         let wait = async {
             loop {
                 // Registered before the check, so an answer in between
@@ -744,11 +730,7 @@ impl Worker {
                 let done = self.shared.run_done.notified();
                 tokio::pin!(done);
                 done.as_mut().enable();
-                let busy = {
-                    let p = self.shared.pending();
-                    !p.closed && p.runs_in_flight()
-                };
-                if !busy {
+                if !self.is_pending(id) {
                     return;
                 }
                 done.await;
@@ -845,10 +827,12 @@ async fn read_loop(
             Err(e) => break Some(format!("broke the protocol: {e}")),
             Ok(Some(Message::Response { id, body, output })) => {
                 let slot = shared.pending().map.remove(&id);
-                if let Some(slot) = slot {
+                if let Some(mut slot) = slot {
                     if slot.on_main {
                         shared.main_busy.store(false, Ordering::Release);
                     }
+                    // The worker is free: the next call may go.
+                    drop(slot.lease.take());
                     if let Some(tx) = slot.tx {
                         let _ = tx.send(Reply::Response { body, output });
                     }

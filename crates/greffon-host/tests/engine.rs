@@ -1,5 +1,5 @@
 //! The host engine with real workers, for what the CLI cannot show:
-//! concurrency inside one worker, calls in flight when a worker dies,
+//! a pool of workers and its queue, a worker dying under a call,
 //! crash accounting, stuck calls, and process clean-up.
 
 mod common;
@@ -53,74 +53,156 @@ class P:
 plugin = P()
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_worker_serves_concurrent_calls_in_threads() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    write_plugin(tmp.path(), "gate", GATE);
-    let host = host_with(tmp.path(), "").await;
-    host.enable("gate").await.expect("enabled");
-    let pid = host.worker_pid("gate").await;
-    // Run one after the other, either order fails: `wait` first answers
-    // "not released", `open` first answers "a waiter never started".
-    let (waited, opened) = tokio::join!(
-        host.call("gate", json!({"op": "wait"})),
-        host.call("gate", json!({"op": "open", "n": 1}))
-    );
-    assert_eq!(opened.expect("open"), json!("opened"));
-    assert_eq!(waited.expect("wait"), json!("released"));
-    assert_eq!(
-        host.worker_pid("gate").await,
-        pid,
-        "both calls ran in one worker"
-    );
-    host.shutdown().await;
-}
+/// A plugin for the pool tests: `nap` sleeps `s` seconds and says when, in
+/// which process (CLOCK_MONOTONIC is one clock for every process); `hold`
+/// reports progress, then sleeps until killed.
+const POOL: &str = "import os, time, greffon
+class P:
+    meta = {'name': 'pool', 'timeout': 30, 'inputs': {'schema': {'op': 'string', 's': {'type': 'number', 'default': 0}}}}
+    def run(self, op, s):
+        if op == 'nap':
+            start = time.monotonic()
+            time.sleep(s)
+            return {'pid': os.getpid(), 'start': start, 'end': time.monotonic()}
+        if op == 'hold':
+            greffon.progress(0)
+            time.sleep(60)
+        return op
+plugin = P()
+";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_call_in_flight_is_answered_when_the_worker_dies() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    write_plugin(tmp.path(), "gate", GATE);
-    let host = host_with(tmp.path(), "").await;
-    host.enable("gate").await.expect("enabled");
-    let waiters = futures_join(&host, 3).await;
-    for w in waiters {
-        let e = w.expect_err("the worker died under it");
-        assert!(
-            e.message
-                .contains("its worker ended during the call (the worker exited with code 1)"),
-            "{}",
-            e.message
-        );
-        assert!(e.dump.is_some());
-    }
-    // Restarted on the next call.
-    assert_eq!(
-        host.call("gate", json!({"op": "hi"}))
-            .await
-            .expect("restarted"),
-        json!("hi")
-    );
-    host.shutdown().await;
-}
-
-/// Starts `n` waiting calls and a `die` call that ends the worker once all
-/// `n` are blocked in it.
-async fn futures_join(
+/// Starts a `hold` call; returns once it runs in a worker.
+async fn hold(
     host: &Host,
-    n: usize,
-) -> Vec<Result<serde_json::Value, greffon_host::CallError>> {
+) -> tokio::task::JoinHandle<Result<serde_json::Value, greffon_host::CallError>> {
+    let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let options = greffon_host::CallOptions {
+        progress: Some(tx),
+        ..greffon_host::CallOptions::default()
+    };
+    let host = host.clone();
+    let call =
+        tokio::spawn(async move { host.call_with("pool", json!({"op": "hold"}), options).await });
+    started.recv().await.expect("the hold started");
+    call
+}
+
+/// Waits (at most 10 s) until `n` calls wait in the plugin's queue.
+async fn queued(host: &Host, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host.plugin("pool").expect("info").workers.queued != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} calls never queued"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// With `workers = 2`, six sleeping calls run two at a time, each in one of
+/// two processes, never three at once, never one worker serving two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_two_runs_calls_two_at_a_time() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "pool", POOL);
+    let host = host_with(tmp.path(), "[plugins.pool]\nworkers = 2\n").await;
+    let info = host.enable("pool").await.expect("enabled");
+    assert_eq!((info.workers.size, info.workers.idle), (2, 2));
+    assert_eq!(host.worker_pids("pool").len(), 2);
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    for _ in 0..6 {
         let h = host.clone();
-        set.spawn(async move { h.call("gate", json!({"op": "wait"})).await });
+        set.spawn(async move { h.call("pool", json!({"op": "nap", "s": 0.2})).await });
     }
-    let h = host.clone();
-    set.spawn(async move { h.call("gate", json!({"op": "die", "n": n})).await });
-    let mut out = Vec::new();
+    let mut spans = Vec::new();
     while let Some(r) = set.join_next().await {
-        out.push(r.expect("task"));
+        let v = r.expect("task").expect("call");
+        spans.push((
+            v["pid"].as_i64().expect("pid"),
+            v["start"].as_f64().expect("start"),
+            v["end"].as_f64().expect("end"),
+        ));
     }
-    out
+    let pids: std::collections::BTreeSet<i64> = spans.iter().map(|s| s.0).collect();
+    assert_eq!(pids.len(), 2, "two workers served: {spans:?}");
+    // At each call's start, how many calls were running (itself included).
+    let most = spans
+        .iter()
+        .map(|&(_, at, _)| spans.iter().filter(|&&(_, s, e)| s <= at && at < e).count())
+        .max()
+        .expect("calls");
+    assert_eq!(most, 2, "calls overlapped two at a time: {spans:?}");
+    for &(pid, s, e) in &spans {
+        let same = spans
+            .iter()
+            .filter(|&&(p, s2, e2)| p == pid && s2 < e && s < e2)
+            .count();
+        assert_eq!(same, 1, "worker {pid} served two calls at once: {spans:?}");
+    }
+    host.shutdown().await;
+}
+
+/// With every worker busy and the queue full, a call is answered "busy" at
+/// once, naming the plugin and the setting, while a scheduled run waits;
+/// the queued calls still run when the busy worker dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "pool", POOL);
+    let host = host_with(tmp.path(), "[plugins.pool]\nqueue = 1\n").await;
+    host.enable("pool").await.expect("enabled");
+    let held = hold(&host).await;
+    let h = host.clone();
+    let waiting = tokio::spawn(async move { h.call("pool", json!({"op": "after"})).await });
+    queued(&host, 1).await;
+    let info = host.plugin("pool").expect("info");
+    assert_eq!(
+        (info.workers.busy, info.workers.idle, info.workers.queued),
+        (1, 0, 1)
+    );
+    let e = host
+        .call("pool", json!({"op": "third"}))
+        .await
+        .expect_err("busy");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::Busy);
+    assert!(
+        e.message.starts_with("plugin 'pool' is busy"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("[plugins.pool] workers or queue"),
+        "{}",
+        e.message
+    );
+    // A scheduled run is never dropped for load: it waits past the limit.
+    let h = host.clone();
+    let scheduled = tokio::spawn(async move {
+        h.call_with_timeout("pool", json!({"op": "due"}), None)
+            .await
+    });
+    queued(&host, 2).await;
+    // The worker is killed under the held call: the queued one is served
+    // by its replacement, not lost.
+    let pid = host.worker_pid("pool").await.expect("pid");
+    // SAFETY: plain syscall on a worker this test's host started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let e = held.await.expect("joined").expect_err("its worker died");
+    assert_eq!(e.kind, greffon_protocol::ErrorKind::WorkerCrashed);
+    assert!(e.dump.is_some());
+    assert_eq!(
+        waiting.await.expect("joined").expect("served"),
+        json!("after")
+    );
+    assert_eq!(
+        scheduled.await.expect("joined").expect("served"),
+        json!("due")
+    );
+    assert_ne!(host.worker_pid("pool").await, Some(pid));
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,9 +298,10 @@ async fn start_nap(
     call
 }
 
-/// A cancelled call the worker cannot interrupt (it runs on a handler
-/// thread, beside one on the main thread) gets its worker killed after the
-/// grace; the one on the main thread is interrupted at once. The plugin
+/// A cancelled call is interrupted in its worker (a signal to the thread
+/// running it), which is kept; a call that swallows the interruption keeps
+/// its worker busy until the grace ends, then costs it: the worker is
+/// killed and the next call gets a new one, never the busy one. The plugin
 /// reports progress once it sleeps, so the test cancels a running call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() {
@@ -227,13 +310,12 @@ async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() 
     write_plugin(
         tmp.path(),
         "nap",
-        "import time, greffon\nclass P:\n    meta = {'name': 'nap', 'timeout': 60, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        greffon.progress(0)\n        time.sleep(s)\n        return s\nplugin = P()\n",
+        "import signal, time, greffon\nclass P:\n    meta = {'name': 'nap', 'timeout': 60, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        if s < 0:\n            signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n            s = 60\n        greffon.progress(0)\n        time.sleep(s)\n        return s\nplugin = P()\n",
     );
     let host = host_with(tmp.path(), "kill_grace_s = 0.5\n").await;
     host.enable("nap").await.expect("enabled");
     let pid = host.worker_pid("nap").await.expect("running");
     let nap = |token| start_nap(&host, token);
-    // Alone, the call runs on the main thread: interrupted, worker kept.
     let token = CancellationToken::new();
     let call = nap(token.clone()).await;
     token.cancel();
@@ -249,39 +331,33 @@ async fn a_cancelled_call_that_does_not_stop_costs_its_worker_after_the_grace() 
         "the worker was kept"
     );
 
-    // Beside a call on the main thread, it runs on a handler thread.
-    let first = nap(CancellationToken::new()).await;
+    // A call that ignores the interruption (as C code blocking in a
+    // library would).
+    let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
     let token = CancellationToken::new();
-    let second = nap(token.clone()).await;
+    let options = greffon_host::CallOptions {
+        cancel: Some(token.clone()),
+        progress: Some(tx),
+        ..greffon_host::CallOptions::default()
+    };
+    let stubborn = host.clone();
+    let call =
+        tokio::spawn(async move { stubborn.call_with("nap", json!({"s": -1}), options).await });
+    started.recv().await.expect("the stubborn nap started");
     token.cancel();
-    let e = second.await.expect("joined").expect_err("cancelled");
+    let e = call.await.expect("joined").expect_err("cancelled");
     assert_eq!(e.kind, greffon_protocol::ErrorKind::Cancelled);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive(i64::from(pid)) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        !alive(i64::from(pid)),
-        "the worker was killed after the grace"
-    );
-    let ended = first
-        .await
-        .expect("joined")
-        .expect_err("the other call ends with it");
-    assert!(
-        ended.message.contains("after it was cancelled"),
-        "{}",
-        ended.message
-    );
-    assert_eq!(
-        host.call("nap", json!({"s": 0})).await.expect("recovered"),
-        json!(0)
-    );
+    // The next call waits for a worker: the busy one is killed after the
+    // grace and a new one answers.
+    let next = host.call("nap", json!({"s": 0})).await.expect("recovered");
+    assert_eq!(next, json!(0));
+    assert!(!alive(i64::from(pid)), "the stuck worker was killed");
+    assert_ne!(host.worker_pid("nap").await, Some(pid));
     host.shutdown().await;
 }
 
-/// A call cancelled while it waits for a free slot (`max_concurrent_calls`)
-/// ends there, without reaching the worker.
+/// A call cancelled while it waits in the queue for the plugin's one
+/// worker ends there, without reaching it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cancelled_while_queued_never_reaches_the_worker() {
     use greffon_host::CancellationToken;
@@ -291,7 +367,7 @@ async fn a_call_cancelled_while_queued_never_reaches_the_worker() {
         "nap",
         "import time, greffon\nclass P:\n    meta = {'name': 'nap', 'timeout': 60, 'inputs': {'schema': {'s': 'number'}}}\n    def run(self, s):\n        greffon.progress(0)\n        time.sleep(s)\n        return s\nplugin = P()\n",
     );
-    let host = host_with(tmp.path(), "max_concurrent_calls = 1\nkill_grace_s = 0.5\n").await;
+    let host = host_with(tmp.path(), "workers = 1\nkill_grace_s = 0.5\n").await;
     host.enable("nap").await.expect("enabled");
     let pid = host.worker_pid("nap").await;
     let holder = CancellationToken::new();

@@ -38,9 +38,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
 /// a backend that also counts outcomes (`greffon serve`'s metrics).
 pub async fn call_host(host: &Host, call: ToolCall) -> Result<Value, CallError> {
     let options = CallOptions {
-        timeout: None,
         cancel: Some(call.cancel),
         progress: call.progress,
+        ..CallOptions::default()
     };
     host.call_with(&call.name, Value::Object(call.arguments), options)
         .await

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     Conflict,
     /// The caller gave up on the call (an MCP client's cancellation).
     Cancelled,
+    /// Every worker of the plugin is busy and its queue is full.
+    Busy,
 }
 
 impl ErrorKind {
@@ -66,6 +68,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Busy => "busy",
         }
     }
 }

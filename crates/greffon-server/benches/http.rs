@@ -4,8 +4,11 @@
 //! - embedded: `Host::call` on a trivial plugin, 1 in flight;
 //! - HTTP: `POST /v1/plugins/trivial/run` through `greffon serve` (running
 //!   as in the CLI: a current-thread runtime on its own thread), from a
-//!   Rust load generator with keep-alive connections, 1 and 16 clients;
-//! - reload: `POST /v1/plugins/trivial/reload` (new worker loaded and
+//!   Rust load generator with keep-alive connections, 1 and 16 clients,
+//!   the plugin's pool at `workers = GREFFON_BENCH_WORKERS` (default 2);
+//! - the anchor: `GET /v1/health` from the same 16 clients (no plugin);
+//! - enable → first answered call over HTTP (`enable`, then `run`);
+//! - reload: `POST /v1/plugins/trivial/reload` (new pool loaded and
 //!   started, swapped in, old one drained and stopped).
 //!
 //! `GREFFON_BENCH_CALLS` sets the calls per row (default 5000);
@@ -33,6 +36,9 @@ fn main() {
     let root = tmp.path().to_path_buf();
     std::fs::create_dir_all(root.join("plugins/trivial")).expect("mkdir");
     std::fs::write(root.join("plugins/trivial/plugin.py"), TRIVIAL).expect("write");
+    let workers = support::env_usize("GREFFON_BENCH_WORKERS", 2);
+    let config_text = format!("[plugins.trivial]\nworkers = {workers}\n");
+    let config = Config::parse(&config_text, std::path::Path::new("greffon.toml")).expect("config");
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -59,9 +65,7 @@ fn main() {
         };
         let rt = builder.enable_all().build().expect("runtime");
         rt.block_on(async move {
-            let host = Host::open_with(&server_root, Config::default())
-                .await
-                .expect("host");
+            let host = Host::open_with(&server_root, config).await.expect("host");
             host.start_enabled().await;
             let endpoint_file = server_root.join("app/server.json");
             let opts = greffon_server::ServeOptions {
@@ -157,6 +161,49 @@ fn main() {
         }
         (all, t.elapsed())
     });
+    let (health, health_wall) = client_rt.block_on(async {
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (client, url) = (client.clone(), format!("{url}/v1/health"));
+                tokio::spawn(async move {
+                    let mut v = Vec::new();
+                    for _ in 0..calls / 16 {
+                        let t = Instant::now();
+                        let r = client.get(&url).send().await.expect("get");
+                        assert_eq!(r.status(), 200);
+                        let _ = r.bytes().await.expect("body");
+                        v.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    v
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("client"));
+        }
+        (all, t.elapsed())
+    });
+    let post = |path: &str| {
+        client
+            .post(format!("{url}/v1/plugins/trivial/{path}"))
+            .header("Authorization", auth)
+    };
+    let first_calls: Vec<f64> = client_rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..15 {
+            let r = post("disable").send().await.expect("disable");
+            assert_eq!(r.status(), 200);
+            let t = Instant::now();
+            let r = post("enable").send().await.expect("enable");
+            assert_eq!(r.status(), 200);
+            let r = post("run").body("{\"n\": 1}").send().await.expect("run");
+            assert_eq!(r.status(), 200);
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        v
+    });
     let reloads: Vec<f64> = client_rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..10 {
@@ -201,15 +248,26 @@ fn main() {
     );
     println!(
         "{:<34} {:>9.1} {:>9.1} {:>10.0}",
-        "HTTP, 16 clients",
+        format!("HTTP, 16 clients, workers = {workers}"),
         percentile(many.clone(), 50),
         percentile(many.clone(), 99),
         many.len() as f64 / many_wall.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>9.1} {:>9.1} {:>10.0}",
+        "GET /v1/health, 16 clients",
+        percentile(health.clone(), 50),
+        percentile(health.clone(), 99),
+        health.len() as f64 / health_wall.as_secs_f64()
     );
     println!();
     println!(
         "HTTP layer p50 overhead over the embedded call: {:.1} µs (target <= 100 µs)",
         h50 - e50
+    );
+    println!(
+        "enable -> first answered call over HTTP, workers = {workers}: median {:.1} ms (target <= 15 ms with the template warm)",
+        percentile(first_calls, 50)
     );
     println!(
         "reload (load + start new, swap, drain + stop old): p50 {:.1} ms, max {:.1} ms (target <= 150 ms)",

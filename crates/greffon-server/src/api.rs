@@ -8,7 +8,7 @@ use crate::metrics::{Metrics, outcome_label};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use greffon_host::{CallError, Host, HostError};
@@ -77,6 +77,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::UnknownPlugin | ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::NotEnabled => StatusCode::CONFLICT,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::WorkerCrashed
         | ErrorKind::Exception
@@ -157,6 +158,7 @@ async fn reload(State(app): AppState, UrlPath(name): UrlPath<String>) -> Respons
     (status = 413, description = "Arguments or result too large", body = Object),
     (status = 422, description = "Invalid arguments: names the field and the rule", body = Object),
     (status = 502, description = "The plugin raised, crashed or failed", body = Object),
+    (status = 503, description = "Busy: every worker of the plugin serves a call and its queue is full (Retry-After: 1)", body = Object),
     (status = 504, description = "Timeout", body = Object)), security(("bearer" = [])))]
 async fn run(State(app): AppState, UrlPath(name): UrlPath<String>, body: Body) -> Response {
     let started = Instant::now();
@@ -192,6 +194,17 @@ async fn run(State(app): AppState, UrlPath(name): UrlPath<String>, body: Body) -
         .call(&name, outcome_label(&outcome), started.elapsed());
     match outcome {
         Ok(v) => axum::Json(v).into_response(),
+        Err(CallError {
+            kind: ErrorKind::Busy,
+            message,
+            ..
+        }) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Busy, message);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Err(CallError { kind, message, .. }) => error(status_of(kind), kind, message),
     }
 }

@@ -119,6 +119,40 @@ impl Metrics {
             "Unexpected worker exits (each is followed by a restart).",
             crashes,
         );
+        let workers = plugins
+            .iter()
+            .filter(|p| p.state == State::Enabled)
+            .flat_map(|p| {
+                [("busy", p.workers.busy), ("idle", p.workers.idle)].map(|(state, n)| {
+                    format!(
+                        "greffon_workers{{plugin=\"{}\",state=\"{state}\"}} {n}",
+                        p.name
+                    )
+                })
+            });
+        family(
+            &mut out,
+            "greffon_workers",
+            "gauge",
+            "Live worker processes of each enabled plugin, serving a call (busy) or not (idle).",
+            workers,
+        );
+        let queued = plugins
+            .iter()
+            .filter(|p| p.state == State::Enabled)
+            .map(|p| {
+                format!(
+                    "greffon_queued_calls{{plugin=\"{}\"}} {}",
+                    p.name, p.workers.queued
+                )
+            });
+        family(
+            &mut out,
+            "greffon_queued_calls",
+            "gauge",
+            "Calls waiting for a worker of each enabled plugin.",
+            queued,
+        );
         let reloads = self.reloads.load(Ordering::Relaxed);
         family(
             &mut out,

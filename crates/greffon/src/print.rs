@@ -98,6 +98,16 @@ pub fn info(p: &PluginInfo) {
         out!("secrets:     {}", secret_states(&p.secrets));
     }
     out!("timeout:     {} s", p.timeout_s);
+    let w = &p.workers;
+    out!(
+        "workers:     {} of {}: {} busy, {} idle; {} queued (queue {})",
+        w.busy + w.idle,
+        w.size,
+        w.busy,
+        w.idle,
+        w.queued,
+        w.queue_limit
+    );
     for line in access_lines(&p.access) {
         out!("{line}");
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::server::{call, raw, request, start};
+use common::server::{call, full, raw, request, start};
 use common::{TestHome, echo_plugin, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -16,7 +16,7 @@ const BOOM: &str = "class P:\n    meta = {'name': 'boom'}\n    def run(self):\n 
 fn every_route_answers_with_its_status() {
     let home = TestHome::new();
     // Reloads here are the API's own; the watcher is tested below.
-    home.config("max_args_bytes = 200\n[server]\nwatch = false\n");
+    home.config("max_args_bytes = 200\n[server]\nwatch = false\n[plugins.slow]\nqueue = 0\n");
     home.plugin("echo", &echo_plugin("{'name': 'echo', 'inputs': {'schema': {'n': {'type': 'integer', 'default': 1, 'maximum': 5}}}}"));
     home.plugin("slow", SLOW);
     home.plugin("boom", BOOM);
@@ -108,8 +108,38 @@ fn every_route_answers_with_its_status() {
         (502, json!("worker_crashed")),
         "{v}"
     );
-    let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 3}");
+    let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 20}");
     assert_eq!((st, v["kind"].clone()), (504, json!("timeout")), "{v}");
+    // Its one worker still runs that call (until killed after
+    // kill_grace_s) and its queue holds none: busy, with a Retry-After.
+    let bearer = format!("Bearer {}", s.token);
+    let (st, head, _) = full(
+        s,
+        "POST",
+        "/v1/plugins/slow/run",
+        None,
+        &[("authorization", &bearer)],
+        "{\"s\": 0}",
+    );
+    assert_eq!(st, 503, "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    let (st, v) = call(s, "POST", "/v1/plugins/slow/run", "{\"s\": 0}");
+    assert_eq!((st, v["kind"].clone()), (503, json!("busy")), "{v}");
+    let (_, info) = call(s, "GET", "/v1/plugins/slow", "");
+    assert_eq!(
+        info["workers"],
+        json!({"size": 1, "busy": 1, "idle": 0, "queued": 0, "queue_limit": 0}),
+        "{info}"
+    );
+    let (_, m) = request(s, "GET", "/metrics", None, None, "");
+    let m = m.as_str().unwrap_or("").to_string();
+    for needle in [
+        "greffon_workers{plugin=\"slow\",state=\"busy\"} 1",
+        "greffon_workers{plugin=\"ret\",state=\"idle\"} 1",
+        "greffon_queued_calls{plugin=\"slow\"} 0",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+    }
 
     // Reload: swapped, rolled back, or nothing to reload.
     home.plugin("echo", &echo_plugin("{'name': 'echo', 'version': '2'}"));
@@ -139,6 +169,7 @@ fn every_route_answers_with_its_status() {
         "greffon_calls_total{plugin=\"echo\",outcome=\"ok\"} 3",
         "greffon_calls_total{plugin=\"boom\",outcome=\"exception\"} 1",
         "greffon_calls_total{plugin=\"slow\",outcome=\"timeout\"} 1",
+        "greffon_calls_total{plugin=\"slow\",outcome=\"busy\"} 2",
         "greffon_reloads_total 1",
         "greffon_reload_rollbacks_total 1",
         "greffon_enabled_plugins 4",

@@ -344,9 +344,14 @@ async function pluginPage(name) {
       field('Reach', reach(q.access || {})),
       field('Secrets', q.secrets && q.secrets.length ? q.secrets.map((s) => `${s.name} (${s.set ? 'set' : 'not set'})`).join(', ') : 'none'),
       field('Timeout', `${q.timeout_s} s`),
-      field('Worker', q.running ? 'running' : 'not running'),
+      field('Workers', workersText(q.workers)),
       field('Worker crashes', String(q.worker_crashes))));
     await Promise.all([refreshDumps(), refreshAudit()]);
+  }
+
+  function workersText(w) {
+    if (!w || !(w.busy + w.idle)) return `not running (pool of ${w ? w.size : 1})`;
+    return `${w.busy + w.idle} of ${w.size} running: ${w.busy} busy, ${w.idle} idle; ${w.queued} queued`;
   }
 
   async function refreshDumps() {
