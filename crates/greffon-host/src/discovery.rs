@@ -2,13 +2,16 @@
 //! discovery (worker stopped right after), `check`, and enable (worker
 //! kept).
 
+use crate::broker::NetAccess;
 use crate::dump::Phase;
 use crate::host::{Inner, exception_text};
 use crate::jail::Access;
-use crate::worker::{OnCrash, Reply, SpawnSpec, Worker};
+use crate::services::Caller;
+use crate::supervision::{OnCrash, Supervised};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
 use greffon_protocol::{ErrorKind, ResponseBody};
+use greffon_worker::{Reply, SpawnSpec, Worker};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,21 +56,17 @@ fn last_line(text: &str) -> &str {
 }
 
 impl Inner {
-    pub(crate) fn spawn_spec(&self, label: &str, dir: &Path, file_hash: &str) -> SpawnSpec {
+    pub(crate) fn spawn_spec(&self, label: &str, dir: &Path) -> SpawnSpec {
         SpawnSpec {
             python: self.python.exe.clone(),
             sdk_dir: self.sdk_dir.clone(),
             plugin: label.to_string(),
             plugin_dir: dir.to_path_buf(),
-            dumps_dir: self.home.dumps_dir(),
-            file_hash: file_hash.to_string(),
             // Results are bounded by max_result_bytes; frames also carry
             // the captured output and the envelope.
             max_frame: self.config.max_result_bytes
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
-            net: None,
-            secrets: Vec::new(),
         }
     }
 
@@ -83,24 +82,32 @@ impl Inner {
         on_crash: Option<OnCrash>,
     ) -> Result<Loaded, LoadError> {
         let script = dir.join("plugin.py");
-        let file_hash = crate::worker::file_hash(&script);
+        let file_hash = crate::dump::file_hash(&script);
         let label = access.name.as_deref().unwrap_or(folder);
         let jail = self.jail(label, dir, access).map_err(|e| LoadError {
             sandbox: true,
             ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
         })?;
-        let mut spec = self.spawn_spec(folder, dir, &file_hash);
-        spec.net = access.net.clone();
-        spec.secrets = access.secrets.clone();
-        let worker = Worker::spawn(spec, jail, self.services.clone(), on_crash)
-            .await
-            .map_err(|e| {
-                let mut problem = format!("cannot start its worker: {}", e.message);
-                if !e.stderr.trim().is_empty() {
-                    problem.push_str(&format!(" ({})", last_line(&e.stderr)));
-                }
-                LoadError::one(problem, None)
-            })?;
+        let spec = self.spawn_spec(folder, dir);
+        let supervisor = Arc::new(Supervised {
+            caller: Arc::new(Caller {
+                plugin: label.to_string(),
+                python_version: self.python.version.clone(),
+                net: access.net.clone().map(NetAccess::new),
+                secrets: access.secrets.clone(),
+            }),
+            services: self.services.clone(),
+            dumps_dir: self.home.dumps_dir(),
+            file_hash: file_hash.clone(),
+            on_crash,
+        });
+        let worker = Worker::spawn(spec, jail, supervisor).await.map_err(|e| {
+            let mut problem = format!("cannot start its worker: {}", e.message);
+            if !e.stderr.trim().is_empty() {
+                problem.push_str(&format!(" ({})", last_line(&e.stderr)));
+            }
+            LoadError::one(problem, None)
+        })?;
         let params = LoadParams {
             path: script.to_string_lossy().into_owned(),
             folder: folder.to_string(),

@@ -189,6 +189,15 @@ pub(crate) fn latest(dir: &Path, listing: &[String], names: &[&str]) -> Option<P
         .map(|(_, file)| dir.join(file))
 }
 
+/// The SHA-256 of a plugin's `plugin.py`, written into its dumps.
+pub(crate) fn file_hash(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => format!("{:x}", Sha256::digest(&bytes)),
+        Err(_) => "(unreadable)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,19 +5,19 @@ use crate::discovery::{LoadError, Loaded};
 use crate::dump::{self, Dump, DumpEntry, Phase};
 use crate::error::{CallError, HostError, dump_note};
 use crate::jail::Access;
-use crate::pool::{Checkout, Handoff, Lease, Pool, Ticket};
 use crate::python::Interpreter;
 use crate::registry::{Failure, Granted, Plugin, PluginInfo, SecretState, State, Status};
 use crate::secrets::{SecretEntry, SecretStore};
 use crate::services::{Service, Services};
 use crate::store::Store;
-use crate::worker::{Hooks, OnCrash, Reply, Worker};
+use crate::supervision::OnCrash;
 use futures_util::future::join_all;
 use greffon_core::{Config, Home, Permission, PluginMeta, SandboxMode, SchemaSource};
 use greffon_protocol::method::{self, Progress, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
 use greffon_sandbox::Support;
 use greffon_sandbox::paths::Protected;
+use greffon_worker::{Checkout, Handoff, Hooks, Lease, Pool, Reply, Ticket, Worker};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -150,10 +150,11 @@ impl Host {
             crate::jail::protected(&home, &Home::config_file(home.root()), &python.read_roots);
         crate::jail::sweep_stale_scratch(&home.tmp_root());
         let sdk_root = home.sdk_root();
-        let sdk_dir = crate::sdk::materialize(&sdk_root).map_err(|source| HostError::Sdk {
-            path: sdk_root,
-            source,
-        })?;
+        let sdk_dir =
+            greffon_worker::sdk::materialize(&sdk_root).map_err(|source| HostError::Sdk {
+                path: sdk_root,
+                source,
+            })?;
         let db = home.db_file();
         let store = Store::open(&db)
             .await
@@ -364,7 +365,7 @@ impl Host {
                         .clone()
                         .filter(|n| !registry.contains_key(n))
                         .unwrap_or_else(|| folder.clone());
-                    let hash = crate::worker::file_hash(&path.join("plugin.py"));
+                    let hash = crate::dump::file_hash(&path.join("plugin.py"));
                     (key, failed_status(e.reason(), e.dump, hash))
                 }
             };
@@ -689,7 +690,7 @@ impl Host {
                         }
                     }
                     Err(e) => {
-                        let hash = crate::worker::file_hash(&dir.join("plugin.py"));
+                        let hash = crate::dump::file_hash(&dir.join("plugin.py"));
                         let key = e.name.clone().unwrap_or_else(|| folder.to_string());
                         (key, failed_status(e.reason(), e.dump, hash))
                     }
@@ -758,7 +759,7 @@ impl Host {
             Ok(()) => {}
             Err(f) => {
                 let dump = f.dump.clone().or_else(|| {
-                    let hash = crate::worker::file_hash(&plugin.dir.join("plugin.py"));
+                    let hash = crate::dump::file_hash(&plugin.dir.join("plugin.py"));
                     inner.write_dump(
                         &plugin.key,
                         &hash,

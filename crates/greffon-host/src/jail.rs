@@ -6,6 +6,7 @@ use crate::registry::{AccessInfo, Granted};
 use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
+use greffon_worker::Jail;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -120,17 +121,6 @@ impl Access {
     fn has(&self, p: Permission) -> bool {
         self.permissions.contains(&p)
     }
-}
-
-/// A sandbox ready for one spawn.
-#[derive(Debug)]
-pub(crate) struct Jail {
-    pub sandbox: Sandbox,
-    /// The worker's private temp folder (`TMPDIR`), removed at its exit.
-    pub scratch: PathBuf,
-    /// The bootstrap's no-exec filter, when `process` is not granted and
-    /// the sandbox is on.
-    pub noexec: Option<String>,
 }
 
 /// What the host must never grant, from the home's layout.

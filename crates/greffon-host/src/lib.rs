@@ -5,13 +5,12 @@
 //!
 //! - [`Host`]: opens a home, discovers plugins, enables and disables them,
 //!   runs calls (validation → worker → result or `{"error"}`), shuts down.
-//! - `registry`: the entries and their states ([`State`], [`PluginInfo`]).
-//! - `pool`: a plugin's workers, one call each, and the queue of calls
-//!   waiting for one ([`PoolStats`]).
+//! - `registry`: the entries and their states ([`State`], [`PluginInfo`]),
+//!   each with its pool of workers (`greffon-worker`, [`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
-//! - `worker`: one worker process and its framed channels (fds 3 and 4);
-//!   `jail`: its sandbox (permissions, paths, limits, temp folder);
-//!   `spawner`: the one thread that forks workers.
+//! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder);
+//!   `supervision`: the host's side of each worker (its host calls, its
+//!   crash dump and crash count).
 //! - `services`: host services plugins call mid-call (`system.info`,
 //!   `http.request` through the `broker`).
 //! - `secrets`: the secret store plugins read through `greffon.secret()`;
@@ -19,7 +18,7 @@
 //!   the process was given: [`remember`], e.g. a database password) from
 //!   dumps, logs, errors.
 //! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
-//!   `sdk`: the embedded Python SDK; `python`: finding the interpreter.
+//!   `python`: finding the interpreter.
 //! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
 
 mod broker;
@@ -29,24 +28,21 @@ mod error;
 mod host;
 mod jail;
 pub mod logging;
-mod pool;
 mod python;
 mod redact;
 mod registry;
 mod scaffold;
-mod sdk;
 mod secrets;
 mod services;
-mod spawner;
 mod store;
+mod supervision;
 mod sysinfo;
-mod worker;
 
 pub use dump::DumpEntry;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
+pub use greffon_worker::PoolStats;
 pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
-pub use pool::PoolStats;
 pub use redact::{redact, remember};
 pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;

@@ -1,8 +1,7 @@
 //! The registry's entries: one per plugin, with its state and its workers.
 
-use crate::pool::{Pool, PoolStats};
-use crate::worker::Exit;
 use greffon_core::{Permission, PluginMeta, SchemaSource};
+use greffon_worker::{Exit, Pool, PoolStats};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};

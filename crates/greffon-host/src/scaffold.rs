@@ -4,6 +4,9 @@ use crate::error::HostError;
 use greffon_core::Home;
 use std::path::{Path, PathBuf};
 
+/// The plugin template copied when the home has none.
+const TEMPLATE: &str = include_str!("../../../plugins/_template/plugin.py");
+
 /// Python keywords cannot be module-friendly plugin names.
 const KEYWORDS: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
@@ -48,7 +51,7 @@ pub fn scaffold(home: &Home, name: &str) -> Result<PathBuf, HostError> {
         copy_tree(&template, &staging)
     } else {
         std::fs::create_dir_all(&staging)
-            .and_then(|_| std::fs::write(staging.join("plugin.py"), crate::sdk::TEMPLATE))
+            .and_then(|_| std::fs::write(staging.join("plugin.py"), TEMPLATE))
     };
     let filled = built.and_then(|_| {
         let script = staging.join("plugin.py");

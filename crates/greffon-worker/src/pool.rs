@@ -21,7 +21,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 /// What a call gets from [`Pool::checkout`].
-pub(crate) enum Checkout {
+#[derive(Debug)]
+pub enum Checkout {
     /// An idle worker, now this call's.
     Ready(Lease),
     /// No worker is idle but the pool has room: the caller starts one.
@@ -35,7 +36,8 @@ pub(crate) enum Checkout {
 }
 
 /// What a waiting call is handed.
-pub(crate) enum Handoff {
+#[derive(Debug)]
+pub enum Handoff {
     Worker(Lease),
     /// A worker left (crash, timeout kill): the waiter starts its
     /// replacement.
@@ -58,7 +60,7 @@ pub struct PoolStats {
     pub queue_limit: usize,
 }
 
-pub(crate) struct Pool {
+pub struct Pool {
     size: usize,
     queue_limit: usize,
     state: Mutex<PoolState>,
@@ -100,7 +102,7 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(size: usize, queue_limit: usize) -> Arc<Pool> {
+    pub fn new(size: usize, queue_limit: usize) -> Arc<Pool> {
         Arc::new(Pool {
             size: size.max(1),
             queue_limit,
@@ -113,13 +115,13 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.size
     }
 
     /// A worker for one call, or what to do instead. A `patient` call
     /// waits even when the queue is full.
-    pub(crate) fn checkout(self: &Arc<Self>, patient: bool) -> Checkout {
+    pub fn checkout(self: &Arc<Self>, patient: bool) -> Checkout {
         let mut s = self.state();
         if s.retired {
             return Checkout::Retired;
@@ -146,7 +148,7 @@ impl Pool {
 
     /// Takes the pool out of service: waiting calls are told to ask the
     /// plugin's new pool; calls holding a worker finish on it.
-    pub(crate) fn retire(&self) {
+    pub fn retire(&self) {
         let waiters = {
             let mut s = self.state();
             s.retired = true;
@@ -160,7 +162,7 @@ impl Pool {
     /// Waits until no worker serves a call (at most `limit`), then answers
     /// every live worker, to be stopped. False in the pair if some were
     /// still busy at the limit.
-    pub(crate) async fn drain(&self, limit: Duration) -> (Vec<Arc<Worker>>, bool) {
+    pub async fn drain(&self, limit: Duration) -> (Vec<Arc<Worker>>, bool) {
         let wait = async {
             loop {
                 let back = self.returned.notified();
@@ -184,7 +186,7 @@ impl Pool {
     }
 
     /// Every worker, busy or not, taken out of the pool (disable, shutdown).
-    pub(crate) fn take_all(&self) -> Vec<Arc<Worker>> {
+    pub fn take_all(&self) -> Vec<Arc<Worker>> {
         self.retire();
         self.empty()
     }
@@ -196,7 +198,7 @@ impl Pool {
         std::mem::take(&mut s.workers)
     }
 
-    pub(crate) fn stats(&self) -> PoolStats {
+    pub fn stats(&self) -> PoolStats {
         let s = self.state();
         let idle = s.idle.iter().filter(|w| w.is_alive()).count();
         let live = s.workers.iter().filter(|w| w.is_alive()).count();
@@ -211,12 +213,12 @@ impl Pool {
 
     /// A pid of a live worker (the idle one used last), for tests and
     /// benchmarks that inspect the process.
-    pub(crate) fn any_pid(&self) -> Option<i32> {
+    pub fn any_pid(&self) -> Option<i32> {
         let s = self.state();
         s.workers.iter().find(|w| w.is_alive()).map(|w| w.pid())
     }
 
-    pub(crate) fn pids(&self) -> Vec<i32> {
+    pub fn pids(&self) -> Vec<i32> {
         let s = self.state();
         s.workers
             .iter()
@@ -300,7 +302,8 @@ impl Pool {
 }
 
 /// One call's hold on a worker; dropping it gives the worker back.
-pub(crate) struct Lease {
+#[derive(Debug)]
+pub struct Lease {
     pool: Arc<Pool>,
     worker: Option<Arc<Worker>>,
 }
@@ -313,7 +316,7 @@ impl Lease {
         }
     }
 
-    pub(crate) fn worker(&self) -> &Arc<Worker> {
+    pub fn worker(&self) -> &Arc<Worker> {
         self.worker
             .as_ref()
             .expect("a lease holds its worker until dropped")
@@ -338,7 +341,8 @@ impl Drop for Lease {
 
 /// Room in the pool for one more worker, held while the caller starts it;
 /// dropping it unused gives the room back.
-pub(crate) struct Ticket {
+#[derive(Debug)]
+pub struct Ticket {
     pool: Arc<Pool>,
     used: bool,
 }
@@ -353,7 +357,7 @@ impl Ticket {
 
     /// The started worker joins the pool, busy with the ticket holder's
     /// call.
-    pub(crate) fn fill(mut self, worker: Arc<Worker>) -> Lease {
+    pub fn fill(mut self, worker: Arc<Worker>) -> Lease {
         self.used = true;
         let mut s = self.pool.state();
         s.starting -= 1;

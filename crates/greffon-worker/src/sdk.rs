@@ -30,9 +30,6 @@ const FILES: &[(&str, &str)] = sdk_files![
     "app/core/logger.py",
 ];
 
-/// The plugin template copied by `scaffold` when the home has none.
-pub(crate) const TEMPLATE: &str = include_str!("../../../plugins/_template/plugin.py");
-
 /// What the worker process runs: put the SDK first on `sys.path`, seal the
 /// process against `execve` unless `process` was granted (argument 2),
 /// serve.
@@ -57,7 +54,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// Writes the SDK under `root/<hash>/` unless it is already there, and
 /// returns that folder. Written to a temporary sibling and renamed, so a
 /// concurrent start never sees half an SDK.
-pub(crate) fn materialize(root: &Path) -> io::Result<PathBuf> {
+pub fn materialize(root: &Path) -> io::Result<PathBuf> {
     let dir = root.join(content_hash());
     if dir.join("greffon/worker.py").is_file() {
         return Ok(dir);
