@@ -229,6 +229,18 @@ def self_facts(**_):
             "env": sorted(os.environ)}
 
 
+def open_fds(**_):
+    """Every descriptor past the worker's five (0-2, the channels 3 and 4)."""
+    found = []
+    for fd in range(5, 1024):
+        try:
+            os.fstat(fd)
+            found.append(fd)
+        except OSError:
+            pass
+    return {"ok": True, "fds": found}
+
+
 def undo_nnp(**_):
     ctypes.set_errno(0)
     r = libc.prctl(38, 0, 0, 0, 0)

@@ -270,26 +270,7 @@ pub(crate) async fn request(
             format!("http.request: invalid method '{}'", req.method),
         )
     })?;
-    let client = net
-        .client()
-        .map_err(|e| WireError::new(ErrorKind::Internal, e))?;
-    let mut builder = client.request(method, url);
-    for (name, value) in &req.headers {
-        let lower = name.to_ascii_lowercase();
-        if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
-            continue;
-        }
-        builder = builder.header(name, value);
-    }
-    if let Some(body) = &req.body {
-        let bytes = B64.decode(body).map_err(|e| {
-            WireError::new(
-                ErrorKind::HostService,
-                format!("http.request: body is not base64: {e}"),
-            )
-        })?;
-        builder = builder.body(bytes);
-    }
+    let builder = prepare(net, method, url, &req)?;
     let timeout = req
         .timeout
         .filter(|t| t.is_finite() && *t > 0.0)
@@ -322,6 +303,51 @@ pub(crate) async fn request(
         Ok::<_, reqwest::Error>(Ok((status, final_url, headers, body)))
     };
     let outcome = tokio::time::timeout(timeout, exchange).await;
+    settle(&mut audit, settings, timeout, outcome)
+}
+
+/// The request as the plugin asked for it, minus the headers it may not
+/// set (hop-by-hop, proxy), with its body decoded.
+fn prepare(
+    net: &NetAccess,
+    method: reqwest::Method,
+    url: url::Url,
+    req: &Request,
+) -> Result<reqwest::RequestBuilder, WireError> {
+    let client = net
+        .client()
+        .map_err(|e| WireError::new(ErrorKind::Internal, e))?;
+    let mut builder = client.request(method, url);
+    for (name, value) in &req.headers {
+        let lower = name.to_ascii_lowercase();
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            continue;
+        }
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &req.body {
+        let bytes = B64.decode(body).map_err(|e| {
+            WireError::new(
+                ErrorKind::HostService,
+                format!("http.request: body is not base64: {e}"),
+            )
+        })?;
+        builder = builder.body(bytes);
+    }
+    Ok(builder)
+}
+
+/// A response read whole: status, final URL, headers, body; or the size
+/// at which the body passed the limit.
+type Fetched = Result<(u16, String, Vec<(String, String)>, Vec<u8>), usize>;
+
+/// The plugin's answer from what the exchange gave, audited.
+fn settle(
+    audit: &mut Audit<'_>,
+    settings: HttpSettings,
+    timeout: Duration,
+    outcome: Result<Result<Fetched, reqwest::Error>, tokio::time::error::Elapsed>,
+) -> Result<Value, WireError> {
     match outcome {
         Err(_) => {
             let message = format!(
@@ -334,7 +360,7 @@ pub(crate) async fn request(
         }
         Ok(Err(e)) => {
             if let Some(reason) = find_refusal(&e) {
-                return Err(refused(&audit, reason));
+                return Err(refused(audit, reason));
             }
             let message = if e.is_timeout() {
                 format!("request to {} timed out", audit.host)

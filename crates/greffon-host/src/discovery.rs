@@ -4,17 +4,21 @@
 
 use crate::broker::NetAccess;
 use crate::dump::Phase;
-use crate::host::{Inner, exception_text};
+use crate::error::HostError;
+use crate::host::{Host, Inner, exception_text};
 use crate::jail::Access;
+use crate::registry::{Failure, Plugin, State, Status, failed_status, settled_status};
 use crate::services::Caller;
 use crate::supervision::{OnCrash, Supervised};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
 use greffon_protocol::{ErrorKind, ResponseBody};
 use greffon_worker::{Reply, SpawnSpec, Worker};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Why a plugin could not be loaded: every problem found, and the dump.
 #[derive(Debug, Clone)]
@@ -67,6 +71,7 @@ impl Inner {
             max_frame: self.config.max_result_bytes
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
+            template: true,
         }
     }
 
@@ -83,12 +88,42 @@ impl Inner {
     ) -> Result<Loaded, LoadError> {
         let script = dir.join("plugin.py");
         let file_hash = crate::dump::file_hash(&script);
+        let worker = self
+            .spawn_worker(folder, dir, access, &file_hash, on_crash)
+            .await?;
+        let result = self
+            .import(&worker, folder, &script, &file_hash, phase)
+            .await;
+        let judged = result.and_then(|r| judge(&r));
+        match judged {
+            Ok(meta) => Ok(Loaded {
+                worker,
+                meta,
+                file_hash,
+            }),
+            Err(e) => {
+                worker.shutdown(Duration::from_secs(1)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A worker for the plugin in `dir`, sandboxed to `access` and
+    /// supervised by the host: its host calls answered with what `access`
+    /// grants, its crash dumped and counted.
+    async fn spawn_worker(
+        &self,
+        folder: &str,
+        dir: &Path,
+        access: &Access,
+        file_hash: &str,
+        on_crash: Option<OnCrash>,
+    ) -> Result<Arc<Worker>, LoadError> {
         let label = access.name.as_deref().unwrap_or(folder);
         let jail = self.jail(label, dir, access).map_err(|e| LoadError {
             sandbox: true,
             ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
         })?;
-        let spec = self.spawn_spec(folder, dir);
         let supervisor = Arc::new(Supervised {
             caller: Arc::new(Caller {
                 plugin: label.to_string(),
@@ -98,16 +133,29 @@ impl Inner {
             }),
             services: self.services.clone(),
             dumps_dir: self.home.dumps_dir(),
-            file_hash: file_hash.clone(),
+            file_hash: file_hash.to_string(),
             on_crash,
         });
-        let worker = Worker::spawn(spec, jail, supervisor).await.map_err(|e| {
+        let spec = self.spawn_spec(folder, dir);
+        Worker::spawn(spec, jail, supervisor).await.map_err(|e| {
             let mut problem = format!("cannot start its worker: {}", e.message);
             if !e.stderr.trim().is_empty() {
                 problem.push_str(&format!(" ({})", last_line(&e.stderr)));
             }
             LoadError::one(problem, None)
-        })?;
+        })
+    }
+
+    /// Has the worker import `plugin.py`: what it found there, or why not
+    /// (an import that raises is dumped under `phase`).
+    async fn import(
+        &self,
+        worker: &Worker,
+        folder: &str,
+        script: &Path,
+        file_hash: &str,
+        phase: Phase,
+    ) -> Result<LoadResult, LoadError> {
         let params = LoadParams {
             path: script.to_string_lossy().into_owned(),
             folder: folder.to_string(),
@@ -119,7 +167,7 @@ impl Inner {
         let reply = worker
             .request(method::LOAD, &params, None, import_timeout)
             .await;
-        let result = match reply {
+        match reply {
             Ok(Reply::Response {
                 body: ResponseBody::Ok(v),
                 ..
@@ -134,7 +182,7 @@ impl Inner {
                 output,
             }) => {
                 let dump = (e.kind == ErrorKind::Exception)
-                    .then(|| self.write_dump(folder, &file_hash, phase, None, &e, output))
+                    .then(|| self.write_dump(folder, file_hash, phase, None, &e, output))
                     .flatten();
                 Err(LoadError::one(
                     format!("importing plugin.py raised {}", exception_text(&e)),
@@ -159,18 +207,6 @@ impl Inner {
                 );
                 let exit = worker.kill_and_wait(&reason).await;
                 Err(LoadError::one(reason, exit.dump.clone()))
-            }
-        };
-        let judged = result.and_then(|r| judge(&r));
-        match judged {
-            Ok(meta) => Ok(Loaded {
-                worker,
-                meta,
-                file_hash,
-            }),
-            Err(e) => {
-                worker.shutdown(Duration::from_secs(1)).await;
-                Err(e)
             }
         }
     }
@@ -219,4 +255,148 @@ fn judge(r: &LoadResult) -> Result<PluginMeta, LoadError> {
             sandbox: false,
         }),
     }
+}
+
+/// Discovery workers running at once.
+const DISCOVERY_PARALLELISM: usize = 4;
+
+/// What loading one folder gave: its meta and `plugin.py` hash, or why not.
+type Outcome = Result<(PluginMeta, String), LoadError>;
+
+impl Host {
+    /// Scans `plugins/*/plugin.py` (folders starting with `_` skipped),
+    /// loads each in its own worker, and rebuilds the registry.
+    pub(crate) async fn discover(&self) -> Result<(), HostError> {
+        let inner = &self.inner;
+        let folders = plugin_folders(&inner.home.plugins_dir())?;
+        let outcomes = self.load_all(&folders).await;
+        // Two folders declaring one name: both fail, each naming both.
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for ((folder, _), outcome) in folders.iter().zip(&outcomes) {
+            if let Ok((meta, _)) = outcome {
+                by_name
+                    .entry(meta.name.clone())
+                    .or_default()
+                    .push(folder.clone());
+            }
+        }
+        let granted = inner
+            .store
+            .enabled()
+            .await
+            .map_err(|source| inner.db_error(source))?;
+        let mut registry = BTreeMap::new();
+        for ((folder, path), outcome) in folders.into_iter().zip(outcomes) {
+            let (key, status) = match outcome {
+                Ok((meta, hash)) => match &by_name[&meta.name] {
+                    dups if dups.len() > 1 => (folder.clone(), duplicate_status(meta, hash, dups)),
+                    _ => {
+                        let name = meta.name.clone();
+                        let grant = granted.get(&name).cloned();
+                        (name, settled_status(meta, hash, grant))
+                    }
+                },
+                Err(e) => {
+                    let key = e
+                        .name
+                        .clone()
+                        .filter(|n| !registry.contains_key(n))
+                        .unwrap_or_else(|| folder.clone());
+                    let hash = crate::dump::file_hash(&path.join("plugin.py"));
+                    (key, failed_status(e.reason(), e.dump, hash))
+                }
+            };
+            tracing::info!(
+                target: "audit",
+                event = "discovered",
+                plugin = %key,
+                folder = %folder,
+                state = status.state.as_str(),
+                reason = status.failure.as_ref().map(|f| f.reason.as_str()),
+            );
+            let pool = inner.new_pool(&key);
+            let plugin = Arc::new(Plugin::new(key.clone(), folder, path, status, pool));
+            registry.insert(key, plugin);
+        }
+        *inner.plugins.write().unwrap_or_else(|p| p.into_inner()) = registry;
+        Ok(())
+    }
+
+    /// Loads every folder in a worker of its own with no permission, a few
+    /// at once; the outcomes in the folders' order.
+    async fn load_all(&self, folders: &[(String, PathBuf)]) -> Vec<Outcome> {
+        let limit = Arc::new(Semaphore::new(DISCOVERY_PARALLELISM));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (folder, path)) in folders.iter().cloned().enumerate() {
+            let (inner, limit) = (self.inner.clone(), limit.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let outcome = inner
+                    .load(&folder, &path, &Access::none(), Phase::Import, None)
+                    .await;
+                let outcome = match outcome {
+                    Ok(loaded) => {
+                        loaded.worker.shutdown(Duration::from_secs(1)).await;
+                        Ok((loaded.meta, loaded.file_hash))
+                    }
+                    Err(e) => Err(e),
+                };
+                (i, outcome)
+            });
+        }
+        let mut outcomes: Vec<Option<Outcome>> = (0..folders.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, outcome)) = joined {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(LoadError::one("discovery task failed".into(), None))))
+            .collect()
+    }
+}
+
+/// The plugin folders under `dir`, sorted: those holding a `plugin.py`
+/// and not starting with `_` or `.`.
+fn plugin_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, HostError> {
+    let mut folders: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let path = e.path();
+                (!name.starts_with('_')
+                    && !name.starts_with('.')
+                    && path.join("plugin.py").is_file())
+                .then_some((name, path))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(HostError::Io {
+                context: format!("cannot list {}", dir.display()),
+                source,
+            });
+        }
+    };
+    folders.sort();
+    Ok(folders)
+}
+
+/// The entry of a folder whose name another folder also declares: failed,
+/// naming both. The meta stays, so `check` and `scaffold` still see which
+/// name the folder declares.
+fn duplicate_status(meta: PluginMeta, hash: String, folders: &[String]) -> Status {
+    let listed: Vec<String> = folders.iter().map(|f| format!("plugins/{f}")).collect();
+    let reason = format!(
+        "plugin name '{}' is declared by both {}; rename one",
+        meta.name,
+        listed.join(" and ")
+    );
+    let mut status = settled_status(meta, hash, None);
+    status.state = State::Failed;
+    status.failure = Some(Failure { reason, dump: None });
+    status.duplicate = true;
+    status
 }

@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`Host`]: opens a home, discovers plugins, enables and disables them,
-//!   runs calls (validation → worker → result or `{"error"}`), shuts down.
+//! - [`Host`] (`host`): opens a home, discovers its plugins, answers what
+//!   the registry holds; `lifecycle`: enable, disable, reload, start-up and
+//!   shutdown of each plugin's pool; `calls`: the call path (validation →
+//!   a worker of the pool → result or `{"error"}`, [`CallOptions`]).
 //! - `registry`: the entries and their states ([`State`], [`PluginInfo`]),
 //!   each with its pool of workers (`greffon-worker`, [`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
@@ -22,11 +24,13 @@
 //! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
 
 mod broker;
+mod calls;
 mod discovery;
 mod dump;
 mod error;
 mod host;
 mod jail;
+mod lifecycle;
 pub mod logging;
 mod python;
 mod redact;
@@ -38,11 +42,12 @@ mod store;
 mod supervision;
 mod sysinfo;
 
+pub use calls::CallOptions;
 pub use dump::DumpEntry;
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use greffon_worker::PoolStats;
-pub use host::{CallOptions, CheckReport, Host, python_facts, sandbox_support};
+pub use host::{CheckReport, Host, python_facts, sandbox_support};
 pub use redact::{redact, remember};
 pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;

@@ -240,6 +240,86 @@ impl Plugin {
     }
 }
 
+/// Why a plugin may not run with what it was granted: the permissions and
+/// secret names it declares beyond the grant, and the reason shown to the
+/// operator.
+pub(crate) fn ungranted(meta: &PluginMeta, granted: &Granted) -> Option<(Vec<String>, String)> {
+    let permissions: Vec<String> = meta
+        .permissions
+        .iter()
+        .filter(|p| !granted.permissions.contains(p))
+        .map(|p| p.as_str().to_string())
+        .collect();
+    let secrets: Vec<String> = meta
+        .secrets
+        .iter()
+        .filter(|s| !granted.secrets.contains(s))
+        .cloned()
+        .collect();
+    let mut parts = Vec::new();
+    if !permissions.is_empty() {
+        parts.push(format!(
+            "permissions that were not granted ({})",
+            permissions.join(", ")
+        ));
+    }
+    if !secrets.is_empty() {
+        parts.push(format!(
+            "secrets that were not granted ({})",
+            secrets.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let reason = format!(
+        "it now declares {}; run `greffon plugin enable {}` to grant them",
+        parts.join(" and "),
+        meta.name
+    );
+    Some(([permissions, secrets].concat(), reason))
+}
+
+/// The entry of a plugin whose meta is valid: enabled when it was granted
+/// everything it now declares, failed when it declares more, else disabled.
+pub(crate) fn settled_status(
+    meta: PluginMeta,
+    file_hash: String,
+    granted: Option<Granted>,
+) -> Status {
+    let (state, failure) = match &granted {
+        None => (State::Disabled, None),
+        Some(g) => match ungranted(&meta, g) {
+            None => (State::Enabled, None),
+            Some((_, reason)) => (State::Failed, Some(Failure { reason, dump: None })),
+        },
+    };
+    Status {
+        meta: Some(Arc::new(meta)),
+        file_hash,
+        state,
+        failure,
+        granted,
+        crashes: VecDeque::new(),
+        crash_total: 0,
+        duplicate: false,
+    }
+}
+
+/// The entry of a plugin that could not be loaded.
+pub(crate) fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: String) -> Status {
+    Status {
+        meta: None,
+        file_hash,
+        state: State::Failed,
+        failure: Some(Failure { reason, dump }),
+        granted: None,
+        crashes: VecDeque::new(),
+        crash_total: 0,
+        duplicate: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

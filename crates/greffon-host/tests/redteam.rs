@@ -569,6 +569,84 @@ async fn kernel_attack_surface_is_closed_with_and_without_process() {
     lab.host.shutdown().await;
 }
 
+/// The parent of process `pid` and its command line, read from /proc.
+fn parent_of(pid: i32) -> (i32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let ppid = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid");
+    let cmdline = std::fs::read(format!("/proc/{ppid}/cmdline")).expect("cmdline");
+    (ppid, String::from_utf8_lossy(&cmdline).replace('\0', " "))
+}
+
+/// The descriptors process `pid` holds open.
+fn fds_of(pid: i32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd list")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Workers are forked from the interpreter's template process (which has
+/// imported the SDK), and each then holds only what a worker started with
+/// exec holds: its five descriptors (none of the template's control
+/// socket, none of a sibling's channels), no capability, its own grant
+/// only — a sibling's data folder stays closed to it. The template keeps
+/// nothing of the workers it forked. With `sandbox = "off"` workers are
+/// started with exec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_worker_holds_no_grant_of_the_template_nor_of_a_sibling() {
+    let lab = lab(&[("sibling", FS, json!({})), ("reader", FS, json!({}))], "").await;
+    std::fs::create_dir_all(lab.root.join("data/sibling")).expect("mkdir");
+    std::fs::write(lab.root.join("data/sibling/secret.txt"), SECRET).expect("secret");
+    let sibling = lab.host.worker_pid("sibling").await.expect("sibling runs");
+    let reader = lab.host.worker_pid("reader").await.expect("reader runs");
+    let (template, cmdline) = parent_of(reader);
+    assert!(cmdline.contains("greffon.template"), "{cmdline}");
+    assert_eq!(parent_of(sibling).0, template, "one template forks both");
+    assert_ne!(template, std::process::id() as i32);
+    assert_eq!(
+        fds_of(template),
+        [0, 1, 2, 3],
+        "the template keeps only its control socket"
+    );
+    let v = lab.allowed("reader", "open_fds", json!({})).await;
+    assert_eq!(v["fds"], json!([]), "{v}");
+    let facts = lab.allowed("reader", "self_facts", json!({})).await;
+    assert_eq!(
+        (
+            facts["cap_effective"].clone(),
+            facts["no_new_privs"].clone()
+        ),
+        (json!(0), json!(1)),
+        "{facts}"
+    );
+    let secret = lab.p("data/sibling/secret.txt");
+    lab.denied("reader", "read", json!({"path": secret}), &["EACCES"])
+        .await;
+    lab.allowed(
+        "sibling",
+        "read",
+        json!({"path": lab.p("data/sibling/secret.txt")}),
+    )
+    .await;
+    lab.host.shutdown().await;
+
+    let off = self::lab(&[("plain", NONE, json!({}))], "sandbox = \"off\"\n").await;
+    let pid = off.host.worker_pid("plain").await.expect("runs");
+    assert_eq!(
+        parent_of(pid).0,
+        std::process::id() as i32,
+        "started with exec"
+    );
+    off.host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_cannot_be_lifted_from_inside() {
     let lab = lab(&[("none", NONE, json!({}))], "").await;

@@ -5,6 +5,7 @@ use crate::profile::{Limits, Profile};
 use landlock::{RulesetCreated, RulesetError, RulesetStatus};
 use seccompiler::{BackendError, BpfProgram};
 use std::io;
+use std::os::fd::OwnedFd;
 
 /// Why a sandbox could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +151,39 @@ impl Sandbox {
                 .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
         }
         Ok(())
+    }
+}
+
+/// A sandbox as a process applies it to itself without an exec (a worker
+/// forked from the template process): the same rules as
+/// [`Sandbox::apply`], handed over as data.
+#[derive(Debug)]
+pub struct ChildRules {
+    /// The Landlock ruleset to restrict itself with (None: sandbox off).
+    pub ruleset: Option<OwnedFd>,
+    /// Seccomp filters, raw `sock_filter` arrays in hex, applied in order
+    /// after everything else.
+    pub filters: Vec<String>,
+    /// `(resource, soft, hard)` for `setrlimit`.
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
+    /// Clear every capability set (the host runs as root).
+    pub drop_caps: bool,
+}
+
+impl Sandbox {
+    /// The rules for a process that applies them itself, consuming this
+    /// sandbox.
+    pub fn into_child_rules(mut self) -> ChildRules {
+        ChildRules {
+            ruleset: self.ruleset.take().and_then(Option::<OwnedFd>::from),
+            filters: self
+                .filters
+                .iter()
+                .map(crate::filter::program_hex)
+                .collect(),
+            rlimits: self.rlimits.to_vec(),
+            drop_caps: self.drop_caps,
+        }
     }
 }
 

@@ -233,8 +233,14 @@ pub fn noexec_program_hex() -> Result<String, BackendError> {
         &mut deny,
     );
     let program = compile(deny, libc::EPERM)?;
+    Ok(program_hex(&program))
+}
+
+/// A compiled filter as the kernel takes it (a raw `sock_filter` array,
+/// native byte order), in hex: what a worker applies to itself.
+pub(crate) fn program_hex(program: &BpfProgram) -> String {
     let mut hex = String::with_capacity(program.len() * 16);
-    for f in &program {
+    for f in program {
         let mut bytes = Vec::with_capacity(8);
         bytes.extend_from_slice(&f.code.to_ne_bytes());
         bytes.push(f.jt);
@@ -244,5 +250,5 @@ pub fn noexec_program_hex() -> Result<String, BackendError> {
             hex.push_str(&format!("{b:02x}"));
         }
     }
-    Ok(hex)
+    hex
 }

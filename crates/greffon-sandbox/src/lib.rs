@@ -4,7 +4,9 @@
 //! folders it was granted, whether it may spawn processes, its limits.
 //! [`Sandbox::prepare`] turns it, in the parent, into a Landlock ruleset,
 //! seccomp filters and rlimits; [`Sandbox::apply`] enforces them between
-//! fork and exec with syscalls only. [`probe`] reports what the running
+//! fork and exec with syscalls only, or hands them over ([`ChildRules`])
+//! to a worker forked from the template process, which applies them
+//! itself. [`probe`] reports what the running
 //! kernel offers, for `greffon doctor` and for refusing to start plugins
 //! when it is not enough. [`refuse_passed_fds`] hardens the host's end of
 //! a worker channel. [`paths`] opens the folders a plugin declares
@@ -22,7 +24,7 @@ pub mod paths;
 mod probe;
 mod profile;
 
-pub use apply::{Sandbox, SandboxError};
+pub use apply::{ChildRules, Sandbox, SandboxError};
 pub use channel::refuse_passed_fds;
 pub use filter::noexec_program_hex;
 pub use probe::{LANDLOCK_ABI_REQUIRED, Support, probe};

@@ -7,9 +7,13 @@
 //!   requests multiplexed by id over its framed channels ([`Reply`]),
 //!   cancellation and progress ([`Hooks`]), its exit ([`Exit`]), kill and
 //!   shutdown.
-//! - `spawn`: starting one ([`SpawnSpec`], [`Jail`]: the sandbox applied
-//!   between fork and exec, [`SpawnError`]); `spawner`: the one thread
-//!   that forks every worker (the parent-death signal is per thread).
+//! - `spawn`: starting one ([`SpawnSpec`], [`Jail`], [`SpawnError`]):
+//!   forked from the interpreter's `template` process, which has imported
+//!   the SDK, the worker then applying its own sandbox; or, with the
+//!   sandbox off or no template, started with exec, the sandbox applied
+//!   between fork and exec. `spawner`: the one thread that forks every
+//!   exec'd worker and the templates (the parent-death signal is per
+//!   thread).
 //! - `reader`: the task that reads a worker's frames, serves its host
 //!   calls through its [`Supervisor`], and settles its end ([`Crash`]);
 //!   `frame`: reading one frame; `output`: its raw stdout/stderr and log
@@ -26,6 +30,7 @@ pub mod sdk;
 mod spawn;
 mod spawner;
 mod supervisor;
+mod template;
 mod worker;
 
 pub use pool::{Checkout, Handoff, Lease, Pool, PoolStats, Ticket};

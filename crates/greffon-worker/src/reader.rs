@@ -4,6 +4,7 @@
 
 use crate::frame::read_message;
 use crate::output::{log_record, tail_text};
+use crate::spawn::Process;
 use crate::supervisor::{Crash, Supervisor};
 use crate::worker::{Exit, Pending, Reply, Shared};
 use greffon_protocol::method;
@@ -65,7 +66,7 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 /// Serves the worker's frames until it is gone, then settles its end.
 pub(crate) async fn read_loop(
     rd: OwnedReadHalf,
-    child: tokio::process::Child,
+    process: Process,
     pumps: [Option<tokio::task::JoinHandle<()>>; 2],
     shared: Arc<Shared>,
     supervisor: Arc<dyn Supervisor>,
@@ -98,7 +99,7 @@ pub(crate) async fn read_loop(
         wait_readable(exited.as_ref()).await;
         shared.kill_group();
     }
-    settle(child, pumps, &shared, supervisor.as_ref(), broke).await;
+    settle(process, pumps, &shared, supervisor.as_ref(), broke).await;
 }
 
 /// One frame from the worker.
@@ -165,13 +166,13 @@ fn on_message(shared: &Arc<Shared>, supervisor: &Arc<dyn Supervisor>, message: M
 /// The worker is gone: reaps it, removes its temp folder, has an
 /// unexpected end reported, and answers every call still in flight.
 async fn settle(
-    mut child: tokio::process::Child,
+    process: Process,
     pumps: [Option<tokio::task::JoinHandle<()>>; 2],
     shared: &Shared,
     supervisor: &dyn Supervisor,
     broke: Option<String>,
 ) {
-    let status = child.wait().await;
+    let status = process.wait().await;
     shared.reaped.store(true, Ordering::Release);
     // Its children (with `process`) may still hold it; they die with the
     // group or have already.

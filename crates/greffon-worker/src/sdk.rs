@@ -23,6 +23,7 @@ const FILES: &[(&str, &str)] = sdk_files![
     "greffon/log.py",
     "greffon/system.py",
     "greffon/tasks.py",
+    "greffon/template.py",
     "greffon/worker.py",
     "app/__init__.py",
     "app/core/__init__.py",

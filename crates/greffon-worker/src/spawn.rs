@@ -4,12 +4,13 @@
 use crate::frame::read_message;
 use crate::output::{TAIL_BYTES, pump_output};
 use crate::supervisor::Supervisor;
+use crate::template::Template;
 use crate::worker::{PendingMap, Shared, Worker};
 use greffon_protocol::method::{self, Hello};
 use greffon_protocol::{Message, PROTOCOL_VERSION};
 use greffon_sandbox::Sandbox;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -32,6 +33,11 @@ pub struct SpawnSpec {
     pub plugin_dir: PathBuf,
     /// Largest frame accepted from the worker.
     pub max_frame: usize,
+    /// Fork it from the interpreter's template process rather than start
+    /// the interpreter afresh (only when the sandbox is on: the template
+    /// hands the worker the same rules to apply itself; without one, or
+    /// with `sandbox = "off"`, the worker is started with exec).
+    pub template: bool,
 }
 
 /// The sandbox a worker starts in, built by the host from what the plugin
@@ -142,8 +148,22 @@ impl Channels {
     }
 }
 
-/// The interpreter's command line and environment: nothing of the host's
-/// environment (keys, tokens) leaks in.
+/// A worker's whole environment: nothing of the host's (keys, tokens)
+/// leaks in.
+fn worker_env(scratch: &std::path::Path) -> Vec<(&'static str, String)> {
+    let scratch = scratch.to_string_lossy().into_owned();
+    vec![
+        ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+        ("LC_ALL", "C.UTF-8".into()),
+        ("TMPDIR", scratch.clone()),
+        ("HOME", scratch),
+        // Few allocator arenas, so RLIMIT_AS counts memory, not
+        // per-thread reservations.
+        ("MALLOC_ARENA_MAX", "2".into()),
+    ]
+}
+
+/// The interpreter's command line, started with exec.
 fn command(
     spec: &SpawnSpec,
     scratch: &std::path::Path,
@@ -158,13 +178,7 @@ fn command(
         .arg(noexec.unwrap_or(""))
         .current_dir(&spec.plugin_dir)
         .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LC_ALL", "C.UTF-8")
-        .env("TMPDIR", scratch)
-        .env("HOME", scratch)
-        // Few allocator arenas, so RLIMIT_AS counts memory, not
-        // per-thread reservations.
-        .env("MALLOC_ARENA_MAX", "2")
+        .envs(worker_env(scratch))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -201,31 +215,158 @@ async fn hello(
 }
 
 /// Ends a worker that never said hello, keeping what it printed.
-async fn abort(
-    mut child: tokio::process::Child,
-    pid: i32,
-    scratch: &std::path::Path,
-    message: String,
-) -> SpawnError {
+async fn abort(started: Started, scratch: &std::path::Path, message: String) -> SpawnError {
+    let Started {
+        process,
+        pid,
+        stderr,
+        ..
+    } = started;
     if pid > 0 {
         // SAFETY: plain syscall on the group we just created.
         unsafe {
             libc::killpg(pid, libc::SIGKILL);
         }
     }
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
+    let mut text = String::new();
+    if let Some(mut e) = stderr {
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             (&mut e).take(TAIL_BYTES as u64).read_to_end(&mut buf),
         )
         .await;
-        stderr = String::from_utf8_lossy(&buf).into_owned();
+        text = String::from_utf8_lossy(&buf).into_owned();
     }
-    let _ = child.wait().await;
+    let _ = process.wait().await;
     let _ = std::fs::remove_dir_all(scratch);
-    SpawnError { message, stderr }
+    SpawnError {
+        message,
+        stderr: text,
+    }
+}
+
+/// A worker's raw output pipe, as the host reads it.
+type OutputPipe = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// A worker process just started, before its hello.
+struct Started {
+    process: Process,
+    pid: i32,
+    stdout: Option<OutputPipe>,
+    stderr: Option<OutputPipe>,
+}
+
+/// Starts the interpreter with exec, from the spawner thread, the sandbox
+/// applied between fork and exec.
+async fn exec_start(
+    spec: &SpawnSpec,
+    jail: Jail,
+    fd: RawFd,
+    side_fd: RawFd,
+) -> Result<Started, String> {
+    let Jail {
+        mut sandbox,
+        scratch,
+        noexec,
+    } = jail;
+    let enforced = sandbox.enforced();
+    let mut cmd = command(spec, &scratch, noexec.as_deref());
+    // SAFETY: child_setup only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || child_setup(fd, side_fd, &mut sandbox));
+    }
+    let mut child = crate::spawner::spawn(cmd).await.map_err(|e| {
+        let sandboxed = if enforced { " in its sandbox" } else { "" };
+        format!(
+            "cannot start Python '{}'{sandboxed}: {e}",
+            spec.python.display()
+        )
+    })?;
+    let pipe = |p: Option<OutputPipe>| p;
+    Ok(Started {
+        pid: child.id().map(|p| p as i32).unwrap_or(0),
+        stdout: pipe(child.stdout.take().map(|p| Box::new(p) as OutputPipe)),
+        stderr: pipe(child.stderr.take().map(|p| Box::new(p) as OutputPipe)),
+        process: Process::Exec(child),
+    })
+}
+
+/// Has the template fork the worker, which applies the same sandbox to
+/// itself before it imports anything of the plugin.
+async fn fork_start(
+    spec: &SpawnSpec,
+    template: Arc<Template>,
+    jail: Jail,
+    fd: RawFd,
+    side_fd: RawFd,
+) -> Result<Started, String> {
+    let Jail {
+        sandbox,
+        scratch,
+        noexec,
+    } = jail;
+    let (out_r, out_w) = pipe().map_err(|e| format!("cannot create the worker's pipes: {e}"))?;
+    let (err_r, err_w) = pipe().map_err(|e| format!("cannot create the worker's pipes: {e}"))?;
+    let rules = sandbox.into_child_rules();
+    let mut fds = vec![fd, side_fd, out_w.as_raw_fd(), err_w.as_raw_fd()];
+    if let Some(ruleset) = &rules.ruleset {
+        fds.push(ruleset.as_raw_fd());
+    }
+    let request = serde_json::json!({
+        "op": "fork",
+        "cwd": spec.plugin_dir,
+        "env": worker_env(&scratch),
+        "rlimits": rules.rlimits,
+        "drop_caps": rules.drop_caps,
+        "filters": rules.filters,
+        "noexec": noexec.unwrap_or_default(),
+    });
+    let pid = template
+        .fork(&spec.python, &spec.sdk_dir, request, &fds)
+        .await
+        .map_err(|e| format!("the worker template could not start a worker: {e}"))?;
+    drop((out_w, err_w, rules));
+    let reader = |fd: OwnedFd| -> Result<Option<OutputPipe>, String> {
+        let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+            .map_err(|e| format!("cannot read the worker's output: {e}"))?;
+        Ok(Some(Box::new(pipe)))
+    };
+    Ok(Started {
+        pid,
+        stdout: reader(out_r)?,
+        stderr: reader(err_r)?,
+        process: Process::Forked { pid, template },
+    })
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The worker's process, as the host holds it.
+pub(crate) enum Process {
+    /// Started with exec: greffon's own child.
+    Exec(tokio::process::Child),
+    /// Forked by the template: its child, reaped through it.
+    Forked { pid: i32, template: Arc<Template> },
+}
+
+impl Process {
+    /// Waits for the process to end (reaps it): its status.
+    pub(crate) async fn wait(self) -> io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Exec(mut child) => child.wait().await,
+            Process::Forked { pid, template } => template.reap(pid).await,
+        }
+    }
 }
 
 impl Worker {
@@ -246,24 +387,21 @@ impl Worker {
             channels.theirs.as_raw_fd(),
             channels.side_theirs.as_raw_fd(),
         );
-        let Jail {
-            mut sandbox,
-            scratch,
-            noexec,
-        } = jail;
-        let enforced = sandbox.enforced();
-        let mut cmd = command(&spec, &scratch, noexec.as_deref());
-        // SAFETY: child_setup only makes async-signal-safe syscalls.
-        unsafe {
-            cmd.pre_exec(move || child_setup(fd, side_fd, &mut sandbox));
-        }
-        let mut child = crate::spawner::spawn(cmd).await.map_err(|e| {
+        let scratch = jail.scratch.clone();
+        let template = match spec.template && jail.sandbox.enforced() {
+            true => Template::get(&spec.python, &spec.sdk_dir)
+                .await
+                .map_err(|e| tracing::warn!(target: "server", plugin = %spec.plugin, "no worker template ({e}); starting the worker with exec"))
+                .ok(),
+            false => None,
+        };
+        let started = match template {
+            Some(t) => fork_start(&spec, t, jail, fd, side_fd).await,
+            None => exec_start(&spec, jail, fd, side_fd).await,
+        };
+        let mut started = started.map_err(|message| {
             let _ = std::fs::remove_dir_all(&scratch);
-            let sandboxed = if enforced { " in its sandbox" } else { "" };
-            fail(format!(
-                "cannot start Python '{}'{sandboxed}: {e}",
-                spec.python.display()
-            ))
+            fail(message)
         })?;
         let Channels {
             main,
@@ -274,7 +412,7 @@ impl Worker {
         // The worker holds its ends now: with ours closed, its exit reads
         // as end of file.
         drop((theirs, side_theirs));
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let pid = started.pid;
         let setup = || -> io::Result<_> {
             let (rd, wr) = tokio::net::UnixStream::from_std(main)?.into_split();
             // The side channel only carries host → worker frames.
@@ -285,13 +423,43 @@ impl Worker {
         let (mut rd, wr, side_wr) =
             setup().map_err(|e| fail(format!("cannot set up the worker channel: {e}")))?;
         if let Err(message) = hello(&mut rd, spec.max_frame).await {
-            return Err(abort(child, pid, &scratch, message).await);
+            return Err(abort(started, &scratch, message).await);
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(spec, pid, wr, side_wr, scratch));
+        let pumps = [
+            started
+                .stdout
+                .take()
+                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stdout"))),
+            started
+                .stderr
+                .take()
+                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stderr"))),
+        ];
+        tokio::spawn(crate::reader::read_loop(
+            rd,
+            started.process,
+            pumps,
+            shared.clone(),
+            supervisor,
+        ));
+        Ok(Arc::new(Worker { shared }))
+    }
+}
+
+impl Shared {
+    fn new(
+        spec: SpawnSpec,
+        pid: i32,
+        writer: tokio::net::unix::OwnedWriteHalf,
+        side: tokio::net::unix::OwnedWriteHalf,
+        scratch: PathBuf,
+    ) -> Shared {
+        Shared {
             spec,
             pid,
-            writer: tokio::sync::Mutex::new(wr),
-            side: tokio::sync::Mutex::new(side_wr),
+            writer: tokio::sync::Mutex::new(writer),
+            side: tokio::sync::Mutex::new(side),
             main_busy: AtomicBool::new(false),
             pending: Mutex::new(PendingMap::default()),
             next_id: AtomicU64::new(1),
@@ -305,24 +473,6 @@ impl Worker {
             stdout_tail: Mutex::new(Vec::new()),
             stderr_tail: Mutex::new(Vec::new()),
             scratch,
-        });
-        let pumps = [
-            child
-                .stdout
-                .take()
-                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stdout"))),
-            child
-                .stderr
-                .take()
-                .map(|p| tokio::spawn(pump_output(p, shared.clone(), "stderr"))),
-        ];
-        tokio::spawn(crate::reader::read_loop(
-            rd,
-            child,
-            pumps,
-            shared.clone(),
-            supervisor,
-        ));
-        Ok(Arc::new(Worker { shared }))
+        }
     }
 }

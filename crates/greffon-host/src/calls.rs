@@ -1,0 +1,463 @@
+//! The call path: a plugin's name and arguments in, its result or a
+//! [`CallError`] out — the state check, validation against its schema, a
+//! worker from its pool (or its queue, or "busy"), the deadline and
+//! cancellation, and the worker's answer turned into the caller's.
+
+use crate::dump::Phase;
+use crate::error::{CallError, dump_note};
+use crate::host::{Host, Inner, exception_text};
+use crate::registry::{Plugin, State, Status};
+use greffon_core::PluginMeta;
+use greffon_core::SchemaSource;
+use greffon_protocol::method::{self, Progress, RunParams};
+use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
+use greffon_worker::{Abandoned, Checkout, Handoff, Hooks, Lease, Pool, Reply, Ticket, Worker};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How one call may be steered from outside: what MCP needs beyond a
+/// plain [`Host::call`].
+#[derive(Debug, Default)]
+pub struct CallOptions {
+    /// Replaces the plugin's own timeout (a scheduled task's `timeout_s`).
+    pub timeout: Option<Duration>,
+    /// Cancelled when the caller gives up: the worker is asked to
+    /// interrupt the call, and replaced if it is still busy after
+    /// `kill_grace_s`.
+    pub cancel: Option<CancellationToken>,
+    /// Receives what the plugin reports with `greffon.progress()`.
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Waits for a worker even when the plugin's queue is full, instead of
+    /// being answered "busy": a scheduled run, which is never dropped for
+    /// load (its timeout still bounds the wait). The queue limit is there
+    /// to shed what clients send.
+    pub patient: bool,
+}
+
+impl Host {
+    /// Runs the plugin with `args`: the plugin's result (a returned
+    /// `{"error"}` included) or a [`CallError`].
+    pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        self.call_with(name, args, CallOptions::default()).await
+    }
+
+    /// A scheduled run: [`Host::call`] with a timeout that replaces the
+    /// plugin's own (the task's `timeout_s`), waiting for a worker however
+    /// full the plugin's queue is ([`CallOptions::patient`]).
+    pub async fn call_with_timeout(
+        &self,
+        name: &str,
+        args: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
+        let options = CallOptions {
+            timeout,
+            patient: true,
+            ..CallOptions::default()
+        };
+        self.call_with(name, args, options).await
+    }
+
+    /// [`Host::call`] steered by `options`: timeout, cancellation, progress.
+    pub async fn call_with(
+        &self,
+        name: &str,
+        args: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
+        let started = Instant::now();
+        let audit_args = self.inner.config.audit_args.then(|| args.to_string());
+        let outcome = self.call_inner(name, args, options).await;
+        let label = match &outcome {
+            Ok(v) if greffon_protocol::returned_error(v).is_some() => "plugin_error",
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        tracing::info!(
+            target: "audit",
+            event = "call",
+            plugin = name,
+            duration_us = started.elapsed().as_micros() as u64,
+            outcome = label,
+            args = audit_args,
+        );
+        outcome
+    }
+
+    /// Whether `args` would be accepted by the plugin's schema, without
+    /// running it (the plugin may be disabled): what a scheduled task is
+    /// checked against when it is saved. Answers the arguments with the
+    /// defaults filled in.
+    pub fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
+        let plugin = self
+            .lookup(name)
+            .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
+        let meta = plugin.status().meta.clone().ok_or_else(|| {
+            CallError::new(
+                ErrorKind::NotEnabled,
+                format!("plugin '{name}' has no valid meta; see `greffon plugin check {name}`"),
+            )
+        })?;
+        self.validate(name, &meta, args)
+    }
+
+    fn validate(&self, name: &str, meta: &PluginMeta, args: Value) -> Result<Value, CallError> {
+        let size = json_size(&args);
+        if size > self.inner.config.max_args_bytes {
+            return Err(CallError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "plugin '{name}': arguments are {size} bytes, over the limit of {} bytes (max_args_bytes)",
+                    self.inner.config.max_args_bytes
+                ),
+            ));
+        }
+        meta.schema.check(args).map_err(|violations| {
+            let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            CallError::new(
+                ErrorKind::Validation,
+                format!("plugin '{name}': invalid arguments: {}", text.join("; ")),
+            )
+        })
+    }
+
+    async fn call_inner(
+        &self,
+        name: &str,
+        args: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
+        let CallOptions {
+            timeout,
+            cancel,
+            progress,
+            patient,
+        } = options;
+        let inner = &self.inner;
+        let plugin = self
+            .lookup(name)
+            .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
+        let meta = {
+            let s = plugin.status();
+            match (s.state, &s.meta) {
+                (State::Enabled, Some(meta)) => meta.clone(),
+                (State::Failed, _) => return Err(failed_error(&plugin.key, &s)),
+                _ => return Err(not_enabled(name)),
+            }
+        };
+        let args = self.validate(name, &meta, args)?;
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s))
+        });
+        let deadline = Instant::now() + timeout;
+        let cancelled = || {
+            CallError::new(
+                ErrorKind::Cancelled,
+                format!("plugin '{name}': the call was cancelled by its caller"),
+            )
+        };
+        let hooks = Hooks { cancel, progress };
+        let pydantic = meta.schema.source() == SchemaSource::Pydantic;
+        let args = Arc::new(args);
+        let params = RunParams {
+            args: &args,
+            pydantic,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        // A worker that died between calls is only noticed when the
+        // request cannot be written; the call then goes to a new worker.
+        let mut attempts = 0;
+        let (worker, reply) = loop {
+            attempts += 1;
+            let lease = inner
+                .lease(&plugin, deadline, timeout, patient, &hooks)
+                .await?;
+            let worker = lease.worker().clone();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let keep = Some(args.clone());
+            match worker
+                .request_hooked(method::RUN, &params, keep, remaining, &hooks, Some(lease))
+                .await
+            {
+                Ok(Reply::NotDelivered) if attempts < 2 => continue,
+                reply => break (worker, reply),
+            }
+        };
+        match reply {
+            Ok(reply) => inner.answer(&plugin, name, &args, reply),
+            Err(abandoned) => {
+                inner.watch_abandoned(worker, abandoned, timeout);
+                Err(if abandoned.cancelled {
+                    cancelled()
+                } else {
+                    CallError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "plugin '{name}' did not answer within {} s (timeout)",
+                            timeout.as_secs_f64()
+                        ),
+                    )
+                })
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The caller's answer from the worker's reply to `run`.
+    fn answer(
+        &self,
+        plugin: &Plugin,
+        name: &str,
+        args: &Value,
+        reply: Reply,
+    ) -> Result<Value, CallError> {
+        match reply {
+            Reply::Response { body, output } => {
+                log_output(&plugin.key, output.as_ref());
+                match body {
+                    ResponseBody::Ok(v) => Ok(v),
+                    ResponseBody::Err(e) => {
+                        Err(self.run_error(plugin, e, args, output.unwrap_or_default()))
+                    }
+                }
+            }
+            Reply::NotDelivered => Err(CallError::new(
+                ErrorKind::WorkerCrashed,
+                format!(
+                    "plugin '{name}': its worker ended before the call could be delivered, twice"
+                ),
+            )),
+            Reply::Gone(exit) => Err(CallError {
+                kind: ErrorKind::WorkerCrashed,
+                message: format!(
+                    "plugin '{name}': its worker ended during the call ({}){}",
+                    exit.description,
+                    dump_note(exit.dump.as_deref())
+                ),
+                dump: exit.dump.clone(),
+            }),
+        }
+    }
+
+    /// A call its caller abandoned (timeout, cancellation) is interrupted
+    /// in the worker where Python allows; one still running after the
+    /// grace means a stuck worker, which is killed. Until the call ends
+    /// either way, its worker stays out of the pool.
+    fn watch_abandoned(&self, worker: Arc<Worker>, abandoned: Abandoned, timeout: Duration) {
+        let grace = Duration::from_secs_f64(self.config.kill_grace_s);
+        let why = if abandoned.cancelled {
+            "it was cancelled".to_string()
+        } else {
+            format!("its {} s timeout", timeout.as_secs_f64())
+        };
+        tokio::spawn(async move {
+            if !worker.settled(abandoned.id, grace).await {
+                worker.kill(&format!(
+                    "a call was still running {} s after {why}",
+                    grace.as_secs_f64()
+                ));
+            }
+        });
+    }
+
+    /// A worker of the plugin's pool for one call: an idle one, one it
+    /// starts (on first need, or replacing a crashed one, with backoff), or
+    /// one freed by another call while this one waits in the queue.
+    async fn lease(
+        &self,
+        plugin: &Arc<Plugin>,
+        deadline: Instant,
+        timeout: Duration,
+        patient: bool,
+        hooks: &Hooks,
+    ) -> Result<Lease, CallError> {
+        loop {
+            let pool = plugin.pool();
+            let handoff = match pool.checkout(patient) {
+                Checkout::Ready(lease) => return Ok(lease),
+                Checkout::Start(ticket) => Handoff::Start(ticket),
+                Checkout::Busy => return Err(busy_error(&plugin.key, &pool)),
+                // Enable, reload or disable replaced the pool meanwhile.
+                Checkout::Retired => Handoff::Retired,
+                Checkout::Wait(turn) => tokio::select! {
+                    handoff = turn => handoff.unwrap_or(Handoff::Retired),
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        return Err(CallError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "plugin '{}' did not answer within {} s (timeout): its {} worker(s) stayed busy while the call waited in the queue",
+                                plugin.key,
+                                timeout.as_secs_f64(),
+                                pool.size()
+                            ),
+                        ));
+                    }
+                    () = hooks.cancelled() => {
+                        return Err(CallError::new(
+                            ErrorKind::Cancelled,
+                            format!("plugin '{}': the call was cancelled by its caller", plugin.key),
+                        ));
+                    }
+                },
+            };
+            match handoff {
+                Handoff::Worker(lease) => return Ok(lease),
+                Handoff::Start(ticket) => return self.restart(plugin, deadline, ticket).await,
+                Handoff::Retired => {
+                    // The plugin's state says whether a new pool serves.
+                    callable(plugin)?;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    /// Starts a worker in the room `ticket` holds, after the backoff its
+    /// recent crashes call for.
+    async fn restart(
+        &self,
+        plugin: &Arc<Plugin>,
+        deadline: Instant,
+        ticket: Ticket,
+    ) -> Result<Lease, CallError> {
+        callable(plugin)?;
+        let window = Duration::from_secs_f64(self.config.crash_window_s);
+        let backoff = plugin.restart_backoff(window);
+        if !backoff.is_zero() {
+            if Instant::now() + backoff >= deadline {
+                return Err(CallError::new(
+                    ErrorKind::WorkerCrashed,
+                    format!(
+                        "plugin '{}': its worker crashed and restarts in {} ms, after this call's deadline",
+                        plugin.key,
+                        backoff.as_millis()
+                    ),
+                ));
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        match self.activate(plugin, false).await {
+            Ok(w) => Ok(ticket.fill(w)),
+            Err(f) => Err(CallError {
+                kind: ErrorKind::PluginFailed,
+                message: format!(
+                    "plugin '{}' could not start: {}{}",
+                    plugin.key,
+                    f.reason,
+                    dump_note(f.dump.as_deref())
+                ),
+                dump: f.dump,
+            }),
+        }
+    }
+
+    /// Turns a worker's error answer to `run` into the call's error,
+    /// writing a dump for unexpected exceptions.
+    fn run_error(&self, plugin: &Plugin, e: WireError, args: &Value, output: Output) -> CallError {
+        let name = &plugin.key;
+        match e.kind {
+            ErrorKind::Exception => {
+                let hash = plugin.status().file_hash.clone();
+                let dump = self.write_dump(name, &hash, Phase::Run, Some(args), &e, Some(output));
+                CallError {
+                    kind: ErrorKind::Exception,
+                    message: format!(
+                        "plugin '{name}' raised {}{}",
+                        exception_text(&e),
+                        dump_note(dump.as_deref())
+                    ),
+                    dump,
+                }
+            }
+            ErrorKind::Validation => CallError::new(
+                e.kind,
+                format!(
+                    "plugin '{name}': invalid arguments: {}",
+                    crate::redact::redact(&e.message)
+                ),
+            ),
+            kind => CallError::new(
+                kind,
+                format!("plugin '{name}': {}", crate::redact::redact(&e.message)),
+            ),
+        }
+    }
+}
+
+/// Refuses a call to a plugin that is not enabled (any more).
+fn callable(plugin: &Plugin) -> Result<(), CallError> {
+    let s = plugin.status();
+    match s.state {
+        State::Enabled => Ok(()),
+        State::Failed => Err(failed_error(&plugin.key, &s)),
+        State::Disabled => Err(not_enabled(&plugin.key)),
+    }
+}
+
+fn not_enabled(name: &str) -> CallError {
+    CallError::new(
+        ErrorKind::NotEnabled,
+        format!("plugin '{name}' is disabled; enable it with `greffon plugin enable {name}`"),
+    )
+}
+
+/// The answer when every worker is busy and the queue is full.
+fn busy_error(name: &str, pool: &Pool) -> CallError {
+    let stats = pool.stats();
+    CallError::new(
+        ErrorKind::Busy,
+        format!(
+            "plugin '{name}' is busy: its {} worker(s) are serving calls and {} more wait (queue = {}); try again later, or raise [plugins.{name}] workers or queue",
+            stats.size, stats.queued, stats.queue_limit
+        ),
+    )
+}
+
+/// The answer to a call on a failed plugin: why, and where the dump is.
+pub(crate) fn failed_error(name: &str, status: &Status) -> CallError {
+    let failure = status.failure.as_ref();
+    let reason = failure.map_or("unknown", |f| f.reason.as_str());
+    let dump = failure.and_then(|f| f.dump.clone());
+    let at = dump_note(dump.as_deref());
+    CallError {
+        kind: ErrorKind::PluginFailed,
+        message: format!("plugin '{name}' is failed: {reason}{at}"),
+        dump,
+    }
+}
+
+/// Bytes of `value` as JSON, counted without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+pub(crate) fn log_output(plugin: &str, output: Option<&Output>) {
+    if let Some(o) = output.filter(|o| !o.is_empty()) {
+        tracing::info!(
+            target: "plugin",
+            plugin,
+            stdout = %o.stdout,
+            stderr = %o.stderr,
+            dropped = o.dropped,
+            "call output"
+        );
+    }
+}

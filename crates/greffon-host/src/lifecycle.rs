@@ -1,0 +1,675 @@
+//! A plugin's lifecycle: enable (grant and start its pool), disable, hot
+//! reload with rollback, the file watcher's changes, start-up and
+//! shutdown, and starting one worker (load, sandbox matching the meta,
+//! `start()`).
+
+use crate::calls::log_output;
+use crate::discovery::Loaded;
+use crate::dump::Phase;
+use crate::error::HostError;
+use crate::host::{Announce, Host, Inner, announce, exception_text};
+use crate::jail::Access;
+use crate::registry::{
+    Failure, Granted, Plugin, PluginInfo, State, failed_status, settled_status, ungranted,
+};
+use crate::supervision::OnCrash;
+use futures_util::future::join_all;
+use greffon_core::PluginMeta;
+use greffon_protocol::method;
+use greffon_protocol::{ErrorKind, ResponseBody, WireError};
+use greffon_worker::{Checkout, Pool, Reply, Ticket, Worker};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A worker whose plugin was loaded and started.
+struct Started {
+    worker: Arc<Worker>,
+    meta: Arc<PluginMeta>,
+    file_hash: String,
+}
+
+impl Host {
+    /// Grants the plugin its declared permissions, starts it (`start()`)
+    /// and remembers it as enabled. A failed plugin is loaded again first,
+    /// so enabling is also how an operator retries after a fix.
+    pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        let _one_change = plugin.changing.lock().await;
+        let _announce = Announce(&self.inner.changes);
+        {
+            let s = plugin.status();
+            if s.duplicate {
+                let reason = s
+                    .failure
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default();
+                return Err(HostError::Failed {
+                    name: plugin.key.clone(),
+                    reason,
+                    dump: None,
+                });
+            }
+        }
+        // Running workers may predate a change on disk: start afresh. Calls
+        // arriving meanwhile wait in the new pool's queue.
+        let pool = self.inner.new_pool(&plugin.key);
+        let old = plugin.replace_pool(pool.clone());
+        self.inner.stop_pool(&plugin, &old).await;
+        let started = self.inner.fill_pool(&plugin, &pool, true, false).await;
+        match started {
+            Ok(()) => {
+                let granted = {
+                    let mut s = plugin.status();
+                    let grant = s.meta.as_deref().map(Granted::declared).unwrap_or_default();
+                    s.state = State::Enabled;
+                    s.failure = None;
+                    s.crashes.clear();
+                    s.granted = Some(grant.clone());
+                    grant
+                };
+                self.inner
+                    .store
+                    .set_enabled(&plugin.key, &granted)
+                    .await
+                    .map_err(|source| self.inner.db_error(source))?;
+                let names: Vec<&str> = granted.permissions.iter().map(|p| p.as_str()).collect();
+                let reach = plugin
+                    .status()
+                    .meta
+                    .as_deref()
+                    .map(|m| self.inner.access_info(m))
+                    .unwrap_or_default();
+                tracing::info!(
+                    target: "audit",
+                    event = "enable",
+                    plugin = %plugin.key,
+                    permissions = ?names,
+                    secrets = ?granted.secrets,
+                    network = ?reach.network,
+                    reads = ?reach.read,
+                    writes = ?reach.write,
+                );
+                self.plugin(&plugin.key)
+            }
+            Err(failure) => {
+                tracing::info!(target: "audit", event = "enable_failed", plugin = %plugin.key, reason = %failure.reason);
+                Err(HostError::Failed {
+                    name: plugin.key.clone(),
+                    reason: failure.reason,
+                    dump: failure.dump,
+                })
+            }
+        }
+    }
+
+    /// Brings one folder of `plugins/` in line with the disk, for a file
+    /// watcher: a new folder is discovered (as `disabled`); a changed
+    /// enabled plugin is hot-reloaded (with rollback); a changed plugin
+    /// that is not enabled is read again; a deleted folder's plugin is
+    /// stopped and removed. Returns what was done, for the logs.
+    pub async fn sync_folder(&self, folder: &str) -> Result<String, HostError> {
+        let inner = &self.inner;
+        let _announce = Announce(&inner.changes);
+        let dir = inner.home.plugins_dir().join(folder);
+        let present =
+            !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file();
+        let existing = {
+            let plugins = inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+            plugins.values().find(|p| p.folder == folder).cloned()
+        };
+        match (existing, present) {
+            (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
+            (Some(plugin), false) => self.remove(&plugin).await,
+            (Some(plugin), true) if plugin.status().state == State::Enabled => self
+                .reload(&plugin.key)
+                .await
+                .map(|_| format!("{}: reloaded", plugin.key)),
+            (existing, true) => {
+                // Held while the entry is read again and replaced, so an
+                // enable cannot start a worker on the entry being dropped.
+                let change = match &existing {
+                    Some(p) => Some(p.changing.lock().await),
+                    None => None,
+                };
+                if existing
+                    .as_ref()
+                    .is_some_and(|p| p.status().state == State::Enabled)
+                {
+                    // Enabled meanwhile: the change is a reload after all.
+                    drop(change);
+                    let key = existing.map(|p| p.key.clone()).unwrap_or_default();
+                    return self.reload(&key).await.map(|_| format!("{key}: reloaded"));
+                }
+                Ok(self.reread(folder, existing.as_deref()).await)
+            }
+        }
+    }
+
+    /// A deleted folder's plugin: stopped and removed from the registry.
+    async fn remove(&self, plugin: &Arc<Plugin>) -> Result<String, HostError> {
+        let inner = &self.inner;
+        let _one_change = plugin.changing.lock().await;
+        plugin.status().state = State::Disabled;
+        inner.stop_pool(plugin, &plugin.pool()).await;
+        inner
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&plugin.key);
+        inner
+            .store
+            .set_disabled(&plugin.key)
+            .await
+            .map_err(|source| inner.db_error(source))?;
+        tracing::info!(target: "audit", event = "removed", plugin = %plugin.key, folder = %plugin.folder);
+        Ok(format!(
+            "{}: folder deleted; stopped and removed",
+            plugin.key
+        ))
+    }
+
+    /// A new or changed folder whose plugin is not enabled: read again (in
+    /// a worker with no permission) and its entry replaced.
+    async fn reread(&self, folder: &str, existing: Option<&Plugin>) -> String {
+        let inner = &self.inner;
+        let dir = inner.home.plugins_dir().join(folder);
+        let loaded = inner
+            .load(folder, &dir, &Access::none(), Phase::Import, None)
+            .await;
+        let (key, status) = match loaded {
+            Ok(l) => {
+                l.worker.shutdown(Duration::from_secs(1)).await;
+                let key = l.meta.name.clone();
+                let taken = inner
+                    .plugins
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .is_some_and(|p| p.folder != folder);
+                // A failed plugin that was enabled keeps its grant: fixing
+                // the file brings it back.
+                let granted = existing
+                    .filter(|e| e.key == key)
+                    .and_then(|e| e.status().granted.clone());
+                let mut status = settled_status(l.meta, l.file_hash, granted);
+                if taken {
+                    status.state = State::Failed;
+                    status.failure = Some(Failure {
+                        reason: format!(
+                            "plugin name '{key}' is already declared by another folder; rename one"
+                        ),
+                        dump: None,
+                    });
+                    status.duplicate = true;
+                    (folder.to_string(), status)
+                } else {
+                    (key, status)
+                }
+            }
+            Err(e) => {
+                let hash = crate::dump::file_hash(&dir.join("plugin.py"));
+                let key = e.name.clone().unwrap_or_else(|| folder.to_string());
+                (key, failed_status(e.reason(), e.dump, hash))
+            }
+        };
+        let state = status.state;
+        let pool = inner.new_pool(&key);
+        let entry = Plugin::new(key.clone(), folder.to_string(), dir, status, pool);
+        let mut plugins = inner.plugins.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = existing {
+            plugins.remove(&old.key);
+        }
+        plugins.insert(key.clone(), Arc::new(entry));
+        tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
+        format!("{key}: read again, now {}", state.as_str())
+    }
+
+    /// Starts the worker of every enabled plugin now (running `start()`),
+    /// rather than at its first call: what a long-running server does at
+    /// start. A plugin that fails to start becomes `failed`, as at enable.
+    pub async fn start_enabled(&self) {
+        let enabled: Vec<Arc<Plugin>> = {
+            let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
+            plugins
+                .values()
+                .filter(|p| p.status().state == State::Enabled)
+                .cloned()
+                .collect()
+        };
+        for plugin in enabled {
+            let pool = plugin.pool();
+            if let Err(f) = self.inner.fill_pool(&plugin, &pool, false, false).await {
+                tracing::warn!(target: "server", plugin = %plugin.key, "could not start: {}", f.reason);
+            }
+        }
+    }
+
+    /// Hot reload (SPEC §8): loads and starts `plugin.py` as it is now in a
+    /// new worker beside the running one; only if that succeeds do new
+    /// calls go to it, while calls in flight finish on the old worker,
+    /// which is then stopped. On any failure the running version keeps
+    /// serving, a crash dump is written (phase `reload`) and the error is
+    /// returned; the plugin stays enabled. A new version that declares
+    /// permissions that were not granted is not swapped in.
+    pub async fn reload(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        let _one_change = plugin.changing.lock().await;
+        if plugin.status().state != State::Enabled {
+            return Err(HostError::NotEnabled(format!(
+                "plugin '{}' is not enabled, so there is nothing to reload; `greffon plugin enable {}` loads it as it is on disk",
+                plugin.key, plugin.key
+            )));
+        }
+        let inner = &self.inner;
+        let pool = inner.new_pool(&plugin.key);
+        match inner.fill_pool(&plugin, &pool, false, true).await {
+            Ok(()) => {}
+            Err(f) => {
+                let dump = f.dump.clone().or_else(|| {
+                    let hash = crate::dump::file_hash(&plugin.dir.join("plugin.py"));
+                    inner.write_dump(
+                        &plugin.key,
+                        &hash,
+                        Phase::Reload,
+                        None,
+                        &WireError::new(ErrorKind::PluginFailed, f.reason.clone()),
+                        None,
+                    )
+                });
+                tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "rolled_back", reason = %f.reason);
+                return Err(HostError::Reload {
+                    name: plugin.key.clone(),
+                    reason: f.reason,
+                    dump,
+                });
+            }
+        };
+        let old_timeout_s = {
+            let s = plugin.status();
+            inner
+                .config
+                .timeout_for(&plugin.key, s.meta.as_ref().and_then(|m| m.timeout_s))
+        };
+        // `fill_pool` recorded the new meta; new calls now reach the new
+        // workers, while the old ones finish what they have (bounded by
+        // the calls' timeout) and are then stopped.
+        let old = plugin.replace_pool(pool);
+        tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "swapped");
+        announce(&inner.changes);
+        old.retire();
+        let limit = Duration::from_secs_f64(old_timeout_s + inner.config.kill_grace_s);
+        let (workers, drained) = old.drain(limit).await;
+        if !drained {
+            tracing::warn!(target: "server", plugin = %plugin.key, "a replaced worker still had a call running after its timeout; stopping it");
+        }
+        join_all(workers.iter().map(|w| inner.stop_worker(&plugin, w))).await;
+        self.plugin(&plugin.key)
+    }
+
+    /// Stops the plugin (`stop()`) and remembers it as disabled.
+    pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
+        let plugin = self.lookup(name)?;
+        let _one_change = plugin.changing.lock().await;
+        let _announce = Announce(&self.inner.changes);
+        // Refused from now on: a call waiting in the queue is answered
+        // "disabled" rather than starting a worker.
+        {
+            let mut s = plugin.status();
+            if s.state == State::Enabled {
+                s.state = State::Disabled;
+            }
+        }
+        let pool = self.inner.new_pool(&plugin.key);
+        let old = plugin.replace_pool(pool);
+        self.inner.stop_pool(&plugin, &old).await;
+        {
+            let mut s = plugin.status();
+            s.granted = None;
+            // Disabling fixes neither a broken file nor a shared name.
+            if s.meta.is_some() && !s.duplicate {
+                s.state = State::Disabled;
+                s.failure = None;
+            }
+        }
+        self.inner
+            .store
+            .set_disabled(&plugin.key)
+            .await
+            .map_err(|source| self.inner.db_error(source))?;
+        tracing::info!(target: "audit", event = "disable", plugin = %plugin.key);
+        self.plugin(&plugin.key)
+    }
+
+    /// Stops every running worker (`stop()`, bounded by `stop_timeout_s`).
+    pub async fn shutdown(&self) {
+        let plugins = self.inner.all_plugins();
+        let mut tasks = tokio::task::JoinSet::new();
+        for plugin in plugins {
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                inner.stop_pool(&plugin, &plugin.pool()).await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.inner.store.close().await;
+    }
+}
+
+impl Inner {
+    /// A pool of the configured size for `key`, within `max_workers` given
+    /// the pools of the other enabled plugins.
+    pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
+        let wanted = self.config.workers_for(key).max(1);
+        let others: usize = self
+            .all_plugins()
+            .iter()
+            .filter(|p| p.key != key && p.status().state == State::Enabled)
+            .map(|p| p.pool().size())
+            .sum();
+        let room = self.config.max_workers.saturating_sub(others).max(1);
+        if wanted > room {
+            tracing::warn!(target: "server", plugin = key, "{wanted} workers configured but max_workers = {} leaves room for {room}", self.config.max_workers);
+        }
+        Pool::new(wanted.min(room), self.config.queue_for(key))
+    }
+
+    /// Starts every worker `pool` has room for, at once, each loading the
+    /// plugin and running `start()`; the room is held meanwhile, so calls
+    /// wait in its queue. On success the plugin's meta is the one loaded;
+    /// on failure the started workers are stopped and, unless `reloading`
+    /// (where the running version keeps serving), the plugin is `failed`.
+    async fn fill_pool(
+        &self,
+        plugin: &Arc<Plugin>,
+        pool: &Arc<Pool>,
+        granting: bool,
+        reloading: bool,
+    ) -> Result<(), Failure> {
+        let tickets: Vec<Ticket> = (0..pool.size())
+            .map_while(|_| match pool.checkout(false) {
+                Checkout::Start(ticket) => Some(ticket),
+                _ => None,
+            })
+            .collect();
+        let starts = tickets.into_iter().map(|ticket| async move {
+            (ticket, self.start_worker(plugin, granting, reloading).await)
+        });
+        let mut leases = Vec::new();
+        let mut failure = None;
+        let mut loaded = None;
+        for (ticket, started) in join_all(starts).await {
+            match started {
+                Ok(s) => {
+                    loaded.get_or_insert((s.meta, s.file_hash));
+                    leases.push(ticket.fill(s.worker));
+                }
+                Err(f) => {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        match failure {
+            None => {
+                // No room left (calls already started the workers) is
+                // not a failure: the pool is full.
+                if let Some((meta, file_hash)) = loaded {
+                    let mut s = plugin.status();
+                    s.meta = Some(meta);
+                    s.file_hash = file_hash;
+                }
+                Ok(())
+            }
+            Some(failure) => {
+                if !reloading {
+                    let mut s = plugin.status();
+                    s.state = State::Failed;
+                    s.failure = Some(failure.clone());
+                }
+                pool.retire();
+                let workers: Vec<Arc<Worker>> = leases.iter().map(|l| l.worker().clone()).collect();
+                join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
+                drop(leases);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Takes `pool` out of service and stops every worker in it (`stop()`
+    /// on each, at once), whether or not it is serving a call.
+    async fn stop_pool(&self, plugin: &Plugin, pool: &Pool) {
+        let workers = pool.take_all();
+        join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
+    }
+
+    /// Loads the plugin in a new worker and runs `start()`. On failure the
+    /// plugin becomes `failed` with the reason and dump. `granting` is set
+    /// by enable: the declared permissions are about to be granted, so a
+    /// change of permissions on disk is accepted.
+    pub(crate) async fn activate(
+        self: &Inner,
+        plugin: &Arc<Plugin>,
+        granting: bool,
+    ) -> Result<Arc<Worker>, Failure> {
+        match self.start_worker(plugin, granting, false).await {
+            Ok(started) => {
+                let mut s = plugin.status();
+                s.meta = Some(started.meta);
+                s.file_hash = started.file_hash;
+                Ok(started.worker)
+            }
+            Err(failure) => {
+                let mut s = plugin.status();
+                s.state = State::Failed;
+                s.failure = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    /// Loads the plugin as it is on disk in a new worker and runs
+    /// `start()`, leaving the registry entry as it is: the caller installs
+    /// the worker, or reports the failure. `reloading` dumps failures
+    /// under the `reload` phase.
+    async fn start_worker(
+        self: &Inner,
+        plugin: &Arc<Plugin>,
+        granting: bool,
+        reloading: bool,
+    ) -> Result<Started, Failure> {
+        let (import_phase, start_phase) = if reloading {
+            (Phase::Reload, Phase::Reload)
+        } else {
+            (Phase::Import, Phase::Start)
+        };
+        let loaded = self.load_matching(plugin, granting, import_phase).await?;
+        self.run_start(plugin, loaded, start_phase).await
+    }
+
+    /// What a worker of `plugin` does when it crashes: the live views are
+    /// told, and the registry counts the crash (which may fail the plugin).
+    fn crash_counter(&self, plugin: &Arc<Plugin>) -> OnCrash {
+        let weak = Arc::downgrade(plugin);
+        let (max, window) = (
+            self.config.max_crashes,
+            Duration::from_secs_f64(self.config.crash_window_s),
+        );
+        let (changes, incidents) = (self.changes.clone(), self.incidents.clone());
+        Box::new(move |exit| {
+            announce(&incidents);
+            if let Some(p) = weak.upgrade()
+                && p.record_crash(exit, max, window)
+            {
+                announce(&changes);
+            }
+        })
+    }
+
+    /// Loads `plugin.py` in a new worker whose sandbox matches what the
+    /// file declares now: the sandbox comes from the meta seen at
+    /// discovery, and if the file now declares other paths, limits or
+    /// permissions, it is loaded once more in a sandbox that matches.
+    /// Enable grants what the file declares; a restart keeps to what was
+    /// granted, and refuses a file that asks for more.
+    async fn load_matching(
+        &self,
+        plugin: &Arc<Plugin>,
+        granting: bool,
+        phase: Phase,
+    ) -> Result<Loaded, Failure> {
+        let granted = plugin.status().granted.clone();
+        let grant_for = |meta: &PluginMeta| -> Granted {
+            match (&granted, granting) {
+                (Some(g), false) => g.clone(),
+                _ => Granted::declared(meta),
+            }
+        };
+        let known = plugin.status().meta.clone();
+        let mut access = known.as_ref().map_or_else(Access::none, |m| {
+            Access::for_plugin(m, &grant_for(m), &self.config)
+        });
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let crash_counter = Some(self.crash_counter(plugin));
+            let loaded = match self
+                .load(&plugin.folder, &plugin.dir, &access, phase, crash_counter)
+                .await
+            {
+                Ok(l) => l,
+                // The sandbox of the meta seen at discovery cannot be built
+                // (a path it declared): read the file as it is now, in a
+                // worker with no permission, before giving up.
+                Err(e) if e.sandbox && access != Access::none() && attempts == 1 => {
+                    access = Access::none();
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Failure {
+                        reason: e.reason(),
+                        dump: e.dump,
+                    });
+                }
+            };
+            let meta = &loaded.meta;
+            let problem = if meta.name != plugin.key {
+                Some(format!(
+                    "plugin.py now declares the name '{}' instead of '{}'; restart greffon to rediscover it",
+                    meta.name, plugin.key
+                ))
+            } else if granting {
+                None
+            } else {
+                let granted = granted.clone().unwrap_or_default();
+                ungranted(meta, &granted).map(|(extra, reason)| {
+                    tracing::info!(target: "audit", event = "permission_escalation_refused", plugin = %plugin.key, requested = ?extra);
+                    reason
+                })
+            };
+            if let Some(reason) = problem {
+                loaded.worker.shutdown(Duration::from_secs(1)).await;
+                return Err(Failure { reason, dump: None });
+            }
+            let wanted = Access::for_plugin(meta, &grant_for(meta), &self.config);
+            if wanted == access {
+                return Ok(loaded);
+            }
+            loaded.worker.shutdown(Duration::from_secs(1)).await;
+            if attempts >= 3 {
+                return Err(Failure {
+                    reason: "plugin.py kept changing while it was loaded; try again".into(),
+                    dump: None,
+                });
+            }
+            access = wanted;
+        }
+    }
+
+    /// Runs `start()` in a loaded worker (bounded by the plugin's timeout);
+    /// a worker whose `start()` fails is ended, with a dump.
+    async fn run_start(
+        &self,
+        plugin: &Plugin,
+        loaded: Loaded,
+        phase: Phase,
+    ) -> Result<Started, Failure> {
+        let Loaded {
+            worker,
+            meta,
+            file_hash,
+        } = loaded;
+        let meta = Arc::new(meta);
+        let timeout = Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s));
+        let outcome = worker
+            .request(method::START, &Value::Null, None, timeout)
+            .await;
+        let failure = match outcome {
+            Ok(Reply::Response {
+                body: ResponseBody::Ok(_),
+                output,
+            }) => {
+                log_output(&plugin.key, output.as_ref());
+                return Ok(Started {
+                    worker,
+                    meta,
+                    file_hash,
+                });
+            }
+            Ok(Reply::Response {
+                body: ResponseBody::Err(e),
+                output,
+            }) => {
+                let dump = self.write_dump(&plugin.key, &file_hash, phase, None, &e, output);
+                Failure {
+                    reason: format!("start() raised {}", exception_text(&e)),
+                    dump,
+                }
+            }
+            Ok(Reply::Gone(exit)) => Failure {
+                reason: format!("its worker ended during start() ({})", exit.description),
+                dump: exit.dump.clone(),
+            },
+            Ok(Reply::NotDelivered) => Failure {
+                reason: "its worker ended before start() could be called".into(),
+                dump: worker.wait_exit().await.dump.clone(),
+            },
+            Err(_) => {
+                let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
+                let exit = worker.kill_and_wait(&reason).await;
+                Failure {
+                    reason,
+                    dump: exit.dump.clone(),
+                }
+            }
+        };
+        worker.shutdown(Duration::from_secs(1)).await;
+        Err(failure)
+    }
+
+    /// Calls `stop()` (bounded), then ends the worker.
+    async fn stop_worker(&self, plugin: &Plugin, worker: &Worker) {
+        if worker.is_alive() {
+            let timeout = Duration::from_secs_f64(self.config.stop_timeout_s);
+            match worker
+                .request(method::STOP, &Value::Null, None, timeout)
+                .await
+            {
+                Ok(Reply::Response {
+                    body: ResponseBody::Err(e),
+                    output,
+                }) => {
+                    let hash = plugin.status().file_hash.clone();
+                    let dump = self.write_dump(&plugin.key, &hash, Phase::Stop, None, &e, output);
+                    tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {}", exception_text(&e));
+                }
+                Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
+                Ok(Reply::Gone(_) | Reply::NotDelivered) => {}
+                Err(_) => {
+                    tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
+                }
+            }
+        }
+        worker.shutdown(Duration::from_secs(1)).await;
+    }
+}
