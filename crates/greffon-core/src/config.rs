@@ -41,6 +41,9 @@ pub struct Config {
     /// Workers all plugins together may run: a pool that would pass it
     /// starts fewer (never fewer than one).
     pub max_workers: usize,
+    /// Fork workers from a template process that has imported the SDK
+    /// (fast start, shared memory); false starts each with exec.
+    pub worker_template: bool,
     /// Wave 1's per-worker thread limit, replaced by `workers` and
     /// `queue`: accepted so that older files still load, then ignored
     /// with a warning.
@@ -280,6 +283,7 @@ impl Default for Config {
             workers: 1,
             queue: 64,
             max_workers: 32,
+            worker_template: true,
             max_concurrent_calls: None,
             audit_args: false,
             sandbox: SandboxMode::Enforce,

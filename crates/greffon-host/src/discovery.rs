@@ -71,7 +71,7 @@ impl Inner {
             max_frame: self.config.max_result_bytes
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
-            template: true,
+            template: self.config.worker_template,
         }
     }
 

@@ -140,6 +140,33 @@ async fn a_pool_of_two_runs_calls_two_at_a_time() {
             .count();
         assert_eq!(same, 1, "worker {pid} served two calls at once: {spans:?}");
     }
+    // A crash replaces that worker only: once the host has seen it go, the
+    // other keeps serving, and two calls at once need a new second one.
+    let before = host.worker_pids("pool");
+    // SAFETY: plain syscall on a worker this test's host started.
+    unsafe {
+        libc::kill(before[0], libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host.worker_pids("pool").contains(&before[0]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crash was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let nap = || host.call("pool", json!({"op": "nap", "s": 0.2}));
+    let (a, b) = tokio::join!(nap(), nap());
+    let served: std::collections::BTreeSet<i64> = [a, b]
+        .into_iter()
+        .map(|r| r.expect("served")["pid"].as_i64().expect("pid"))
+        .collect();
+    assert_eq!(served.len(), 2, "two workers served: {served:?}");
+    assert!(
+        served.contains(&i64::from(before[1])),
+        "the other worker kept serving: {before:?} → {served:?}"
+    );
+    assert!(!served.contains(&i64::from(before[0])));
     host.shutdown().await;
 }
 

@@ -597,8 +597,9 @@ fn fds_of(pid: i32) -> Vec<i32> {
 /// exec holds: its five descriptors (none of the template's control
 /// socket, none of a sibling's channels), no capability, its own grant
 /// only — a sibling's data folder stays closed to it. The template keeps
-/// nothing of the workers it forked. With `sandbox = "off"` workers are
-/// started with exec.
+/// nothing of the workers it forked; killed, it takes its workers along
+/// and is started again at the next call. With `sandbox = "off"` workers
+/// are started with exec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_worker_holds_no_grant_of_the_template_nor_of_a_sibling() {
     let lab = lab(&[("sibling", FS, json!({})), ("reader", FS, json!({}))], "").await;
@@ -635,6 +636,27 @@ async fn a_forked_worker_holds_no_grant_of_the_template_nor_of_a_sibling() {
         json!({"path": lab.p("data/sibling/secret.txt")}),
     )
     .await;
+    // A dead template takes its workers with it (their parent-death
+    // signal); the next call starts a new template and a new worker.
+    // SAFETY: plain syscall on the template this test's host started.
+    unsafe {
+        libc::kill(template, libc::SIGKILL);
+    }
+    assert!(
+        gone_within(i64::from(reader), Duration::from_secs(10)).await,
+        "the worker outlived its template"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lab.host.worker_pids("reader").contains(&reader) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never saw its worker go"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lab.serves("reader").await;
+    let again = lab.host.worker_pid("reader").await.expect("a new worker");
+    assert_ne!(parent_of(again).0, template, "a new template");
     lab.host.shutdown().await;
 
     let off = self::lab(&[("plain", NONE, json!({}))], "sandbox = \"off\"\n").await;

@@ -32,9 +32,10 @@ async fn reloads_under_load_fail_no_call_and_roll_back_bad_versions() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
     write(root, &version(1));
-    let host = Host::open_with(root, Config::default())
-        .await
-        .expect("host opens");
+    // A pool of two: a reload swaps both workers at once.
+    let config =
+        Config::parse("[plugins.live]\nworkers = 2\n", Path::new("greffon.toml")).expect("config");
+    let host = Host::open_with(root, config).await.expect("host opens");
     host.enable("live").await.expect("enable");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -65,7 +66,9 @@ async fn reloads_under_load_fail_no_call_and_roll_back_bad_versions() {
         // From the moment reload returns, calls reach the new version.
         let now: Value = host.call("live", json!({})).await.expect("call");
         assert_eq!(now["version"], json!(v), "after reload {i}");
-        pids.push(host.worker_pid("live").await.expect("running"));
+        let pool = host.worker_pids("live");
+        assert_eq!(pool.len(), 2, "after reload {i}: {pool:?}");
+        pids.extend(pool);
     }
 
     // A broken version: the running one keeps serving, with a dump.
@@ -121,8 +124,8 @@ async fn reloads_under_load_fail_no_call_and_roll_back_bad_versions() {
     );
 
     // Every replaced worker was stopped.
-    let current = host.worker_pid("live").await.expect("running");
-    for pid in pids.into_iter().filter(|&p| p != current) {
+    let current = host.worker_pids("live");
+    for pid in pids.into_iter().filter(|p| !current.contains(p)) {
         assert!(!alive(i64::from(pid)), "replaced worker {pid} still runs");
     }
     host.shutdown().await;
