@@ -18,27 +18,15 @@
 //! `GREFFON_BENCH_CALLS` sets the number of timed calls (default 20000);
 //! `GREFFON_BENCH_SANDBOX=off` runs the workers without the sandbox.
 
+mod support;
+
 use greffon_core::Config;
 use greffon_host::Host;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const FLOOR_WORKER: &str = r#"
-import json, socket
-sock = socket.socket(fileno=3)
-r = sock.makefile("rb")
-while True:
-    line = r.readline()
-    if not line:
-        break
-    msg = json.loads(line)
-    sock.sendall((json.dumps({"id": msg["id"], "result": msg["params"]["args"]}) + "\n").encode())
-"#;
 
 const TRIVIAL: &str = "class P:\n    meta = {'name': 'trivial', 'inputs': {'schema': {'n': 'integer'}}}\n    def run(self, n):\n        return n\nplugin = P()\n";
 const PYDANTIC: &str = "from pydantic import BaseModel\nclass A(BaseModel):\n    n: int\nclass P:\n    meta = {'name': 'pyd', 'inputs': {'schema': A}}\n    def run(self, n):\n        return n\nplugin = P()\n";
@@ -77,24 +65,7 @@ struct Floor {
 
 impl Floor {
     fn start(python: &Path) -> Floor {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(python);
-        cmd.args(["-I", "-B", "-c", FLOOR_WORKER])
-            .stdin(Stdio::null());
-        // SAFETY: dup2/fcntl only, between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0);
-                } else {
-                    libc::dup2(fd, 3);
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("python starts");
-        drop(theirs);
+        let (child, ours) = support::start_floor(python);
         Floor {
             child,
             reader: BufReader::new(ours.try_clone().expect("clone")),

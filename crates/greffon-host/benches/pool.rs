@@ -25,50 +25,18 @@ use greffon_core::Config;
 use greffon_host::Host;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{env_usize, percentile};
-
-const FLOOR_WORKER: &str = r#"
-import json, socket
-sock = socket.socket(fileno=3)
-r = sock.makefile("rb")
-while True:
-    line = r.readline()
-    if not line:
-        break
-    msg = json.loads(line)
-    sock.sendall((json.dumps({"id": msg["id"], "result": msg["params"]["args"]}) + "\n").encode())
-"#;
 
 const TRIVIAL: &str = "class P:\n    meta = {'name': 'trivial', 'inputs': {'schema': {'n': 'integer'}}}\n    def run(self, n):\n        return n\nplugin = P()\n";
 
 /// Pipelined round trips to one bare Python process: batches of `window`
 /// requests, then their answers. Answers the count done.
 fn floor_process(python: &Path, calls: usize, window: usize) -> usize {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let fd = theirs.as_raw_fd();
-    let mut cmd = Command::new(python);
-    cmd.args(["-I", "-B", "-c", FLOOR_WORKER])
-        .stdin(Stdio::null());
-    // SAFETY: dup2/fcntl only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else {
-                libc::dup2(fd, 3);
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("python starts");
-    drop(theirs);
+    let (mut child, ours) = support::start_floor(python);
     let mut reader = BufReader::new(ours.try_clone().expect("clone"));
     let mut writer = ours;
     let mut line = String::new();

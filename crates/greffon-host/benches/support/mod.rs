@@ -56,3 +56,44 @@ pub async fn embedded_latencies(root: &std::path::Path, calls: usize) -> Vec<f64
     host.shutdown().await;
     v
 }
+
+/// The floor's Python: answers JSON lines on fd 3, echoing the arguments.
+const FLOOR_WORKER: &str = r#"
+import json, socket
+sock = socket.socket(fileno=3)
+r = sock.makefile("rb")
+while True:
+    line = r.readline()
+    if not line:
+        break
+    msg = json.loads(line)
+    sock.sendall((json.dumps({"id": msg["id"], "result": msg["params"]["args"]}) + "\n").encode())
+"#;
+
+/// Starts the floor: a bare Python process (no sandbox, no SDK) answering
+/// JSON lines on a socketpair; the process and the host's end.
+pub fn start_floor(
+    python: &std::path::Path,
+) -> (std::process::Child, std::os::unix::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-I", "-B", "-c", FLOOR_WORKER])
+        .stdin(std::process::Stdio::null());
+    // SAFETY: dup2/fcntl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else {
+                libc::dup2(fd, 3);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("python starts");
+    drop(theirs);
+    (child, ours)
+}
