@@ -120,10 +120,13 @@ impl Inner {
         on_crash: Option<OnCrash>,
     ) -> Result<Arc<Worker>, LoadError> {
         let label = access.name.as_deref().unwrap_or(folder);
-        let jail = self.jail(label, dir, access).map_err(|e| LoadError {
-            sandbox: true,
-            ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
-        })?;
+        let jail = self
+            .jailer
+            .jail(label, dir, access)
+            .map_err(|e| LoadError {
+                sandbox: true,
+                ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
+            })?;
         let supervisor = Arc::new(Supervised {
             caller: Arc::new(Caller {
                 plugin: label.to_string(),
@@ -214,10 +217,8 @@ impl Inner {
     /// Which `[plugins.NAME]` table applies to a folder: the registry name
     /// once known, else the folder name.
     fn config_name_for(&self, folder: &str) -> String {
-        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
-        plugins
-            .values()
-            .find(|p| p.folder == folder)
+        self.plugins
+            .in_folder(folder)
             .map_or_else(|| folder.to_string(), |p| p.key.clone())
     }
 }
@@ -318,7 +319,7 @@ impl Host {
             let plugin = Arc::new(Plugin::new(key.clone(), folder, path, status, pool));
             registry.insert(key, plugin);
         }
-        *inner.plugins.write().unwrap_or_else(|p| p.into_inner()) = registry;
+        inner.plugins.set_all(registry);
         Ok(())
     }
 

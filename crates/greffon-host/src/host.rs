@@ -5,20 +5,19 @@
 
 use crate::dump::{self, Dump, DumpEntry, Phase};
 use crate::error::HostError;
-use crate::jail::Access;
+use crate::jail::{Access, Jailer};
 use crate::python::Interpreter;
-use crate::registry::{Plugin, PluginInfo, SecretState, State};
+use crate::registry::{Plugin, PluginInfo, Registry, SecretState, State};
 use crate::secrets::{SecretEntry, SecretStore};
 use crate::services::{Service, Services};
 use crate::store::Store;
 use greffon_core::{Config, Home, Permission, SandboxMode};
 use greffon_protocol::{Output, WireError};
 use greffon_sandbox::Support;
-use greffon_sandbox::paths::Protected;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -48,16 +47,12 @@ pub(crate) struct Inner {
     pub config: Config,
     /// The resolved interpreter (never a shim).
     pub python: Interpreter,
-    /// What the kernel offers the sandbox.
-    pub support: Support,
-    /// The bootstrap's no-exec seccomp filter (hex).
-    pub noexec: String,
-    /// Paths no plugin may be granted.
-    pub protected: Protected,
+    /// Builds each worker's sandbox.
+    pub jailer: Jailer,
     pub sdk_dir: PathBuf,
     pub store: Store,
     pub services: Arc<Services>,
-    pub plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    pub plugins: Registry,
     /// A generation bumped whenever a plugin may have entered or left the
     /// enabled set or changed its meta: what MCP sessions watch to re-list
     /// their tools.
@@ -109,18 +104,17 @@ impl Host {
         if config.max_concurrent_calls.is_some() {
             tracing::warn!(target: "server", "max_concurrent_calls is no longer used: each worker serves one call at a time; set workers (and queue) instead");
         }
-        let noexec = greffon_sandbox::noexec_program_hex().map_err(|e| HostError::Io {
-            context: "cannot build the no-exec filter".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let protected =
-            crate::jail::protected(&home, &Home::config_file(home.root()), &python.read_roots);
         crate::jail::sweep_stale_scratch(&home.tmp_root());
         let sdk_root = home.sdk_root();
         let sdk_dir =
             greffon_worker::sdk::materialize(&sdk_root).map_err(|source| HostError::Sdk {
                 path: sdk_root,
                 source,
+            })?;
+        let jailer =
+            Jailer::new(&home, &config, &python, &sdk_dir, support).map_err(|e| HostError::Io {
+                context: "cannot build the no-exec filter".into(),
+                source: std::io::Error::other(e),
             })?;
         let db = home.db_file();
         let store = Store::open(&db)
@@ -139,9 +133,7 @@ impl Host {
             home,
             config,
             python,
-            support,
-            noexec,
-            protected,
+            jailer,
             sdk_dir,
             store,
             services: Arc::new(Services {
@@ -150,7 +142,7 @@ impl Host {
                 secrets: SecretStore::open(&home_root, &home_secrets, secrets_kind),
                 extra: Default::default(),
             }),
-            plugins: RwLock::new(BTreeMap::new()),
+            plugins: Registry::default(),
             changes: Arc::new(watch::Sender::new(0)),
             incidents: Arc::new(watch::Sender::new(0)),
         });
@@ -226,15 +218,14 @@ impl Host {
 
     /// What the kernel offers the sandbox, as this host uses it.
     pub fn sandbox_support(&self) -> Support {
-        self.inner.support
+        self.inner.jailer.support()
     }
 
     pub(crate) fn lookup(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
-        let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = plugins.get(name) {
-            return Ok(p.clone());
+        if let Some(p) = self.inner.plugins.get(name) {
+            return Ok(p);
         }
-        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        let known = self.inner.plugins.keys();
         Err(HostError::UnknownPlugin(if known.is_empty() {
             format!(
                 "unknown plugin '{name}': no plugin found under {}",
@@ -249,7 +240,7 @@ impl Host {
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let dumps = dump::listing(&self.inner.home.dumps_dir());
         let set = self.inner.secret_names();
-        let plugins = self.inner.all_plugins();
+        let plugins = self.inner.plugins.all();
         plugins
             .iter()
             .map(|p| self.info_of(p, &dumps, &set))
@@ -260,7 +251,7 @@ impl Host {
     /// meta declares when another): what a task on this host can call.
     pub fn enabled_plugins(&self) -> Vec<String> {
         let mut names = Vec::new();
-        for p in self.inner.all_plugins() {
+        for p in self.inner.plugins.all() {
             let status = p.status();
             if status.state == State::Enabled {
                 names.push(p.key.clone());
@@ -318,7 +309,7 @@ impl Host {
             running: workers.busy + workers.idle > 0,
             workers,
             last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),
-            access: meta.map_or_else(Default::default, |m| self.inner.access_info(m)),
+            access: meta.map_or_else(Default::default, |m| self.inner.jailer.access_info(m)),
             worker_crashes: s.crash_total,
         }
     }
@@ -357,7 +348,7 @@ impl Host {
     /// without waiting on the keyring; only when a plugin declares one
     /// (the keyring is not probed for homes that use none).
     async fn refresh_secret_names(&self) {
-        let declares = self.inner.all_plugins().iter().any(|p| {
+        let declares = self.inner.plugins.all().iter().any(|p| {
             p.status()
                 .meta
                 .as_ref()
@@ -401,6 +392,7 @@ impl Host {
                 report.permissions = loaded.meta.permissions.clone();
                 let others: Vec<String> = self
                     .inner
+                    .plugins
                     .declaring(&loaded.meta.name)
                     .iter()
                     .filter(|p| p.folder != folder)
@@ -415,7 +407,7 @@ impl Host {
                 }
                 report
                     .problems
-                    .extend(self.inner.path_problems(&loaded.meta));
+                    .extend(self.inner.jailer.path_problems(&loaded.meta));
             }
             Err(e) => {
                 if let Some(n) = e.name.clone() {
@@ -431,7 +423,7 @@ impl Host {
     /// Creates `plugins/NAME/` from the template (see [`crate::scaffold`]),
     /// refusing a name some plugin already declares, whatever its folder.
     pub fn scaffold(&self, name: &str) -> Result<PathBuf, HostError> {
-        if let Some(existing) = self.inner.declaring(name).first() {
+        if let Some(existing) = self.inner.plugins.declaring(name).first() {
             return Err(HostError::Scaffold {
                 name: name.to_string(),
                 reason: format!("plugins/{} already declares that name", existing.folder),
@@ -455,21 +447,6 @@ impl Host {
 }
 
 impl Inner {
-    /// A snapshot of the registry's entries.
-    pub(crate) fn all_plugins(&self) -> Vec<Arc<Plugin>> {
-        let plugins = self.plugins.read().unwrap_or_else(|p| p.into_inner());
-        plugins.values().cloned().collect()
-    }
-
-    /// The entries that answer to `name`: its registry key, or the name
-    /// their meta declares (duplicates are keyed by folder).
-    fn declaring(&self, name: &str) -> Vec<Arc<Plugin>> {
-        self.all_plugins()
-            .into_iter()
-            .filter(|p| p.key == name || p.status().meta.as_ref().is_some_and(|m| m.name == name))
-            .collect()
-    }
-
     /// The secret names set, by plugin, as last read.
     fn secret_names(&self) -> BTreeMap<String, Vec<String>> {
         self.services.secrets.known_names()

@@ -1,11 +1,11 @@
 //! What a worker may do, turned into its sandbox: the permissions and
 //! paths a plugin was granted, its limits, and its private temp folder.
 
-use crate::host::Inner;
+use crate::python::Interpreter;
 use crate::registry::{AccessInfo, Granted};
-use greffon_core::{Allowlist, Config, Permission, PluginMeta, SandboxMode};
+use greffon_core::{Allowlist, Config, Home, Permission, PluginMeta, SandboxMode};
 use greffon_sandbox::paths::{self, Protected, Use};
-use greffon_sandbox::{Grant, Limits, Profile, Sandbox};
+use greffon_sandbox::{Grant, Limits, Profile, Sandbox, Support};
 use greffon_worker::Jail;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,11 +124,7 @@ impl Access {
 }
 
 /// What the host must never grant, from the home's layout.
-pub(crate) fn protected(
-    home: &greffon_core::Home,
-    config_file: &Path,
-    python_roots: &[PathBuf],
-) -> Protected {
+fn protected(home: &greffon_core::Home, config_file: &Path, python_roots: &[PathBuf]) -> Protected {
     let mut exact = vec![
         (PathBuf::from("/"), "the root folder"),
         (home.root().to_path_buf(), "the greffon home"),
@@ -173,7 +169,48 @@ pub(crate) fn protected(
 /// Tells spawns apart in temp folder names.
 static SPAWNS: AtomicU64 = AtomicU64::new(0);
 
-impl Inner {
+/// What every worker's sandbox is built from: this module's own state.
+#[derive(Debug)]
+pub(crate) struct Jailer {
+    home: Home,
+    config: Config,
+    /// The interpreter's files (read, and its binary executed).
+    python: Interpreter,
+    sdk_dir: PathBuf,
+    /// What the kernel offers.
+    support: Support,
+    /// The bootstrap's no-exec seccomp filter (hex).
+    noexec: String,
+    /// Paths no plugin may be granted.
+    protected: Protected,
+}
+
+impl Jailer {
+    /// The jailer of a home; fails only when the no-exec filter cannot be
+    /// compiled.
+    pub(crate) fn new(
+        home: &Home,
+        config: &Config,
+        python: &Interpreter,
+        sdk_dir: &Path,
+        support: Support,
+    ) -> Result<Jailer, String> {
+        let noexec = greffon_sandbox::noexec_program_hex().map_err(|e| e.to_string())?;
+        Ok(Jailer {
+            protected: protected(home, &Home::config_file(home.root()), &python.read_roots),
+            home: home.clone(),
+            config: config.clone(),
+            python: python.clone(),
+            sdk_dir: sdk_dir.to_path_buf(),
+            support,
+            noexec,
+        })
+    }
+
+    pub(crate) fn support(&self) -> Support {
+        self.support
+    }
+
     /// What `meta`'s declared permissions would reach, for display.
     pub(crate) fn access_info(&self, meta: &PluginMeta) -> AccessInfo {
         let a = Access::for_plugin(meta, &Granted::declared(meta), &self.config);

@@ -7,10 +7,13 @@
 //!   the registry holds; `lifecycle`: enable, disable, reload, start-up and
 //!   shutdown of each plugin's pool; `calls`: the call path (validation →
 //!   a worker of the pool → result or `{"error"}`, [`CallOptions`]).
-//! - `registry`: the entries and their states ([`State`], [`PluginInfo`]),
-//!   each with its pool of workers (`greffon-worker`, [`PoolStats`]).
+//! - `registry`: the entries (`Registry`, which owns the map) and their
+//!   states ([`State`], [`PluginInfo`]), each with its pool of workers
+//!   (`greffon-worker`, [`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
-//! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder);
+//! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder),
+//!   built by the `Jailer`, which owns what it needs (kernel support,
+//!   protected paths, the no-exec filter);
 //!   `supervision`: the host's side of each worker (its host calls, its
 //!   crash dump and crash count).
 //! - `services`: host services plugins call mid-call (`system.info`,

@@ -79,7 +79,7 @@ impl Host {
                     .status()
                     .meta
                     .as_deref()
-                    .map(|m| self.inner.access_info(m))
+                    .map(|m| self.inner.jailer.access_info(m))
                     .unwrap_or_default();
                 tracing::info!(
                     target: "audit",
@@ -115,10 +115,7 @@ impl Host {
         let dir = inner.home.plugins_dir().join(folder);
         let present =
             !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file();
-        let existing = {
-            let plugins = inner.plugins.read().unwrap_or_else(|p| p.into_inner());
-            plugins.values().find(|p| p.folder == folder).cloned()
-        };
+        let existing = inner.plugins.in_folder(folder);
         match (existing, present) {
             (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
             (Some(plugin), false) => self.remove(&plugin).await,
@@ -153,11 +150,7 @@ impl Host {
         let _one_change = plugin.changing.lock().await;
         plugin.status().state = State::Disabled;
         inner.stop_pool(plugin, &plugin.pool()).await;
-        inner
-            .plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&plugin.key);
+        inner.plugins.remove(&plugin.key);
         inner
             .store
             .set_disabled(&plugin.key)
@@ -182,12 +175,7 @@ impl Host {
             Ok(l) => {
                 l.worker.shutdown(Duration::from_secs(1)).await;
                 let key = l.meta.name.clone();
-                let taken = inner
-                    .plugins
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key)
-                    .is_some_and(|p| p.folder != folder);
+                let taken = inner.plugins.get(&key).is_some_and(|p| p.folder != folder);
                 // A failed plugin that was enabled keeps its grant: fixing
                 // the file brings it back.
                 let granted = existing
@@ -217,11 +205,9 @@ impl Host {
         let state = status.state;
         let pool = inner.new_pool(&key);
         let entry = Plugin::new(key.clone(), folder.to_string(), dir, status, pool);
-        let mut plugins = inner.plugins.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = existing {
-            plugins.remove(&old.key);
-        }
-        plugins.insert(key.clone(), Arc::new(entry));
+        inner
+            .plugins
+            .replace(existing.map(|e| e.key.as_str()), Arc::new(entry));
         tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
         format!("{key}: read again, now {}", state.as_str())
     }
@@ -230,14 +216,13 @@ impl Host {
     /// rather than at its first call: what a long-running server does at
     /// start. A plugin that fails to start becomes `failed`, as at enable.
     pub async fn start_enabled(&self) {
-        let enabled: Vec<Arc<Plugin>> = {
-            let plugins = self.inner.plugins.read().unwrap_or_else(|p| p.into_inner());
-            plugins
-                .values()
-                .filter(|p| p.status().state == State::Enabled)
-                .cloned()
-                .collect()
-        };
+        let enabled: Vec<Arc<Plugin>> = self
+            .inner
+            .plugins
+            .all()
+            .into_iter()
+            .filter(|p| p.status().state == State::Enabled)
+            .collect();
         for plugin in enabled {
             let pool = plugin.pool();
             if let Err(f) = self.inner.fill_pool(&plugin, &pool, false, false).await {
@@ -344,7 +329,7 @@ impl Host {
 
     /// Stops every running worker (`stop()`, bounded by `stop_timeout_s`).
     pub async fn shutdown(&self) {
-        let plugins = self.inner.all_plugins();
+        let plugins = self.inner.plugins.all();
         let mut tasks = tokio::task::JoinSet::new();
         for plugin in plugins {
             let inner = self.inner.clone();
@@ -363,7 +348,8 @@ impl Inner {
     pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
         let wanted = self.config.workers_for(key).max(1);
         let others: usize = self
-            .all_plugins()
+            .plugins
+            .all()
             .iter()
             .filter(|p| p.key != key && p.status().state == State::Enabled)
             .map(|p| p.pool().size())

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Registry states (SPEC §5).
@@ -317,6 +317,69 @@ pub(crate) fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: St
         crashes: VecDeque::new(),
         crash_total: 0,
         duplicate: false,
+    }
+}
+
+/// Every entry, by registry key. The lock is held only to read or swap
+/// entries, never across an await.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: RwLock<BTreeMap<String, Arc<Plugin>>>,
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Plugin>>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Plugin>>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Plugin>> {
+        self.read().get(key).cloned()
+    }
+
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// A snapshot of every entry.
+    pub(crate) fn all(&self) -> Vec<Arc<Plugin>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The entry of a `plugins/` folder.
+    pub(crate) fn in_folder(&self, folder: &str) -> Option<Arc<Plugin>> {
+        self.read().values().find(|p| p.folder == folder).cloned()
+    }
+
+    /// The entries that answer to `name`: its registry key, or the name
+    /// their meta declares (duplicates are keyed by folder).
+    pub(crate) fn declaring(&self, name: &str) -> Vec<Arc<Plugin>> {
+        self.all()
+            .into_iter()
+            .filter(|p| p.key == name || p.status().meta.as_ref().is_some_and(|m| m.name == name))
+            .collect()
+    }
+
+    /// Replaces every entry (discovery).
+    pub(crate) fn set_all(&self, entries: BTreeMap<String, Arc<Plugin>>) {
+        *self.write() = entries;
+    }
+
+    /// Puts `plugin` under its key, in place of `old` (a folder read again
+    /// may now declare another name).
+    pub(crate) fn replace(&self, old: Option<&str>, plugin: Arc<Plugin>) {
+        let mut entries = self.write();
+        if let Some(old) = old {
+            entries.remove(old);
+        }
+        entries.insert(plugin.key.clone(), plugin);
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        self.write().remove(key);
     }
 }
 

@@ -213,7 +213,7 @@ impl Inner {
     ) -> Vec<SecretEntry> {
         let is_set = |p: &str, n: &str| stored.get(p).is_some_and(|s| s.iter().any(|x| x == n));
         let mut out: Vec<SecretEntry> = Vec::new();
-        for p in self.all_plugins() {
+        for p in self.plugins.all() {
             if plugin.is_some_and(|want| want != p.key) {
                 continue;
             }
