@@ -19,7 +19,7 @@ use tokio::net::unix::OwnedReadHalf;
 
 /// A pidfd for `pid`, None when the kernel has none (the channel's end of
 /// file then says the worker is gone).
-fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+pub(crate) fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes integers; a valid result is a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -34,7 +34,7 @@ fn pidfd(pid: i32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
 }
 
 /// Waits until the pidfd says the process exited (forever without one).
-async fn wait_readable(fd: Option<&tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
+pub(crate) async fn wait_readable(fd: Option<&tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
     match fd {
         Some(fd) => {
             let _ = fd.readable().await;

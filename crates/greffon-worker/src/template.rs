@@ -9,7 +9,8 @@
 //! once it has forked), and a worker closes everything but its own five.
 //! It is forked from the spawner thread with the parent-death signal, so
 //! it dies with the host; its workers die with it (their own parent-death
-//! signal), and a dead template is started afresh at the next request.
+//! signal). It is watched through a pidfd: a dead template is logged and
+//! forgotten, and the next worker start begins a new one.
 //!
 //! The control socket is a `SOCK_SEQPACKET` pair: one JSON message per
 //! request or answer, descriptors passed with the request. One request at
@@ -74,7 +75,8 @@ impl Template {
         }
         let template = Arc::new(Template::start(python, sdk_dir).await?);
         tracing::info!(target: "server", pid = template.pid, python = %python.display(), "worker template process started");
-        templates.insert(key, template.clone());
+        templates.insert(key.clone(), template.clone());
+        watch(key, &template);
         Ok(template)
     }
 
@@ -188,6 +190,29 @@ impl Template {
             .map(|s| ExitStatus::from_raw(s as i32))
             .ok_or_else(|| io::Error::other(format!("the template could not reap {pid}: {answer}")))
     }
+}
+
+/// Watches a template through a pidfd: when it ends, says so and forgets
+/// it, so that the next worker start begins a new one at once.
+fn watch(key: (PathBuf, PathBuf), template: &Arc<Template>) {
+    let Some(exited) = crate::reader::pidfd(template.pid) else {
+        return;
+    };
+    let watched = Arc::downgrade(template);
+    tokio::spawn(async move {
+        crate::reader::wait_readable(Some(&exited)).await;
+        let mut templates = registry().lock().await;
+        let Some(template) = watched.upgrade() else {
+            return;
+        };
+        tracing::warn!(target: "server", pid = template.pid, "the worker template process ended; its workers end with it, and the next worker start begins a new template");
+        if templates
+            .get(&key)
+            .is_some_and(|t| Arc::ptr_eq(t, &template))
+        {
+            templates.remove(&key);
+        }
+    });
 }
 
 /// Keeps each request and its answer together across all templates (they
