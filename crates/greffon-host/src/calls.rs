@@ -308,9 +308,20 @@ impl Inner {
                 Handoff::Worker(lease) => return Ok(lease),
                 Handoff::Start(ticket) => return self.restart(plugin, deadline, ticket).await,
                 Handoff::Retired => {
-                    // The plugin's state says whether a new pool serves.
+                    // Enable and reload install the new pool before they
+                    // retire the old; disable and a failure change the
+                    // state first. A retired pool still in place means
+                    // the host is shutting down.
                     callable(plugin)?;
-                    tokio::task::yield_now().await;
+                    if Arc::ptr_eq(&plugin.pool(), &pool) {
+                        return Err(CallError::new(
+                            ErrorKind::Internal,
+                            format!(
+                                "plugin '{}' is stopping: greffon is shutting down",
+                                plugin.key
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -421,6 +421,35 @@ async fn a_call_cancelled_while_queued_never_reaches_the_worker() {
     host.shutdown().await;
 }
 
+/// A call waiting in the queue when the host shuts down is answered
+/// (the host is stopping), not left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_queued_at_shutdown_is_answered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_plugin(tmp.path(), "pool", POOL);
+    let host = host_with(tmp.path(), "stop_timeout_s = 1\n").await;
+    host.enable("pool").await.expect("enabled");
+    let held = hold(&host).await;
+    let h = host.clone();
+    let waiting = tokio::spawn(async move { h.call("pool", json!({"op": "after"})).await });
+    queued(&host, 1).await;
+    host.shutdown().await;
+    let e = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered, not left waiting")
+        .expect("joined")
+        .expect_err("refused");
+    assert!(
+        e.message.contains("greffon is shutting down"),
+        "{}",
+        e.message
+    );
+    assert!(
+        held.await.expect("joined").is_err(),
+        "the held call ended with its worker"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_every_worker_process() {
     let tmp = tempfile::tempdir().expect("tempdir");
