@@ -234,7 +234,14 @@ impl Pool {
         if s.emptied {
             drop(s);
             if worker.is_alive() {
-                tokio::spawn(async move { worker.shutdown(Duration::from_secs(1)).await });
+                // Dropped outside a runtime (a host torn down without
+                // shutdown), the worker is killed rather than asked.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move { worker.shutdown(Duration::from_secs(1)).await });
+                    }
+                    Err(_) => worker.kill("its pool was stopped"),
+                }
             }
             return;
         }
@@ -298,6 +305,9 @@ impl Pool {
             ticket.defuse();
         }
         s.starting -= 1;
+        drop(s);
+        // A retiring pool's drain waits for starts to end too.
+        self.returned.notify_waiters();
     }
 }
 
@@ -363,6 +373,7 @@ impl Ticket {
         s.starting -= 1;
         s.workers.push(worker.clone());
         drop(s);
+        self.pool.returned.notify_waiters();
         Lease::new(&self.pool, worker)
     }
 
