@@ -239,13 +239,35 @@ struct ApiDoc;
 struct Bearer;
 
 impl utoipa::Modify for Bearer {
+    /// The bearer scheme, and on every route that needs it the 401 the
+    /// guard answers without it (documented once here, not per route).
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::ResponseBuilder;
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        for item in api.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    op.responses.responses.entry("401".into()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description("No bearer token (nor dashboard session), or a wrong one: `{\"error\", \"kind\": \"unauthorized\"}`")
+                            .build()
+                            .into()
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -191,8 +191,9 @@ pub enum TaskCommand {
     /// The next fire times.
     Next {
         task: String,
-        #[arg(short, long, default_value_t = 5)]
-        n: usize,
+        /// How many (1 to 100: a count past it is refused, not cut).
+        #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+        n: u16,
         #[arg(long)]
         json: bool,
     },

@@ -205,7 +205,7 @@ pub async fn command(backend: Backend<'_>, cmd: TaskCommand) -> anyhow::Result<E
                     Method::GET,
                     &format!("/v1/tasks/{}/next?n={n}", seg(task)),
                     None,
-                    async |s, _| value(s.next(&TaskKey::parse(task), (*n).min(100)).await),
+                    async |s, _| value(s.next(&TaskKey::parse(task), usize::from(*n)).await),
                 )
                 .await?,
         ),

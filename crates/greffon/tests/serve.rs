@@ -208,6 +208,28 @@ fn the_openapi_description_matches_the_routes() {
         }
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    // Every route that needs the token documents the 401 it answers
+    // without one, and answers it.
+    let mut secured = 0;
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().expect("ops") {
+            if op["security"].as_array().is_none_or(Vec::is_empty) {
+                continue;
+            }
+            secured += 1;
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path}: no 401 documented"
+            );
+            let concrete = path.replace("{name}", "echo").replace("{task}", "nope");
+            let concrete = concrete
+                .replace("{plugin}", "echo")
+                .replace("{file}", "nope.log");
+            let (st, _) = request(s, &method.to_uppercase(), &concrete, None, None, "");
+            assert_eq!(st, 401, "{method} {path} without the token");
+        }
+    }
+    assert!(secured >= 20, "{secured} secured operations");
 }
 
 #[test]

@@ -43,6 +43,21 @@ fn the_tasks_plugin_creates_changes_runs_and_deletes_through_the_cli() {
     // 02:30 in Paris is 01:30 or 00:30 UTC.
     assert!(next.ends_with(":30:00Z"), "{next}");
 
+    // The CLI gives as many fire times as asked, and refuses a count it
+    // cannot give rather than cutting it.
+    let out = home.greffon(&["task", "next", "nightly", "-n", "100", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: Vec<String> = serde_json::from_slice(&out.stdout).expect("json list");
+    assert_eq!(times.len(), 100);
+    let out = home.greffon(&["task", "next", "nightly", "-n", "400"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("400 is not in 1..=100"), "{err}");
+
     let got = tasks_plugin(&home, json!({"action": "get", "task": "nightly"}));
     assert_eq!(got["args"], json!({"n": 7}));
     let listed = tasks_plugin(&home, json!({"action": "list"}));
