@@ -435,7 +435,7 @@ impl Host {
     /// The pid of one of the plugin's running workers, if any (for tests
     /// and benchmarks that inspect the process).
     pub async fn worker_pid(&self, name: &str) -> Option<i32> {
-        self.lookup(name).ok()?.pool().any_pid()
+        self.lookup(name).ok()?.pool().pids().first().copied()
     }
 
     /// The pids of every running worker of the plugin.

@@ -211,13 +211,8 @@ impl Pool {
         }
     }
 
-    /// A pid of a live worker (the idle one used last), for tests and
-    /// benchmarks that inspect the process.
-    pub fn any_pid(&self) -> Option<i32> {
-        let s = self.state();
-        s.workers.iter().find(|w| w.is_alive()).map(|w| w.pid())
-    }
-
+    /// The pids of its live workers, for tests and benchmarks that inspect
+    /// the processes.
     pub fn pids(&self) -> Vec<i32> {
         let s = self.state();
         s.workers
@@ -249,20 +244,9 @@ impl Pool {
             s.forget(&worker);
             if !s.retired {
                 s.starting += 1;
-                let mut ticket = Ticket::new(self);
-                while let Some(w) = s.waiters.pop_front() {
-                    match w.send(Handoff::Start(ticket)) {
-                        Ok(()) => {
-                            drop(s);
-                            self.returned.notify_waiters();
-                            return;
-                        }
-                        Err(Handoff::Start(back)) => ticket = back,
-                        Err(_) => unreachable!("a handoff comes back as it was sent"),
-                    }
+                if !self.offer_start(&mut s) {
+                    s.starting -= 1;
                 }
-                ticket.defuse();
-                s.starting -= 1;
             }
             drop(s);
             self.returned.notify_waiters();
@@ -288,21 +272,30 @@ impl Pool {
         self.returned.notify_waiters();
     }
 
+    /// Hands the room of one start (already counted in `starting`) to the
+    /// oldest call still waiting; false when none waits and the room stays
+    /// with the caller. A ticket that comes back from a gone waiter is
+    /// defused, not dropped: its drop would take the lock held here.
+    fn offer_start(self: &Arc<Self>, s: &mut PoolState) -> bool {
+        let mut ticket = Ticket::new(self);
+        while let Some(w) = s.waiters.pop_front() {
+            match w.send(Handoff::Start(ticket)) {
+                Ok(()) => return true,
+                Err(Handoff::Start(back)) => ticket = back,
+                Err(_) => unreachable!("a handoff comes back as it was sent"),
+            }
+        }
+        ticket.defuse();
+        false
+    }
+
     /// A ticket's start failed or was abandoned: its room goes to the next
     /// waiting call, which tries in turn (and fails fast if the plugin is
     /// now failed).
     fn release(self: &Arc<Self>) {
         let mut s = self.state();
-        if !s.retired {
-            let mut ticket = Ticket::new(self);
-            while let Some(w) = s.waiters.pop_front() {
-                match w.send(Handoff::Start(ticket)) {
-                    Ok(()) => return,
-                    Err(Handoff::Start(back)) => ticket = back,
-                    Err(_) => unreachable!("a handoff comes back as it was sent"),
-                }
-            }
-            ticket.defuse();
+        if !s.retired && self.offer_start(&mut s) {
+            return;
         }
         s.starting -= 1;
         drop(s);

@@ -98,13 +98,13 @@ fn child_setup(main: RawFd, side: RawFd, sandbox: &mut Sandbox) -> io::Result<()
 }
 
 /// `close_range` flag (linux/close_range.h), absent from older libc crates.
-const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+pub(crate) const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// Puts `fd` at `target` without close-on-exec.
 ///
 /// # Safety
 /// Only syscalls; callable between fork and exec.
-unsafe fn place_fd(fd: RawFd, target: RawFd) -> io::Result<()> {
+pub(crate) unsafe fn place_fd(fd: RawFd, target: RawFd) -> io::Result<()> {
     // SAFETY: plain syscalls on integers.
     let rc = unsafe {
         if fd == target {
@@ -283,11 +283,10 @@ async fn exec_start(
             spec.python.display()
         )
     })?;
-    let pipe = |p: Option<OutputPipe>| p;
     Ok(Started {
         pid: child.id().map(|p| p as i32).unwrap_or(0),
-        stdout: pipe(child.stdout.take().map(|p| Box::new(p) as OutputPipe)),
-        stderr: pipe(child.stderr.take().map(|p| Box::new(p) as OutputPipe)),
+        stdout: child.stdout.take().map(|p| Box::new(p) as OutputPipe),
+        stderr: child.stderr.take().map(|p| Box::new(p) as OutputPipe),
         process: Process::Exec(child),
     })
 }
@@ -323,7 +322,7 @@ async fn fork_start(
         "noexec": noexec.unwrap_or_default(),
     });
     let pid = template
-        .fork(&spec.python, &spec.sdk_dir, request, &fds)
+        .fork(request, &fds)
         .await
         .map_err(|e| format!("the worker template could not start a worker: {e}"))?;
     drop((out_w, err_w, rules));
@@ -388,12 +387,13 @@ impl Worker {
             channels.side_theirs.as_raw_fd(),
         );
         let scratch = jail.scratch.clone();
-        let template = match spec.template && jail.sandbox.enforced() {
-            true => Template::get(&spec.python, &spec.sdk_dir)
+        let template = if spec.template && jail.sandbox.enforced() {
+            Template::get(&spec.python, &spec.sdk_dir)
                 .await
                 .map_err(|e| tracing::warn!(target: "server", plugin = %spec.plugin, "no worker template ({e}); starting the worker with exec"))
-                .ok(),
-            false => None,
+                .ok()
+        } else {
+            None
         };
         let started = match template {
             Some(t) => fork_start(&spec, t, jail, fd, side_fd).await,

@@ -37,12 +37,19 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer the template sends (a pid or a status).
 const ANSWER_BYTES: usize = 4096;
 
+/// The registry key of a template: its interpreter and SDK folder.
+type Key = (PathBuf, PathBuf);
+
 /// A running template.
 pub(crate) struct Template {
+    key: Key,
     pid: i32,
     /// The host's end of the control socket (blocking, with a receive
-    /// timeout); the lock keeps one request and its answer together.
-    ctl: Mutex<OwnedFd>,
+    /// timeout).
+    ctl: OwnedFd,
+    /// Held from a request to its answer (requests are rare: one per
+    /// worker start and end).
+    turn: tokio::sync::Mutex<()>,
     /// The template itself, to tell whether it still runs.
     process: Mutex<tokio::process::Child>,
 }
@@ -53,7 +60,7 @@ impl std::fmt::Debug for Template {
     }
 }
 
-type Registry = tokio::sync::Mutex<HashMap<(PathBuf, PathBuf), Arc<Template>>>;
+type Registry = tokio::sync::Mutex<HashMap<Key, Arc<Template>>>;
 
 fn registry() -> &'static Registry {
     static TEMPLATES: OnceLock<Registry> = OnceLock::new();
@@ -73,25 +80,22 @@ impl Template {
             tracing::warn!(target: "server", pid = t.pid, "the worker template process died; starting a new one");
             templates.remove(&key);
         }
-        let template = Arc::new(Template::start(python, sdk_dir).await?);
+        let template = Arc::new(Template::start(key.clone()).await?);
         tracing::info!(target: "server", pid = template.pid, python = %python.display(), "worker template process started");
-        templates.insert(key.clone(), template.clone());
-        watch(key, &template);
+        templates.insert(key, template.clone());
+        watch(&template);
         Ok(template)
     }
 
-    /// Forgets the template of `python` and `sdk_dir` if it is `this` one
-    /// (after a request it could not answer).
-    async fn forget(python: &Path, sdk_dir: &Path, this: &Arc<Template>) {
-        let key = (python.to_path_buf(), sdk_dir.to_path_buf());
+    /// Takes this template out of the registry (if it is still the one
+    /// there): the next worker start begins a new one.
+    async fn unregister(self: &Arc<Self>) {
         let mut templates = registry().lock().await;
-        if templates.get(&key).is_some_and(|t| Arc::ptr_eq(t, this)) {
-            templates.remove(&key);
-            let _ = this
-                .process
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .start_kill();
+        if templates
+            .get(&self.key)
+            .is_some_and(|t| Arc::ptr_eq(t, self))
+        {
+            templates.remove(&self.key);
         }
     }
 
@@ -100,7 +104,8 @@ impl Template {
         matches!(process.try_wait(), Ok(None))
     }
 
-    async fn start(python: &Path, sdk_dir: &Path) -> io::Result<Template> {
+    async fn start(key: Key) -> io::Result<Template> {
+        let (python, sdk_dir) = (&key.0, &key.1);
         let (ours, theirs) = seqpacket_pair()?;
         set_receive_timeout(&ours, ANSWER_TIMEOUT)?;
         let fd = theirs.as_raw_fd();
@@ -124,7 +129,9 @@ impl Template {
         drop(theirs);
         let template = Template {
             pid: process.id().map_or(0, |p| p as i32),
-            ctl: Mutex::new(ours),
+            key,
+            ctl: ours,
+            turn: tokio::sync::Mutex::new(()),
             process: Mutex::new(process),
         };
         let ready = template.ask(None, &[]).await?;
@@ -139,11 +146,7 @@ impl Template {
     /// Sends `request` (None: only read the next answer) with `fds`, and
     /// reads the answer, on a blocking thread.
     async fn ask(&self, request: Option<Value>, fds: &[RawFd]) -> io::Result<Value> {
-        let ctl = self
-            .ctl
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_clone()?;
+        let ctl = self.ctl.try_clone()?;
         let fds = fds.to_vec();
         tokio::task::spawn_blocking(move || {
             if let Some(request) = request {
@@ -158,22 +161,21 @@ impl Template {
     /// Forks a worker that applies `request`'s sandbox to itself and
     /// serves on `fds` (main, side, stdout, stderr, then the Landlock
     /// ruleset when there is one). Answers its pid.
-    pub(crate) async fn fork(
-        self: &Arc<Self>,
-        python: &Path,
-        sdk_dir: &Path,
-        request: Value,
-        fds: &[RawFd],
-    ) -> io::Result<i32> {
-        let _one = ONE_REQUEST.lock().await;
-        let answer = self.ask(Some(request), fds).await;
-        match answer {
+    /// A template that cannot answer is killed and forgotten.
+    pub(crate) async fn fork(self: &Arc<Self>, request: Value, fds: &[RawFd]) -> io::Result<i32> {
+        let _turn = self.turn.lock().await;
+        match self.ask(Some(request), fds).await {
             Ok(a) => a["pid"]
                 .as_i64()
                 .map(|p| p as i32)
                 .ok_or_else(|| io::Error::other(format!("the template could not fork: {a}"))),
             Err(e) => {
-                Template::forget(python, sdk_dir, self).await;
+                self.unregister().await;
+                let _ = self
+                    .process
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .start_kill();
                 Err(e)
             }
         }
@@ -181,7 +183,7 @@ impl Template {
 
     /// Reaps worker `pid`, which the host saw exit: its status.
     pub(crate) async fn reap(self: &Arc<Self>, pid: i32) -> io::Result<ExitStatus> {
-        let _one = ONE_REQUEST.lock().await;
+        let _turn = self.turn.lock().await;
         let answer = self
             .ask(Some(json!({"op": "reap", "pid": pid})), &[])
             .await?;
@@ -194,30 +196,19 @@ impl Template {
 
 /// Watches a template through a pidfd: when it ends, says so and forgets
 /// it, so that the next worker start begins a new one at once.
-fn watch(key: (PathBuf, PathBuf), template: &Arc<Template>) {
+fn watch(template: &Arc<Template>) {
     let Some(exited) = crate::reader::pidfd(template.pid) else {
         return;
     };
     let watched = Arc::downgrade(template);
     tokio::spawn(async move {
         crate::reader::wait_readable(Some(&exited)).await;
-        let mut templates = registry().lock().await;
-        let Some(template) = watched.upgrade() else {
-            return;
-        };
-        tracing::warn!(target: "server", pid = template.pid, "the worker template process ended; its workers end with it, and the next worker start begins a new template");
-        if templates
-            .get(&key)
-            .is_some_and(|t| Arc::ptr_eq(t, &template))
-        {
-            templates.remove(&key);
+        if let Some(template) = watched.upgrade() {
+            tracing::warn!(target: "server", pid = template.pid, "the worker template process ended; its workers end with it, and the next worker start begins a new template");
+            template.unregister().await;
         }
     });
 }
-
-/// Keeps each request and its answer together across all templates (they
-/// are rare: one per worker start and end).
-static ONE_REQUEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Between fork and exec of the template: its own session, death with the
 /// host, the control socket on fd 3 and nothing else inherited.
@@ -230,22 +221,19 @@ fn template_setup(fd: RawFd, parent: libc::pid_t) -> io::Result<()> {
         if libc::getppid() != parent {
             libc::_exit(1);
         }
-        let placed = if fd == 3 {
-            libc::fcntl(3, libc::F_SETFD, 0)
-        } else {
-            libc::dup2(fd, 3)
-        };
-        if placed < 0
-            || libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0
+        crate::spawn::place_fd(fd, 3)?;
+        if libc::syscall(
+            libc::SYS_close_range,
+            4u32,
+            u32::MAX,
+            crate::spawn::CLOSE_RANGE_CLOEXEC,
+        ) < 0
         {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(())
 }
-
-/// `close_range` flag (linux/close_range.h).
-const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
