@@ -669,6 +669,55 @@ async fn a_forked_worker_holds_no_grant_of_the_template_nor_of_a_sibling() {
     off.host.shutdown().await;
 }
 
+/// A template that cannot start (here a broken `template.py` in the SDK)
+/// costs the speed, not the plugin: workers are started with exec, in the
+/// same sandbox. `worker_template = false` asks for exec outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_template_workers_are_started_with_exec() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().canonicalize().expect("canonical");
+    write_plugin(&root, "none", NONE, json!({}));
+    let config = Config::default();
+    let sdk = greffon_worker::sdk::materialize(&greffon_core::Home::new(&root, &config).sdk_root())
+        .expect("sdk");
+    std::fs::write(sdk.join("greffon/template.py"), "import sys\nsys.exit(3)\n").expect("break it");
+    let host = Host::open_with(&root, config).await.expect("host opens");
+    host.enable("none")
+        .await
+        .expect("enabled without a template");
+    let v = host
+        .call("none", json!({"attempt": "self_facts"}))
+        .await
+        .expect("serves");
+    assert_eq!(
+        (v["no_new_privs"].clone(), v["cap_effective"].clone()),
+        (json!(1), json!(0)),
+        "{v}"
+    );
+    let pid = host.worker_pid("none").await.expect("runs");
+    assert_eq!(
+        parent_of(pid).0,
+        std::process::id() as i32,
+        "started with exec"
+    );
+    host.shutdown().await;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().canonicalize().expect("canonical");
+    write_plugin(&root, "none", NONE, json!({}));
+    let config =
+        Config::parse("worker_template = false\n", Path::new("greffon.toml")).expect("config");
+    let host = Host::open_with(&root, config).await.expect("host opens");
+    host.enable("none").await.expect("enabled");
+    let pid = host.worker_pid("none").await.expect("runs");
+    assert_eq!(
+        parent_of(pid).0,
+        std::process::id() as i32,
+        "started with exec"
+    );
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_cannot_be_lifted_from_inside() {
     let lab = lab(&[("none", NONE, json!({}))], "").await;
