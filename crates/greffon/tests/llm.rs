@@ -353,7 +353,6 @@ fn a_full_queue_is_refused_at_once_and_a_caller_that_gives_up_frees_the_model() 
     assert!(freed.is_some(), "the abandoned request kept the model busy");
 
     // A plugin call that times out (1 s) cancels its request too.
-    let t = Instant::now();
     let (code, v) = home.run("direct", &json!({"prompt": "Write a long story about a dragon.", "options": {"max_tokens": 1500, "temperature": 0.8, "seed": 2}}).to_string());
     assert_eq!(code, 1, "{v}");
     assert!(
@@ -372,7 +371,19 @@ fn a_full_queue_is_refused_at_once_and_a_caller_that_gives_up_frees_the_model() 
         (st == 200).then_some(())
     });
     assert!(freed.is_some(), "the timed-out request kept the model busy");
-    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // And llm.log says the plugin's request was cut, not answered (a
+    // bound on the elapsed time would only measure the machine's load).
+    let log = home.log("llm");
+    let direct: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"caller\":\"direct\""))
+        .collect();
+    assert!(
+        direct.len() == 1
+            && direct[0].contains("failed")
+            && direct[0].contains("did not answer within"),
+        "{log}"
+    );
 }
 
 #[test]
