@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Interpreter for workers. Default: `$GREFFON_PYTHON`, else `python3`
-    /// on `PATH`, resolved once to a real executable.
-    pub python: Option<PathBuf>,
+    /// The workers' interpreter and the plugins' environments: `python =
+    /// "PATH"` or a `[python]` table.
+    pub python: PythonConfig,
     /// Where the JSON-line logs and crash dumps go, relative to the home.
     pub logs_dir: PathBuf,
     /// Call timeout when neither config nor meta sets one (SPEC §6).
@@ -73,6 +73,68 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Per-plugin settings, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[python]`, or `python = "PATH"` for its `path` alone.
+#[derive(Debug, Clone, Default)]
+pub struct PythonConfig {
+    /// Interpreter for workers. Default: `$GREFFON_PYTHON`, else `python3`
+    /// on `PATH`, resolved once to a real executable.
+    pub path: Option<PathBuf>,
+    /// The `uv` that builds plugins' environments; unset: `uv` on `PATH`.
+    pub uv: Option<PathBuf>,
+    /// Let uv build a package from its source distribution when no wheel
+    /// fits. Off: a build runs the package's setup code on the host,
+    /// outside any sandbox.
+    pub allow_build: bool,
+}
+
+/// The `[python]` table as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct PythonTable {
+    path: Option<PathBuf>,
+    uv: Option<PathBuf>,
+    allow_build: bool,
+}
+
+impl From<PythonTable> for PythonConfig {
+    fn from(t: PythonTable) -> PythonConfig {
+        PythonConfig {
+            path: t.path,
+            uv: t.uv,
+            allow_build: t.allow_build,
+        }
+    }
+}
+
+/// Both spellings by hand rather than `untagged`, so that a mistake in
+/// the table keeps serde's message naming the key.
+struct PythonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PythonVisitor {
+    type Value = PythonTable;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an interpreter path, or a [python] table (path, uv, allow_build)")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PythonTable, E> {
+        Ok(PythonTable {
+            path: Some(PathBuf::from(v)),
+            ..PythonTable::default()
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PythonTable, A::Error> {
+        PythonTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+impl<'de> Deserialize<'de> for PythonConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PythonConfig, D::Error> {
+        d.deserialize_any(PythonVisitor).map(PythonConfig::from)
+    }
 }
 
 /// `[server]`.
@@ -270,7 +332,7 @@ pub struct PluginConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            python: None,
+            python: PythonConfig::default(),
             logs_dir: PathBuf::from("app/logs"),
             default_timeout_s: 30.0,
             max_args_bytes: 1 << 20,
@@ -551,7 +613,7 @@ mod tests {
         assert_eq!(c.logs_dir, PathBuf::from("app/logs"));
         assert_eq!(c.default_timeout_s, 30.0);
         assert_eq!(c.max_args_bytes, 1 << 20);
-        assert!(c.python.is_none());
+        assert!(c.python.path.is_none() && c.python.uv.is_none() && !c.python.allow_build);
         assert!(!c.audit_args);
     }
 
@@ -636,6 +698,23 @@ mod tests {
         let e = parse("[secrets]\nstore = \"vault\"\n").expect_err("refused");
         assert_eq!(e.key.as_deref(), Some("secrets.store"));
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn python_is_a_path_or_a_table() {
+        let c = parse("python = \"/usr/bin/python3\"\n").expect("valid");
+        assert_eq!(
+            c.python.path.as_deref(),
+            Some(Path::new("/usr/bin/python3"))
+        );
+        assert!(!c.python.allow_build);
+        let c = parse("[python]\npath = \"/opt/py\"\nuv = \"/opt/uv\"\nallow_build = true\n")
+            .expect("valid");
+        assert_eq!(c.python.path.as_deref(), Some(Path::new("/opt/py")));
+        assert_eq!(c.python.uv.as_deref(), Some(Path::new("/opt/uv")));
+        assert!(c.python.allow_build);
+        let e = parse("[python]\nuvv = \"/opt/uv\"\n").expect_err("refused");
+        assert!(e.to_string().contains("uvv"), "{e}");
     }
 
     #[test]

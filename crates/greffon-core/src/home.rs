@@ -86,6 +86,12 @@ impl Home {
         self.logs_dir.join("plugins")
     }
 
+    /// Plugins' Python environments (`envs/`), one folder per distinct
+    /// set of requirements; workers only read them.
+    pub fn envs_dir(&self) -> PathBuf {
+        self.root.join("envs")
+    }
+
     /// Local model files (`models/`), where `[llm] model` is looked up.
     pub fn models_dir(&self) -> PathBuf {
         self.root.join("models")

@@ -24,8 +24,8 @@ mod schema;
 
 pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};
 pub use config::{
-    Config, ConfigError, LlmBackend, LlmConfig, PluginConfig, SandboxMode, SchedulerConfig,
-    SecretStoreKind, SecretsConfig, ServerConfig,
+    Config, ConfigError, LlmBackend, LlmConfig, PluginConfig, PythonConfig, SandboxMode,
+    SchedulerConfig, SecretStoreKind, SecretsConfig, ServerConfig,
 };
 pub use home::Home;
 pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name, is_valid_secret_name};

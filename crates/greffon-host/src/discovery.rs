@@ -4,6 +4,7 @@
 
 use crate::broker::NetAccess;
 use crate::dump::Phase;
+use crate::envs::Env;
 use crate::error::HostError;
 use crate::host::{Host, Inner, exception_text};
 use crate::jail::Access;
@@ -12,7 +13,7 @@ use crate::services::Caller;
 use crate::supervision::{OnCrash, Supervised};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
-use greffon_protocol::{ErrorKind, ResponseBody};
+use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
 use greffon_worker::{Reply, SpawnSpec, Worker};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,10 +60,23 @@ fn last_line(text: &str) -> &str {
     text.trim_end().lines().last().unwrap_or("")
 }
 
+/// Which interpreter a load may use for a plugin that declares
+/// requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnvUse {
+    /// Discovery and `check`: its environment if built, else the base
+    /// interpreter (environments are built at enable, not when listing).
+    IfBuilt,
+    /// A worker restarted for a call: its built environment, or fail.
+    Built,
+    /// Enable, reload and start-up: built first when missing.
+    Build,
+}
+
 impl Inner {
-    pub(crate) fn spawn_spec(&self, label: &str, dir: &Path) -> SpawnSpec {
+    pub(crate) fn spawn_spec(&self, label: &str, dir: &Path, env: Option<&Env>) -> SpawnSpec {
         SpawnSpec {
-            python: self.python.exe.clone(),
+            python: env.map_or_else(|| self.python.exe.clone(), Env::python),
             sdk_dir: self.sdk_dir.clone(),
             plugin: label.to_string(),
             plugin_dir: dir.to_path_buf(),
@@ -83,17 +97,27 @@ impl Inner {
         folder: &str,
         dir: &Path,
         access: &Access,
-        phase: Phase,
+        (phase, env_use): (Phase, EnvUse),
         on_crash: Option<OnCrash>,
     ) -> Result<Loaded, LoadError> {
         let script = dir.join("plugin.py");
         let file_hash = crate::dump::file_hash(&script);
+        let label = access.name.as_deref().unwrap_or(folder);
+        let (env, unbuilt) = self.environment(label, dir, &file_hash, env_use).await?;
         let worker = self
-            .spawn_worker(folder, dir, access, &file_hash, on_crash)
+            .spawn_worker(folder, dir, access, env.as_ref(), &file_hash, on_crash)
             .await?;
         let result = self
             .import(&worker, folder, &script, &file_hash, phase)
-            .await;
+            .await
+            .map_err(|mut e| {
+                if unbuilt {
+                    e.problems.push(format!(
+                        "its environment (the requirements it declares) is not built yet: `greffon plugin enable {label}` builds it"
+                    ));
+                }
+                e
+            });
         let judged = result.and_then(|r| judge(&r));
         match judged {
             Ok(meta) => Ok(Loaded {
@@ -116,13 +140,14 @@ impl Inner {
         folder: &str,
         dir: &Path,
         access: &Access,
+        env: Option<&Env>,
         file_hash: &str,
         on_crash: Option<OnCrash>,
     ) -> Result<Arc<Worker>, LoadError> {
         let label = access.name.as_deref().unwrap_or(folder);
         let jail = self
             .jailer
-            .jail(label, dir, access)
+            .jail(label, dir, access, env.map(|e| e.dir.as_path()))
             .map_err(|e| LoadError {
                 sandbox: true,
                 ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
@@ -139,7 +164,7 @@ impl Inner {
             file_hash: file_hash.to_string(),
             on_crash,
         });
-        let spec = self.spawn_spec(folder, dir);
+        let spec = self.spawn_spec(folder, dir, env);
         Worker::spawn(spec, jail, supervisor).await.map_err(|e| {
             let mut problem = format!("cannot start its worker: {}", e.message);
             if !e.stderr.trim().is_empty() {
@@ -147,6 +172,58 @@ impl Inner {
             }
             LoadError::one(problem, None)
         })
+    }
+
+    /// The environment the plugin in `dir` runs in (`None`: the base
+    /// interpreter), and whether it declares one that is not built and
+    /// runs on the base interpreter for now (`EnvUse::IfBuilt`). A build
+    /// that fails is dumped.
+    async fn environment(
+        &self,
+        label: &str,
+        dir: &Path,
+        file_hash: &str,
+        env_use: EnvUse,
+    ) -> Result<(Option<Env>, bool), LoadError> {
+        let reqs = crate::envs::declared(dir).map_err(|e| LoadError::one(e, None))?;
+        let Some(reqs) = reqs else {
+            return Ok((None, false));
+        };
+        match (self.envs.existing(&reqs), env_use) {
+            (Some(env), _) => Ok((Some(env), false)),
+            (None, EnvUse::IfBuilt) => Ok((None, true)),
+            (None, EnvUse::Built) => Err(LoadError::one(
+                format!(
+                    "its environment ({}) is missing; `greffon plugin enable {label}` builds it again",
+                    reqs.source
+                ),
+                None,
+            )),
+            (None, EnvUse::Build) => self
+                .envs
+                .ensure(&reqs, label)
+                .await
+                .map(|e| (Some(e), false))
+                .map_err(|e| {
+                    let error = WireError::new(ErrorKind::PluginFailed, e.message.clone());
+                    let output = Output {
+                        stderr: e.log,
+                        ..Output::default()
+                    };
+                    let dump = self.write_dump(
+                        label,
+                        file_hash,
+                        Phase::Environment,
+                        None,
+                        &error,
+                        Some(output),
+                    );
+                    LoadError::one(
+                        format!("its environment could not be built: {}", e.message),
+                        dump,
+                    )
+                }),
+        }
     }
 
     /// Has the worker import `plugin.py`: what it found there, or why not
@@ -333,7 +410,13 @@ impl Host {
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let outcome = inner
-                    .load(&folder, &path, &Access::none(), Phase::Import, None)
+                    .load(
+                        &folder,
+                        &path,
+                        &Access::none(),
+                        (Phase::Import, EnvUse::IfBuilt),
+                        None,
+                    )
                     .await;
                 let outcome = match outcome {
                     Ok(loaded) => {

@@ -14,6 +14,8 @@ pub(crate) enum Phase {
     Stop,
     /// Loading or starting the new version during a hot reload.
     Reload,
+    /// Building the plugin's Python environment (uv).
+    Environment,
     WorkerExit,
 }
 
@@ -25,6 +27,7 @@ impl Phase {
             Phase::Run => "run",
             Phase::Stop => "stop",
             Phase::Reload => "reload",
+            Phase::Environment => "environment",
             Phase::WorkerExit => "worker exit",
         }
     }

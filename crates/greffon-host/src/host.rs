@@ -3,7 +3,9 @@
 //! plugin and the call path live beside it (`discovery`, `lifecycle`,
 //! `calls`).
 
+use crate::discovery::EnvUse;
 use crate::dump::{self, Dump, DumpEntry, Phase};
+use crate::envs::Envs;
 use crate::error::HostError;
 use crate::jail::{Access, Jailer};
 use crate::python::Interpreter;
@@ -49,6 +51,8 @@ pub(crate) struct Inner {
     pub python: Interpreter,
     /// Builds each worker's sandbox.
     pub jailer: Jailer,
+    /// Builds and finds plugins' Python environments.
+    pub envs: Envs,
     pub sdk_dir: PathBuf,
     pub store: Store,
     pub services: Arc<Services>,
@@ -84,7 +88,7 @@ impl Host {
         })?;
         let home = Home::new(root, &config);
         let python = crate::python::resolve_cached(
-            config.python.as_deref(),
+            config.python.path.as_deref(),
             &home.app_dir().join("python.json"),
         )
         .map_err(HostError::Python)?;
@@ -129,11 +133,13 @@ impl Host {
         };
         let (home_root, home_secrets) = (home.root().to_path_buf(), home.secrets_file());
         let secrets_kind = config.secrets.store;
+        let envs = Envs::new(&home, &config, &python);
         let inner = Arc::new(Inner {
             home,
             config,
             python,
             jailer,
+            envs,
             sdk_dir,
             store,
             services: Arc::new(Services {
@@ -382,7 +388,13 @@ impl Host {
         };
         match self
             .inner
-            .load(&folder, &dir, &Access::none(), Phase::Import, None)
+            .load(
+                &folder,
+                &dir,
+                &Access::none(),
+                (Phase::Import, EnvUse::IfBuilt),
+                None,
+            )
             .await
         {
             Ok(loaded) => {

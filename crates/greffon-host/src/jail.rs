@@ -132,8 +132,10 @@ fn protected(home: &greffon_core::Home, config_file: &Path, python_roots: &[Path
     if let Some(user_home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         exact.push((PathBuf::from(user_home), "your home folder"));
     }
-    let mut no_write: Vec<(PathBuf, &'static str)> =
-        vec![(home.plugins_dir(), "the plugins' code")];
+    let mut no_write: Vec<(PathBuf, &'static str)> = vec![
+        (home.plugins_dir(), "the plugins' code"),
+        (home.envs_dir(), "the plugins' environments"),
+    ];
     no_write.extend(
         python_roots
             .iter()
@@ -269,7 +271,13 @@ impl Jailer {
     /// Builds the sandbox of a worker for the plugin in `dir` (`label` names
     /// it in messages). Any path problem refuses the spawn with a message
     /// naming the path and why.
-    pub(crate) fn jail(&self, label: &str, dir: &Path, access: &Access) -> Result<Jail, String> {
+    pub(crate) fn jail(
+        &self,
+        label: &str,
+        dir: &Path,
+        access: &Access,
+        env: Option<&Path>,
+    ) -> Result<Jail, String> {
         let tmp_root = self.home.tmp_root();
         let scratch = tmp_root.join(format!(
             "{}-{label}-{}",
@@ -307,6 +315,9 @@ impl Jailer {
         let mut runtime_read = self.python.read_roots.clone();
         runtime_read.push(self.sdk_dir.clone());
         runtime_read.push(dir.to_path_buf());
+        // The plugin's environment: read (and its packages' libraries
+        // loaded), never written.
+        runtime_read.extend(env.map(Path::to_path_buf));
         runtime_read.extend(SYSTEM_READ.iter().map(PathBuf::from));
         let mut exec = vec![self.python.real.clone()];
         exec.extend(LOADERS.iter().map(PathBuf::from));

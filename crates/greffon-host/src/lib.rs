@@ -11,6 +11,8 @@
 //!   states ([`State`], [`PluginInfo`]), each with its pool of workers
 //!   (`greffon-worker`, [`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
+//! - `envs`: plugins' Python environments (the requirements a plugin
+//!   declares, checked, built with uv under `envs/`, [`EnvInfo`]).
 //! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder),
 //!   built by the `Jailer`, which owns what it needs (kernel support,
 //!   protected paths, the no-exec filter);
@@ -30,6 +32,7 @@ mod broker;
 mod calls;
 mod discovery;
 mod dump;
+mod envs;
 mod error;
 mod host;
 mod jail;
@@ -47,6 +50,7 @@ mod sysinfo;
 
 pub use calls::CallOptions;
 pub use dump::DumpEntry;
+pub use envs::{EnvInfo, environments, prune_environments, unbuilt_requirements, uv_facts};
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use greffon_worker::PoolStats;

@@ -4,7 +4,7 @@
 //! `start()`).
 
 use crate::calls::log_output;
-use crate::discovery::Loaded;
+use crate::discovery::{EnvUse, Loaded};
 use crate::dump::Phase;
 use crate::error::HostError;
 use crate::host::{Announce, Host, Inner, announce, exception_text};
@@ -169,7 +169,13 @@ impl Host {
         let inner = &self.inner;
         let dir = inner.home.plugins_dir().join(folder);
         let loaded = inner
-            .load(folder, &dir, &Access::none(), Phase::Import, None)
+            .load(
+                folder,
+                &dir,
+                &Access::none(),
+                (Phase::Import, EnvUse::IfBuilt),
+                None,
+            )
             .await;
         let (key, status) = match loaded {
             Ok(l) => {
@@ -380,7 +386,10 @@ impl Inner {
             })
             .collect();
         let starts = tickets.into_iter().map(|ticket| async move {
-            (ticket, self.start_worker(plugin, granting, reloading).await)
+            let started = self
+                .start_worker(plugin, granting, reloading, EnvUse::Build)
+                .await;
+            (ticket, started)
         });
         let mut leases = Vec::new();
         let mut failure = None;
@@ -438,7 +447,10 @@ impl Inner {
         plugin: &Arc<Plugin>,
         granting: bool,
     ) -> Result<Arc<Worker>, Failure> {
-        match self.start_worker(plugin, granting, false).await {
+        match self
+            .start_worker(plugin, granting, false, EnvUse::Built)
+            .await
+        {
             Ok(started) => {
                 let mut s = plugin.status();
                 s.meta = Some(started.meta);
@@ -457,19 +469,23 @@ impl Inner {
     /// Loads the plugin as it is on disk in a new worker and runs
     /// `start()`, leaving the registry entry as it is: the caller installs
     /// the worker, or reports the failure. `reloading` dumps failures
-    /// under the `reload` phase.
+    /// under the `reload` phase; `env_use` says whether the plugin's
+    /// environment may be built now.
     async fn start_worker(
         self: &Inner,
         plugin: &Arc<Plugin>,
         granting: bool,
         reloading: bool,
+        env_use: EnvUse,
     ) -> Result<Started, Failure> {
         let (import_phase, start_phase) = if reloading {
             (Phase::Reload, Phase::Reload)
         } else {
             (Phase::Import, Phase::Start)
         };
-        let loaded = self.load_matching(plugin, granting, import_phase).await?;
+        let loaded = self
+            .load_matching(plugin, granting, (import_phase, env_use))
+            .await?;
         self.run_start(plugin, loaded, start_phase).await
     }
 
@@ -502,7 +518,7 @@ impl Inner {
         &self,
         plugin: &Arc<Plugin>,
         granting: bool,
-        phase: Phase,
+        phase: (Phase, EnvUse),
     ) -> Result<Loaded, Failure> {
         let granted = plugin.status().granted.clone();
         let grant_for = |meta: &PluginMeta| -> Granted {

@@ -73,8 +73,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Check the interpreter, the kernel sandbox and the LLM's model (exit 1
-    /// when plugins cannot run as configured).
+    /// Plugins' Python environments under <home>/envs/ (built with uv from
+    /// the requirements a plugin declares).
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Check the interpreter, uv, the kernel sandbox and the LLM's model
+    /// (exit 1 when plugins cannot run as configured).
     Doctor {
         #[arg(long)]
         json: bool,
@@ -287,6 +293,21 @@ pub enum ModelCommand {
     Pull { name: String },
     /// The model files, their sizes, and which one `[llm] model` names.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// The environments: requirements, disk use, which plugin folders
+    /// declare them.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the environments no plugin folder declares any more.
+    Prune {
         #[arg(long)]
         json: bool,
     },

@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { command } => command,
         Command::Doctor { json } => return Ok(doctor(&config, &home, json).await),
         Command::Model { command } => return model_command(&config, &home, command),
+        Command::Env { command } => return env_command(&root, &config, command),
         Command::Serve { bind } => return serve(&root, config, bind).await,
         Command::Dashboard { open } => return dashboard(&home, remote_flag.as_deref(), open),
         Command::Mcp { embedded } => {
@@ -76,6 +77,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
+    // Building an environment can take a while: say what is installed
+    // (`-v` shows uv's steps), whichever process builds it.
+    if let PluginCommand::Enable { name, .. } = &command
+        && let Some(reqs) = greffon_host::unbuilt_requirements(&root, &config, name)
+    {
+        eprintln!(
+            "installing {} for {name} into a new environment (uv)…",
+            reqs.join(", ")
+        );
+    }
     if let Some(remote) = remote::Remote::find(&home, remote_flag.as_deref())?
         && let Some(code) = remote_command(&remote, &command).await?
     {
@@ -133,10 +144,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let python = match greffon_host::python_facts(config.python.as_deref()) {
+    let python = match greffon_host::python_facts(config.python.path.as_deref()) {
         Ok((path, version)) => json!({"path": path, "version": version}),
         Err(e) => {
             problems.push(e);
+            json!({"path": null, "version": null})
+        }
+    };
+    // Only plugins that declare requirements need uv: a warning.
+    let uv = match greffon_host::uv_facts(config) {
+        Ok((path, version)) => json!({"path": path, "version": version}),
+        Err(e) => {
+            warnings.push(format!(
+                "{e}; plugins that declare requirements cannot be enabled"
+            ));
             json!({"path": null, "version": null})
         }
     };
@@ -182,6 +203,7 @@ async fn doctor(config: &Config, home: &Home, json_out: bool) -> ExitCode {
     let tasks = tasks_report(config, home, &mut problems, &mut warnings).await;
     let report = json!({
         "python": python,
+        "uv": uv,
         "llm": llm,
         "tasks": tasks,
         "secrets": {
@@ -289,6 +311,26 @@ fn llm_report(config: &Config, home: &Home) -> Value {
 }
 
 /// `greffon model pull|list`.
+/// `greffon env list|prune`: reads the home's folders, starts no worker.
+fn env_command(
+    root: &std::path::Path,
+    config: &Config,
+    command: cli::EnvCommand,
+) -> anyhow::Result<ExitCode> {
+    let (envs, json, pruned) = match command {
+        cli::EnvCommand::List { json } => (greffon_host::environments(root, config)?, json, false),
+        cli::EnvCommand::Prune { json } => {
+            (greffon_host::prune_environments(root, config)?, json, true)
+        }
+    };
+    if json {
+        print::json(&serde_json::to_value(&envs)?);
+    } else {
+        print::envs(&envs, pruned);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn model_command(
     config: &Config,
     home: &Home,
@@ -307,7 +349,7 @@ fn model_command(
             Ok(ExitCode::SUCCESS)
         }
         cli::ModelCommand::Pull { name } => {
-            let (python, _) = greffon_host::python_facts(config.python.as_deref())
+            let (python, _) = greffon_host::python_facts(config.python.path.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
             let mut bar = print::Progress::new(&format!("{name} -> {}", dir.display()));
             let pulled = greffon_llm::models::pull(&name, &dir, &python, |done, total| {

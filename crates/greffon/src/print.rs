@@ -235,6 +235,36 @@ pub fn models(entries: &[greffon_llm::models::Entry], dir: &std::path::Path) {
     out!("(* = [llm] model)");
 }
 
+/// `greffon env list` (or what `env prune` removed).
+pub fn envs(envs: &[greffon_host::EnvInfo], pruned: bool) {
+    if envs.is_empty() {
+        out!(
+            "{}",
+            if pruned {
+                "nothing to prune"
+            } else {
+                "no environments"
+            }
+        );
+        return;
+    }
+    for e in envs {
+        let users = if e.used_by.is_empty() {
+            "unused".to_string()
+        } else {
+            format!("used by {}", e.used_by.join(", "))
+        };
+        let verb = if pruned { "removed " } else { "" };
+        out!(
+            "{verb}{}  {:.1} MiB ({:.1} MiB its own)  {users}",
+            e.key,
+            e.size_bytes as f64 / (1 << 20) as f64,
+            e.own_bytes as f64 / (1 << 20) as f64
+        );
+        out!("    {}", e.requirements.join(", "));
+    }
+}
+
 /// A progress bar on stderr, drawn only on a terminal.
 pub struct Progress {
     label: String,
@@ -291,6 +321,11 @@ pub fn doctor(report: &Value) {
         "python:      {} ({})",
         text(&report["python"]["path"]),
         text(&report["python"]["version"])
+    );
+    out!(
+        "uv:          {} ({})",
+        text(&report["uv"]["path"]),
+        text(&report["uv"]["version"])
     );
     out!("sandbox:     {}", text(&report["sandbox"]["mode"]));
     out!(

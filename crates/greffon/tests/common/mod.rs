@@ -11,13 +11,27 @@ use std::process::{Command, Output};
 
 pub struct TestHome {
     dir: tempfile::TempDir,
+    /// Environment variables every greffon process of this home gets.
+    vars: Vec<(String, String)>,
 }
 
 impl TestHome {
     pub fn new() -> TestHome {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
-        TestHome { dir }
+        TestHome {
+            dir,
+            vars: Vec::new(),
+        }
+    }
+
+    /// Gives every greffon process of this home `key=value`.
+    pub fn set_var(&mut self, key: &str, value: &str) {
+        self.vars.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     pub fn path(&self) -> &Path {
@@ -59,6 +73,7 @@ impl TestHome {
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("GREFFON_HOME")
+            .envs(self.vars())
             .envs(env.iter().copied())
             .output()
             .expect("greffon runs")

@@ -33,6 +33,7 @@ pub fn start(home: &super::TestHome) -> Server {
         .arg("--home")
         .arg(home.path())
         .args(["serve", "--bind", "127.0.0.1:0"])
+        .envs(home.vars())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
