@@ -106,6 +106,12 @@ def become_worker(request, fds, template_pid):
         greffon._seal.seal(program)
     if request["noexec"]:
         greffon._seal.seal(request["noexec"])
+    if sys.flags.no_site:
+        # A plugin's environment: its packages' `.pth` files run only now,
+        # sealed.
+        import site
+
+        site.main()
     sys.argv = ["greffon-worker"]
     greffon.worker.main()
 

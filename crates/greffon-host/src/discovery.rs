@@ -86,6 +86,8 @@ impl Inner {
                 + 2 * self.config.capture_limit_bytes
                 + (64 << 10),
             template: self.config.worker_template,
+            // An environment's packages are the plugin's choice.
+            site_in_sandbox: env.is_some(),
         }
     }
 

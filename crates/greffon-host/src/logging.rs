@@ -14,6 +14,11 @@ use tracing_subscriber::{Layer, fmt};
 /// The categories of the contract; each is a `tracing` target and a file.
 pub const CATEGORIES: [&str; 4] = ["server", "plugin", "llm", "audit"];
 
+/// The target of the environment builder's steps (in `server.log`), shown
+/// on stderr at the default verbosity.
+pub(crate) const ENV_TARGET: &str = "server::env";
+const ENV_PROGRESS: &str = "server::env=info";
+
 /// Installs the global subscriber. `verbosity`: -1 quiet (errors), 0
 /// warnings, 1 info, 2 debug, 3 trace; `RUST_LOG` overrides it for stderr.
 pub fn init(logs_dir: &Path, verbosity: i8) -> std::io::Result<()> {
@@ -43,9 +48,14 @@ pub fn init(logs_dir: &Path, verbosity: i8) -> std::io::Result<()> {
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let console = EnvFilter::builder()
+    let mut console = EnvFilter::builder()
         .with_default_directive(level.into())
         .from_env_lossy();
+    if verbosity >= 0 {
+        // Building a plugin's environment takes seconds: its steps show
+        // unless asked to be quiet.
+        console = console.add_directive(ENV_PROGRESS.parse().expect("a valid directive"));
+    }
     // Colours only for a person at a terminal, not in captured output.
     let stderr = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())

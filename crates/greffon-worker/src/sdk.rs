@@ -35,7 +35,8 @@ const FILES: &[(&str, &str)] = sdk_files![
 /// process against `execve` unless `process` was granted (argument 2),
 /// serve.
 pub(crate) const BOOTSTRAP: &str = "import sys; sys.path.insert(0, sys.argv[1]); \
-    import greffon._seal; from greffon.worker import main; main()";
+    import greffon._seal; sys.flags.no_site and __import__('site').main(); \
+    from greffon.worker import main; main()";
 
 fn content_hash() -> String {
     let mut h = Sha256::new();

@@ -38,6 +38,11 @@ pub struct SpawnSpec {
     /// hands the worker the same rules to apply itself; without one, or
     /// with `sandbox = "off"`, the worker is started with exec).
     pub template: bool,
+    /// The interpreter's packages are a plugin's own (its environment):
+    /// it starts with `-S`, and `site` (which runs `.pth` files) runs only
+    /// once the worker is sealed, never in the template or before the
+    /// no-exec filter.
+    pub site_in_sandbox: bool,
 }
 
 /// The sandbox a worker starts in, built by the host from what the plugin
@@ -172,6 +177,9 @@ fn command(
     let mut cmd = tokio::process::Command::new(&spec.python);
     cmd.arg("-I")
         .arg("-B")
+        // `-s` (no user site, already implied by `-I`) keeps the command
+        // line's shape.
+        .arg(if spec.site_in_sandbox { "-S" } else { "-s" })
         .arg("-c")
         .arg(crate::sdk::BOOTSTRAP)
         .arg(&spec.sdk_dir)
@@ -388,7 +396,7 @@ impl Worker {
         );
         let scratch = jail.scratch.clone();
         let template = if spec.template && jail.sandbox.enforced() {
-            Template::get(&spec.python, &spec.sdk_dir)
+            Template::get(&spec)
                 .await
                 .map_err(|e| tracing::warn!(target: "server", plugin = %spec.plugin, "no worker template ({e}); starting the worker with exec"))
                 .ok()

@@ -17,12 +17,13 @@
 //! a time; each is short (a fork, or a wait for a worker already seen
 //! exiting).
 
+use crate::SpawnSpec;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -37,8 +38,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer the template sends (a pid or a status).
 const ANSWER_BYTES: usize = 4096;
 
-/// The registry key of a template: its interpreter and SDK folder.
-type Key = (PathBuf, PathBuf);
+/// The registry key of a template: its interpreter, SDK folder, and
+/// whether `site` is left to the workers ([`SpawnSpec::site_in_sandbox`]).
+type Key = (PathBuf, PathBuf, bool);
 
 /// A running template.
 pub(crate) struct Template {
@@ -68,10 +70,11 @@ fn registry() -> &'static Registry {
 }
 
 impl Template {
-    /// The live template for `python` and `sdk_dir`, started if there is
-    /// none or it died.
-    pub(crate) async fn get(python: &Path, sdk_dir: &Path) -> io::Result<Arc<Template>> {
-        let key = (python.to_path_buf(), sdk_dir.to_path_buf());
+    /// The live template for `spec`'s interpreter and SDK, started if
+    /// there is none or it died.
+    pub(crate) async fn get(spec: &SpawnSpec) -> io::Result<Arc<Template>> {
+        let python = &spec.python;
+        let key = (python.clone(), spec.sdk_dir.clone(), spec.site_in_sandbox);
         let mut templates = registry().lock().await;
         if let Some(t) = templates.get(&key) {
             if t.alive() {
@@ -110,7 +113,10 @@ impl Template {
         set_receive_timeout(&ours, ANSWER_TIMEOUT)?;
         let fd = theirs.as_raw_fd();
         let mut cmd = tokio::process::Command::new(python);
-        cmd.args(["-I", "-B", "-c", BOOTSTRAP])
+        // Unsandboxed: with `-S` no `.pth` file of a plugin's environment
+        // runs here; each worker runs `site` once sealed.
+        let site = if key.2 { "-S" } else { "-s" };
+        cmd.args(["-I", "-B", site, "-c", BOOTSTRAP])
             .arg(sdk_dir)
             .current_dir(sdk_dir)
             .env_clear()

@@ -77,20 +77,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // Building an environment can take a while: say what is installed
-    // (`-v` shows uv's steps), whichever process builds it.
-    if let PluginCommand::Enable { name, .. } = &command
-        && let Some(reqs) = greffon_host::unbuilt_requirements(&root, &config, name)
-    {
-        eprintln!(
-            "installing {} for {name} into a new environment (uv)…",
-            reqs.join(", ")
-        );
-    }
-    if let Some(remote) = remote::Remote::find(&home, remote_flag.as_deref())?
-        && let Some(code) = remote_command(&remote, &command).await?
-    {
-        return Ok(code);
+    if let Some(remote) = remote::Remote::find(&home, remote_flag.as_deref())? {
+        // The server builds a missing environment and logs uv's steps in
+        // its own log: say here what it installs, since that can take a
+        // while. (Embedded, the host's log lines say it on stderr.)
+        if let PluginCommand::Enable { name, .. } = &command
+            && let Some(reqs) = greffon_host::unbuilt_requirements(&root, &config, name)
+        {
+            eprintln!(
+                "the server installs {} for {name} into a new environment (uv)…",
+                reqs.join(", ")
+            );
+        }
+        if let Some(code) = remote_command(&remote, &command).await? {
+            return Ok(code);
+        }
     }
 
     // `run` answers JSON even when the host cannot open.

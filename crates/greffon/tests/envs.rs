@@ -23,18 +23,31 @@ fn require_uv() {
     );
 }
 
-/// A folder of wheels (`tiny` 1.0 and 2.0, `other` 1.0) and uv's cache.
+/// A folder of wheels (`tiny` 1.0 and 2.0, `other` 1.0, and `sneaky`,
+/// whose `.pth` file tries to write into `markers/` and sets
+/// `GREFFON_TEST_PTH`), and uv's cache.
 fn wheels() -> tempfile::TempDir {
     require_uv();
     let dir = tempfile::tempdir().expect("tempdir");
     let python = std::env::var("GREFFON_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_wheel.py");
     std::fs::create_dir(dir.path().join("wheels")).expect("wheels");
-    for (name, version) in [("tiny", "1.0"), ("tiny", "2.0"), ("other", "1.0")] {
+    std::fs::create_dir(dir.path().join("markers")).expect("markers");
+    let pth = format!(
+        "import os; os.environ['GREFFON_TEST_PTH'] = '1'; open('{}/pid-%d' % os.getpid(), 'w').close()",
+        dir.path().join("markers").display()
+    );
+    for (name, version, pth) in [
+        ("tiny", "1.0", None),
+        ("tiny", "2.0", None),
+        ("other", "1.0", None),
+        ("sneaky", "1.0", Some(pth)),
+    ] {
         let status = std::process::Command::new(&python)
             .arg(&script)
             .arg(dir.path().join("wheels"))
             .args([name, version])
+            .args(pth)
             .status()
             .expect("python runs");
         assert!(status.success(), "make_wheel.py {name} {version}");
@@ -118,8 +131,9 @@ fn two_versions_of_one_package_run_side_by_side_and_the_base_has_neither() {
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("installing tiny==1.0 for one"),
-        "enable says what it installs: {said}"
+        said.contains("installing tiny==1.0 for plugin 'one'")
+            && said.contains("uv: Installed 1 package"),
+        "enable says what it installs, then uv's steps: {said}"
     );
     home.enable("two");
     home.enable("bare");
@@ -318,10 +332,21 @@ fn a_reload_with_new_requirements_builds_beside_the_running_version_and_rolls_ba
     home.plugin("live", &tiny_plugin("live"));
     requirements(&home, "live", "tiny==1.0\n");
     home.enable("live");
+    home.plugin("late", &tiny_plugin("late"));
+    requirements(&home, "late", "tiny==2.0\nother==1.0\n");
     let server = start(&home);
     let api = &server.api;
     let run = || call(api, "POST", "/v1/plugins/live/run", "{}");
     assert_eq!(run().1["version"], json!("1.0"));
+
+    // Enabled through the server, which builds: the CLI says what.
+    let out = home.greffon(&["plugin", "enable", "late"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the server installs other==1.0, tiny==2.0 for late"),
+        "{said}"
+    );
 
     requirements(&home, "live", "tiny==2.0\n");
     let (st, v) = call(api, "POST", "/v1/plugins/live/reload", "");
@@ -336,4 +361,30 @@ fn a_reload_with_new_requirements_builds_beside_the_running_version_and_rolls_ba
     assert_eq!(run().1["version"], json!("2.0"));
     let (_, info) = call(api, "GET", "/v1/plugins/live", "");
     assert_eq!(info["state"], json!("enabled"), "{info}");
+}
+
+/// A package's `.pth` file runs when the interpreter starts: for an
+/// environment's interpreter that must be inside the sandbox, never in
+/// the (unsandboxed) template process, whichever way the worker starts.
+#[test]
+fn a_packages_startup_code_runs_only_inside_the_sandbox() {
+    let wheels = wheels();
+    for template in [true, false] {
+        let home = home(&wheels);
+        home.config(&format!("worker_template = {template}\n"));
+        home.plugin(
+            "pth",
+            "import os\n\n\nclass Plugin:\n    meta = {'name': 'pth', 'description': 'has a .pth', 'inputs': {'schema': {}}}\n\n    def run(self):\n        return os.environ.get('GREFFON_TEST_PTH')\n\n\nplugin = Plugin()\n",
+        );
+        requirements(&home, "pth", "sneaky==1.0\n");
+        home.enable("pth");
+        let (code, ran) = home.run("pth", "{}");
+        // It ran in the worker (so the check below is not vacuous)...
+        assert_eq!((code, &ran), (0, &json!("1")), "template = {template}");
+        // ...and could write nothing outside the plugin's grants.
+        let written: Vec<_> = std::fs::read_dir(wheels.path().join("markers"))
+            .expect("markers")
+            .collect();
+        assert!(written.is_empty(), "template = {template}: {written:?}");
+    }
 }

@@ -3,6 +3,7 @@
 //! half-built environment is never used.
 
 use super::{BuildError, RECORD, Requirements};
+use crate::logging::ENV_TARGET;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +89,7 @@ pub(super) async fn build(plan: &Plan<'_>) -> Result<(), BuildError> {
 async fn build_in(plan: &Plan<'_>, staging: &Path) -> Result<(), BuildError> {
     let started = std::time::Instant::now();
     tracing::info!(
-        target: "server",
+        target: ENV_TARGET,
         plugin = plan.plugin,
         requirements = ?plan.reqs.lines,
         "installing {} for plugin '{}' into a new environment (uv)",
@@ -108,21 +109,12 @@ async fn build_in(plan: &Plan<'_>, staging: &Path) -> Result<(), BuildError> {
     let env_python = staging.join("bin").join("python");
     let env_python = env_python.to_string_lossy();
     let list_text = list.to_string_lossy();
-    // Bytecode is compiled now: the environment is read-only to workers,
-    // which could not cache it themselves.
-    let mut install = vec![
-        "pip",
-        "install",
-        "--python",
-        &env_python,
-        "--compile-bytecode",
-        "-r",
-        &list_text,
-    ];
+    let mut install = vec!["pip", "install", "--python", &env_python, "-r", &list_text];
     if !plan.allow_build {
         install.push("--no-build");
     }
     run_uv(plan, &install, &mut log).await?;
+    compile_bytecode(plan.python, staging, &mut log).await?;
 
     let record = serde_json::json!({
         "requirements": plan.reqs.lines,
@@ -138,7 +130,7 @@ async fn build_in(plan: &Plan<'_>, staging: &Path) -> Result<(), BuildError> {
     )
     .map_err(|e| io_error(&path, e))?;
     tracing::info!(
-        target: "server",
+        target: ENV_TARGET,
         plugin = plan.plugin,
         ms = started.elapsed().as_millis() as u64,
         "environment built"
@@ -177,7 +169,7 @@ async fn run_uv(plan: &Plan<'_>, args: &[&str], log: &mut String) -> Result<(), 
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if !line.trim().is_empty() {
-                tracing::info!(target: "server", plugin = plan.plugin, "uv: {}", line.trim_end());
+                tracing::info!(target: ENV_TARGET, plugin = plan.plugin, "uv: {}", line.trim_end());
             }
             log.push_str(&line);
             log.push('\n');
@@ -194,6 +186,38 @@ async fn run_uv(plan: &Plan<'_>, args: &[&str], log: &mut String) -> Result<(), 
         message: format!("uv {} failed: {}", args[..2].join(" "), summary(log)),
         log: log.clone(),
     })
+}
+
+/// Compiles the environment's modules now, since the environment is
+/// read-only to workers, which could not cache bytecode themselves. Not
+/// uv's `--compile-bytecode`: that starts the environment's interpreter
+/// with `site`, which runs the packages' `.pth` files here, outside any
+/// sandbox. The base interpreter with `-I -S` imports nothing of them.
+async fn compile_bytecode(
+    python: &Path,
+    staging: &Path,
+    log: &mut String,
+) -> Result<(), BuildError> {
+    let out = tokio::process::Command::new(python)
+        .args(["-I", "-S", "-m", "compileall", "-q"])
+        .arg(staging.join("lib"))
+        .env_clear()
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| BuildError {
+            message: format!("cannot run {} to compile bytecode: {e}", python.display()),
+            log: log.clone(),
+        })?;
+    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    // A module that does not compile is reported by compileall, but only
+    // fails if it is imported: the environment stays usable.
+    if !out.status.success() {
+        tracing::warn!(target: ENV_TARGET, "compileall: some modules did not compile (they fail when imported)");
+    }
+    Ok(())
 }
 
 /// uv's error in one paragraph: its lines from the first error mark on.
