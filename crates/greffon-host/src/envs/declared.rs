@@ -34,6 +34,10 @@ impl Requirements {
     }
 }
 
+/// One declared requirement, with its line in `requirements.txt` (none
+/// in an inline block).
+type Entry = (Option<usize>, String);
+
 const FILE: &str = "requirements.txt";
 const INLINE: &str = "the `# /// script` block of plugin.py";
 
@@ -55,7 +59,7 @@ pub(crate) fn declared(dir: &Path) -> Result<Option<Requirements>, String> {
             ));
         }
         (None, None) => return Ok(None),
-        (Some(text), None) => (FILE, file_entries(&text)?),
+        (Some(text), None) => (FILE, file_entries(&text)),
         (None, Some(deps)) => (INLINE, deps),
     };
     let base = dir
@@ -86,7 +90,7 @@ pub(crate) fn declared(dir: &Path) -> Result<Option<Requirements>, String> {
 
 /// The requirement entries of a `requirements.txt`, with their line
 /// numbers: comments and blank lines dropped, continuations joined.
-fn file_entries(text: &str) -> Result<Vec<(Option<usize>, String)>, String> {
+fn file_entries(text: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -111,12 +115,12 @@ fn file_entries(text: &str) -> Result<Vec<(Option<usize>, String)>, String> {
     if let Some((start, joined)) = pending.filter(|(_, j)| !j.trim().is_empty()) {
         out.push((Some(start), joined.trim().to_string()));
     }
-    Ok(out)
+    out
 }
 
 /// The `dependencies` of a PEP 723 block (`# /// script` … `# ///`), if
 /// `plugin.py` has one.
-fn inline_block(script: &str) -> Result<Option<Vec<(Option<usize>, String)>>, String> {
+fn inline_block(script: &str) -> Result<Option<Vec<Entry>>, String> {
     let mut lines = script.lines();
     if !lines.any(|l| l.trim_end() == "# /// script") {
         return Ok(None);
@@ -215,10 +219,8 @@ fn checked(entry: &str, base: &Path) -> Result<(String, Option<PathBuf>), String
         }
         _ => real.display().to_string(),
     };
-    let hashes = (!options.is_empty())
-        .then(|| format!(" {options}"))
-        .unwrap_or_default();
-    Ok((format!("{line}{hashes}"), Some(real)))
+    let line = format!("{line} {options}").trim_end().to_string();
+    Ok((line, Some(real)))
 }
 
 fn looks_like_path(s: &str) -> bool {
