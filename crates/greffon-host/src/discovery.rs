@@ -67,9 +67,10 @@ pub(crate) enum EnvUse {
     /// Discovery and `check`: its environment if built, else the base
     /// interpreter (environments are built at enable, not when listing).
     IfBuilt,
-    /// A worker restarted for a call: its built environment, or fail.
+    /// A worker started for the pool or a call: its built environment,
+    /// or fail.
     Built,
-    /// Enable, reload and start-up: built first when missing.
+    /// [`Inner::build_environment`]: built when missing.
     Build,
 }
 
@@ -226,6 +227,19 @@ impl Inner {
                     )
                 }),
         }
+    }
+
+    /// Builds the environment `plugin` declares when it is missing
+    /// (enable, reload, start-up).
+    pub(crate) async fn build_environment(&self, plugin: &Plugin) -> Result<(), Failure> {
+        let hash = crate::dump::file_hash(&plugin.dir.join("plugin.py"));
+        self.environment(&plugin.key, &plugin.dir, &hash, EnvUse::Build)
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure {
+                reason: e.reason(),
+                dump: e.dump,
+            })
     }
 
     /// Has the worker import `plugin.py`: what it found there, or why not

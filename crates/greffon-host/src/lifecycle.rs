@@ -379,6 +379,12 @@ impl Inner {
         granting: bool,
         reloading: bool,
     ) -> Result<(), Failure> {
+        // The plugin's environment, built once for the whole pool before
+        // any worker starts (calls wait in the queue meanwhile).
+        if let Err(failure) = self.build_environment(plugin).await {
+            give_up(plugin, pool, &failure, reloading);
+            return Err(failure);
+        }
         let tickets: Vec<Ticket> = (0..pool.size())
             .map_while(|_| match pool.checkout(false) {
                 Checkout::Start(ticket) => Some(ticket),
@@ -387,7 +393,7 @@ impl Inner {
             .collect();
         let starts = tickets.into_iter().map(|ticket| async move {
             let started = self
-                .start_worker(plugin, granting, reloading, EnvUse::Build)
+                .start_worker(plugin, granting, reloading, EnvUse::Built)
                 .await;
             (ticket, started)
         });
@@ -417,12 +423,7 @@ impl Inner {
                 Ok(())
             }
             Some(failure) => {
-                if !reloading {
-                    let mut s = plugin.status();
-                    s.state = State::Failed;
-                    s.failure = Some(failure.clone());
-                }
-                pool.retire();
+                give_up(plugin, pool, &failure, reloading);
                 let workers: Vec<Arc<Worker>> = leases.iter().map(|l| l.worker().clone()).collect();
                 join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
                 drop(leases);
@@ -674,4 +675,15 @@ impl Inner {
         }
         worker.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+/// A pool that could not be filled: retired, and unless `reloading`
+/// (where the running version keeps serving), the plugin is `failed`.
+fn give_up(plugin: &Plugin, pool: &Pool, failure: &Failure, reloading: bool) {
+    if !reloading {
+        let mut s = plugin.status();
+        s.state = State::Failed;
+        s.failure = Some(failure.clone());
+    }
+    pool.retire();
 }

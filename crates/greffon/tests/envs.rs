@@ -240,6 +240,8 @@ fn a_plugin_cannot_write_into_its_environment() {
 fn a_missing_package_is_named_and_fails_only_its_plugin() {
     let wheels = wheels();
     let home = home(&wheels);
+    // Two workers, one build (and one dump) for the pool.
+    home.config("workers = 2\n");
     home.plugin("wants", &tiny_plugin("wants"));
     requirements(&home, "wants", "tiny==1.0\nnothing-here==9.9\n");
     home.plugin(
@@ -257,12 +259,14 @@ fn a_missing_package_is_named_and_fails_only_its_plugin() {
     let info = home.info("wants");
     assert_eq!(info["state"], json!("failed"), "{info}");
     // The dump keeps uv's whole report.
-    let dump = home
+    let dumps: Vec<String> = home
         .dumps()
         .into_iter()
-        .find(|d| std::fs::read_to_string(d).is_ok_and(|t| t.contains("phase: environment")))
-        .expect("an environment dump");
-    let text = std::fs::read_to_string(dump).expect("dump");
+        .filter_map(|d| std::fs::read_to_string(d).ok())
+        .filter(|t| t.contains("phase: environment"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "one build, one dump");
+    let text = &dumps[0];
     assert!(text.contains("nothing-here"), "{text}");
     assert!(envs(&home).is_empty(), "a failed build leaves nothing");
     assert!(
@@ -271,6 +275,17 @@ fn a_missing_package_is_named_and_fails_only_its_plugin() {
             .next()
             .is_none(),
         "no staging folder left"
+    );
+    assert_eq!(home.run("fine", "{}").0, 0);
+
+    // No uv where the configuration says: named, and only that plugin.
+    home.config("[python]\nuv = \"/no/such/uv\"\n");
+    let out = home.greffon(&["plugin", "enable", "wants"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("[python] uv = '/no/such/uv' is not a file"),
+        "{said}"
     );
     assert_eq!(home.run("fine", "{}").0, 0);
 }
