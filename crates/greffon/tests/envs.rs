@@ -25,7 +25,7 @@ fn require_uv() {
 
 /// A folder of wheels (`tiny` 1.0 and 2.0, `other` 1.0, and `sneaky`,
 /// whose `.pth` file tries to write into `markers/` and sets
-/// `GREFFON_TEST_PTH`), and uv's cache.
+/// `GREFFON_TEST_PTH`), a source distribution (`srconly`), and uv's cache.
 fn wheels() -> tempfile::TempDir {
     require_uv();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -42,6 +42,7 @@ fn wheels() -> tempfile::TempDir {
         ("tiny", "2.0", None),
         ("other", "1.0", None),
         ("sneaky", "1.0", Some(pth)),
+        ("srconly", "1.0", Some("--sdist".to_string())),
     ] {
         let status = std::process::Command::new(&python)
             .arg(&script)
@@ -252,8 +253,11 @@ fn a_missing_package_is_named_and_fails_only_its_plugin() {
     let out = home.greffon(&["plugin", "enable", "wants"]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
+    // "provided package locations": uv looked only at the local wheels
+    // (UV_NO_INDEX), not at PyPI.
     assert!(
-        said.contains("could not be built") && said.contains("nothing-here"),
+        said.contains("could not be built")
+            && said.contains("nothing-here was not found in the provided package locations"),
         "{said}"
     );
     let info = home.info("wants");
@@ -288,6 +292,60 @@ fn a_missing_package_is_named_and_fails_only_its_plugin() {
         "{said}"
     );
     assert_eq!(home.run("fine", "{}").0, 0);
+    // doctor says so too (a warning: only such plugins need uv).
+    let out = home.greffon(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert_eq!(report["uv"]["path"], Value::Null, "{report}");
+    assert!(
+        report["warnings"].to_string().contains("/no/such/uv"),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_reports_uv() {
+    require_uv();
+    let home = TestHome::new();
+    let out = home.greffon(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert!(
+        report["uv"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/uv")),
+        "{report}"
+    );
+    assert!(
+        report["uv"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("uv ")),
+        "{report}"
+    );
+    assert!(home.ok(&["doctor"]).contains("uv:"));
+}
+
+#[test]
+fn a_source_only_package_is_refused_unless_builds_are_allowed() {
+    let wheels = wheels();
+    let home = home(&wheels);
+    home.plugin("src", &tiny_plugin("src"));
+    requirements(&home, "src", "srconly==1.0\n");
+    let out = home.greffon(&["plugin", "enable", "src"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("srconly") && said.contains("building from source is disabled"),
+        "{said}"
+    );
+    // Allowed, uv attempts the build (which needs setuptools, absent
+    // from this offline index): a different refusal, and another key.
+    home.config("[python]\nallow_build = true\n");
+    let out = home.greffon(&["plugin", "enable", "src"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("setuptools") && !said.contains("building from source is disabled"),
+        "{said}"
+    );
 }
 
 #[test]

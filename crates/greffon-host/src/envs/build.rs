@@ -21,7 +21,6 @@ const PASSED: &[&str] = &[
     "UV_DEFAULT_INDEX",
     "UV_INDEX",
     "UV_FIND_LINKS",
-    "UV_NO_INDEX",
     "UV_OFFLINE",
     "UV_CACHE_DIR",
     "UV_LINK_MODE",
@@ -36,6 +35,18 @@ const PASSED: &[&str] = &[
     "https_proxy",
     "no_proxy",
 ];
+
+/// `UV_NO_INDEX` set to a true value: `uv pip install` has `--no-index`
+/// but reads no variable for it (uv 0.13), so greffon passes the flag,
+/// and an offline mirror of wheels (`UV_FIND_LINKS`) is all uv consults.
+fn no_index() -> bool {
+    std::env::var("UV_NO_INDEX").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
 
 /// Tells concurrent staging folders apart.
 static STAGING: AtomicU64 = AtomicU64::new(0);
@@ -112,6 +123,9 @@ async fn build_in(plan: &Plan<'_>, staging: &Path) -> Result<(), BuildError> {
     let mut install = vec!["pip", "install", "--python", &env_python, "-r", &list_text];
     if !plan.allow_build {
         install.push("--no-build");
+    }
+    if no_index() {
+        install.push("--no-index");
     }
     run_uv(plan, &install, &mut log).await?;
     compile_bytecode(plan.python, staging, &mut log).await?;
