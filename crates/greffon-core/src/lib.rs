@@ -20,6 +20,8 @@ mod config;
 mod home;
 mod meta;
 mod permission;
+#[cfg(test)]
+mod properties;
 mod schema;
 
 pub use allowlist::{Allowed, Allowlist, Deny, Pattern, is_public};

@@ -19,6 +19,8 @@ mod error;
 mod frame;
 mod message;
 pub mod method;
+#[cfg(test)]
+mod properties;
 
 pub use error::{ErrorKind, WireError, returned_error};
 pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame, encode_request};

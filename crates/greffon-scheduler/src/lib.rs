@@ -20,6 +20,8 @@
 //! - `service`: the `tasks.*` host service behind the SDK's `greffon.tasks`.
 
 mod model;
+#[cfg(test)]
+mod properties;
 mod runner;
 mod scheduler;
 mod service;

@@ -1,11 +1,13 @@
 //! Fire times: a trigger checked once and turned into "the next instant
 //! after t". Cron expressions are evaluated by croner in the task's zone
-//! (its documented DST rules: a fixed time inside the spring gap fires
-//! right after it, a fixed time inside the autumn overlap fires once).
+//! (a fixed time inside the spring gap fires right after it). In the
+//! autumn overlap, as in Vixie cron, a job with a fixed hour fires once
+//! per wall-clock time (at its first occurrence), while a job whose hour
+//! field is a wildcard (`*`, `*/2`) keeps firing in real time.
 
 use crate::TaskError;
 use crate::model::Trigger;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -13,7 +15,13 @@ use croner::parser::{CronParser, Seconds};
 /// A trigger ready to compute fire times.
 #[derive(Debug, Clone)]
 pub(crate) enum Schedule {
-    Cron(Box<Cron>, Tz),
+    Cron {
+        cron: Box<Cron>,
+        tz: Tz,
+        /// The hour field is a wildcard: the repeated hour of an autumn
+        /// overlap fires again (real time), rather than once.
+        hourly: bool,
+    },
     Interval {
         every: Duration,
         start: DateTime<Utc>,
@@ -38,7 +46,11 @@ impl Schedule {
                         ));
                     }
                 };
-                Ok(Schedule::Cron(Box::new(cron), tz))
+                Ok(Schedule::Cron {
+                    cron: Box::new(cron),
+                    tz,
+                    hourly: hour_is_wildcard(expr),
+                })
             }
             Trigger::Interval {
                 every_s,
@@ -70,10 +82,24 @@ impl Schedule {
     /// The first fire time strictly after `t`, if any.
     pub(crate) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Schedule::Cron(cron, tz) => cron
-                .find_next_occurrence(&t.with_timezone(tz), false)
-                .ok()
-                .map(|d| d.with_timezone(&Utc)),
+            Schedule::Cron { cron, tz, hourly } => {
+                let mut t = t;
+                loop {
+                    let next = cron
+                        .find_next_occurrence(&t.with_timezone(tz), false)
+                        .ok()?;
+                    // The second occurrence of a wall-clock time the
+                    // overlap repeats already fired at its first.
+                    let repeated = matches!(
+                        tz.from_local_datetime(&next.naive_local()),
+                        LocalResult::Ambiguous(first, _) if first != next
+                    );
+                    if *hourly || !repeated {
+                        return Some(next.with_timezone(&Utc));
+                    }
+                    t = next.with_timezone(&Utc);
+                }
+            }
             Schedule::Interval { every, start, end } => {
                 let next = if t < *start {
                     *start
@@ -99,6 +125,17 @@ impl Schedule {
             Schedule::Interval { start, .. } if *start >= now => Some(*start),
             _ => self.next_after(now),
         }
+    }
+}
+
+/// Whether the expression's hour field is a wildcard (`*`, `*/n`), or the
+/// alias `@hourly`: such a job follows real time through a clock change.
+fn hour_is_wildcard(expr: &str) -> bool {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    match fields.as_slice() {
+        [alias] => alias.eq_ignore_ascii_case("@hourly"),
+        [_, hour, _, _, _] | [_, _, hour, _, _, _] => hour.starts_with('*'),
+        _ => false,
     }
 }
 
@@ -223,6 +260,34 @@ mod tests {
                 .with_timezone(&Utc);
             assert_eq!(fire, first, "{zone}");
         }
+    }
+
+    /// Found by the property test: fixed times in the overlap fired at
+    /// both occurrences of their wall-clock time.
+    #[test]
+    fn in_the_autumn_overlap_fixed_hours_fire_once_and_wildcard_hours_follow_real_time() {
+        let tz: Tz = "Europe/Paris".parse().expect("zone");
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 10, 25).expect("date");
+        let (from, to) = local_day(tz, date);
+        let fires = |expr: &str| {
+            let s = cron(expr, "Europe/Paris");
+            let mut got = Vec::new();
+            let mut t = from;
+            while let Some(n) = s.next_after(t).filter(|n| *n < to) {
+                got.push(n.with_timezone(&tz).format("%H:%M%:z").to_string());
+                t = n;
+            }
+            got
+        };
+        assert_eq!(fires("0,1 2 * * *"), ["02:00+02:00", "02:01+02:00"]);
+        let half_hours: Vec<String> = fires("*/30 * * * *")
+            .into_iter()
+            .filter(|f| f.starts_with("02:"))
+            .collect();
+        assert_eq!(
+            half_hours,
+            ["02:00+02:00", "02:30+02:00", "02:00+01:00", "02:30+01:00"]
+        );
     }
 
     #[test]
