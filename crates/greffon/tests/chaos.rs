@@ -13,11 +13,9 @@
 mod common;
 
 use common::TestHome;
-use common::server::{Api, call, start};
+use common::server::{Api, call, start, try_exchange};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,8 +31,8 @@ const HOSTILE: &str = "import os\n\n\nclass Plugin:\n    meta = {'name': 'hostil
 /// What one request got: a status, or how it went unanswered.
 type Outcome = Result<u16, String>;
 
-/// One request on its own connection, with a deadline: the status, or
-/// why none came (an unanswered request fails the test).
+/// One request with the server's token: its status, or why none came
+/// (an unanswered request fails the test).
 fn send(
     api: &Api,
     method: &str,
@@ -42,39 +40,15 @@ fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (Outcome, String) {
-    let attempt = || -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(&api.address)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n",
-            api.address,
-            body.len(),
-            api.token
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes())?;
-        // The server may answer (413) before reading an oversized body.
-        let _ = s.write_all(body);
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("no status in {text:?}")))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    match attempt() {
+    let bearer = format!("Bearer {}", api.token);
+    let mut all = vec![
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    match try_exchange(api, method, path, &all, body) {
         Ok((status, body)) => (Ok(status), body),
-        Err(e) => (Err(e.to_string()), String::new()),
+        Err(e) => (Err(e), String::new()),
     }
 }
 

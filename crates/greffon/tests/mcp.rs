@@ -296,3 +296,72 @@ fn an_unreachable_server_is_an_error_naming_it_and_the_session_survives() {
         answers[2]
     );
 }
+
+/// Malformed JSON-RPC on `/mcp` (issue #18): wrong types, huge ids, batch
+/// abuse, unknown methods, broken JSON, a huge body. Each gets an answer
+/// (an HTTP 4xx or a JSON-RPC error), never a 5xx or a dead server, and
+/// the session still calls tools afterwards.
+#[test]
+fn mcp_answers_malformed_json_rpc_and_stays_up() {
+    let home = calls_home();
+    let server = start(&home);
+    let bearer = format!("Bearer {}", server.api.token);
+    let base = [
+        ("Accept", "application/json, text/event-stream"),
+        ("Content-Type", "application/json"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (_, head, _) = common::server::full(&server.api, "POST", "/mcp", None, &base, INITIALIZE);
+    let session = head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id:"))
+        .expect("a session id")
+        .trim()
+        .to_string();
+    let mut headers = base.to_vec();
+    headers.push(("Mcp-Session-Id", session.as_str()));
+    headers.push(("Mcp-Protocol-Version", "2025-06-18"));
+    let (st, _) = http(&server, "POST", "/mcp", &headers, INITIALIZED);
+    assert_eq!(st, 202);
+
+    let many = format!("[{}]", vec![CALL_ECHO; 2000].join(","));
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"echo","arguments":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(20 << 20)
+    );
+    let cases: Vec<(&str, String)> = vec![
+        ("not JSON", "{\"jsonrpc\":".into()),
+        ("empty body", String::new()),
+        ("a number", "42".into()),
+        ("empty batch", "[]".into()),
+        ("a batch of 2000", many),
+        ("id is an object", r#"{"jsonrpc":"2.0","id":{"a":1},"method":"tools/list"}"#.into()),
+        ("id past u64", r#"{"jsonrpc":"2.0","id":18446744073709551616999,"method":"tools/list"}"#.into()),
+        ("id a huge float", r#"{"jsonrpc":"2.0","id":1e308,"method":"tools/list"}"#.into()),
+        ("id a long string", format!(r#"{{"jsonrpc":"2.0","id":"{}","method":"tools/list"}}"#, "i".repeat(100_000))),
+        ("method a number", r#"{"jsonrpc":"2.0","id":4,"method":7}"#.into()),
+        ("unknown method", r#"{"jsonrpc":"2.0","id":5,"method":"greffon/shutdown"}"#.into()),
+        ("wrong version", r#"{"jsonrpc":"1.0","id":6,"method":"tools/list"}"#.into()),
+        ("arguments a string", r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":"n=2"}}"#.into()),
+        ("params an array", r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":[1,2]}"#.into()),
+        ("unknown tool", r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"nope","arguments":{}}}"#.into()),
+        ("a result nobody asked for", r#"{"jsonrpc":"2.0","id":99,"result":{}}"#.into()),
+        ("20 MiB of arguments", huge),
+    ];
+    for (what, body) in &cases {
+        let (st, answer) =
+            common::server::try_exchange(&server.api, "POST", "/mcp", &headers, body.as_bytes())
+                .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert!(
+            (200..500).contains(&st),
+            "{what}: {st} {}",
+            answer.chars().take(300).collect::<String>()
+        );
+        let (st, answer) = http(&server, "POST", "/mcp", &headers, CALL_ECHO);
+        assert!(
+            st == 200 && answer.contains("structuredContent"),
+            "after {what}: {st} {}",
+            answer.chars().take(300).collect::<String>()
+        );
+    }
+}

@@ -124,6 +124,48 @@ pub fn full(
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// One exchange that tolerates what a client under load meets: a server
+/// that answers (413) before reading a whole body, or none at all. The
+/// status and body, or why none came; reads wait at most 30 s.
+pub fn try_exchange(
+    s: &Api,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(&s.address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            s.address,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes())?;
+        // The answer may come (and the connection close) before the end.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status in {text:?}")))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    attempt().map_err(|e| e.to_string())
+}
+
 pub fn call(s: &Api, method: &str, path: &str, body: &str) -> (u16, Value) {
     request(s, method, path, Some(&s.token), None, body)
 }
