@@ -297,7 +297,7 @@ fn every_request_is_answered_while_workers_die_and_plugins_reload() {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
                 turn += 1;
-                if turn % 4 == 0 {
+                if turn.is_multiple_of(4) {
                     let (outcome, _) = send(&api, "POST", "/v1/plugins/echo/reload", &[], b"");
                     tally.add("reload", &outcome, &problems);
                     continue;
