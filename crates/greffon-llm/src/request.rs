@@ -35,11 +35,14 @@ impl InferOptions {
     /// Reads options from JSON; an unknown key or a wrong type names the
     /// option.
     pub fn from_json(v: Value) -> Result<InferOptions, LlmError> {
-        let v = if v.is_null() {
+        let mut v = if v.is_null() {
             Value::Object(Default::default())
         } else {
             v
         };
+        if let Some(map) = v.as_object_mut() {
+            greffon_protocol::integral_floats(map, &["max_tokens", "top_k", "seed"]);
+        }
         let options: InferOptions = serde_path_to_error::deserialize(v).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -198,5 +201,17 @@ mod tests {
                 .max_tokens(),
             256
         );
+    }
+
+    /// Found by schemathesis: `27.0` is an integer to JSON Schema.
+    #[test]
+    fn integral_floats_are_integers_and_fractions_are_not() {
+        let ok = InferOptions::from_json(json!({"max_tokens": 5.0, "seed": 27.0, "top_k": 0.0}))
+            .expect("valid");
+        assert_eq!((ok.max_tokens(), ok.seed, ok.top_k), (5, Some(27), Some(0)));
+        let (o, _) = refused(json!({"seed": 2.5}));
+        assert_eq!(o, "seed");
+        let (o, _) = refused(json!({"max_tokens": 5e12}));
+        assert_eq!(o, "max_tokens");
     }
 }

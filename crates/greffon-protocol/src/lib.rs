@@ -26,6 +26,24 @@ pub use error::{ErrorKind, WireError, returned_error};
 pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame, encode_request};
 pub use message::{Message, Output, ResponseBody};
 
+/// Rewrites the `keys` of `map` that hold an integral float (`27.0`) in
+/// `0..=u32::MAX` as integers: JSON has one number type, and to a JSON
+/// Schema (or a client that computed the value as a float) `27.0` is the
+/// integer 27, which serde would refuse for an integer field.
+pub fn integral_floats(map: &mut serde_json::Map<String, serde_json::Value>, keys: &[&str]) {
+    for key in keys {
+        if let Some(n) = map
+            .get(*key)
+            .filter(|v| v.is_f64())
+            .and_then(|v| v.as_f64())
+            && n.fract() == 0.0
+            && (0.0..=f64::from(u32::MAX)).contains(&n)
+        {
+            map.insert((*key).to_string(), serde_json::Value::from(n as u32));
+        }
+    }
+}
+
 /// Version of the wire protocol; the worker sends it in its `hello` and the
 /// host refuses a worker that speaks another one.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -211,7 +211,9 @@ async fn run(State(app): AppState, UrlPath(name): UrlPath<String>, body: Body) -
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This description", body = Object)), security(("bearer" = [])))]
 async fn openapi_route() -> Response {
-    axum::Json(openapi()).into_response()
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    crate::contract::tighten(&mut doc);
+    axum::Json(doc).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text (no token needed)", content_type = "text/plain")))]

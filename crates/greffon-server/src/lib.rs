@@ -3,6 +3,8 @@
 //!
 //! - `api`: the routes, their OpenAPI description ([`openapi`]) and the
 //!   mapping of greffon's errors to statuses;
+//! - `contract`: the OpenAPI's bodies and parameters made as strict as
+//!   what the handlers accept;
 //! - `auth`: the bearer token ([`resolve_token`]) and the `Host` header
 //!   check that defeats DNS rebinding;
 //! - `metrics`: Prometheus text at `/metrics`;
@@ -26,6 +28,7 @@
 
 mod api;
 mod auth;
+mod contract;
 mod dashboard;
 mod endpoint;
 mod llm;

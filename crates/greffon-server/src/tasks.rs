@@ -4,6 +4,7 @@
 use crate::api::{App, AppState, error};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,7 @@ use greffon_protocol::ErrorKind;
 use greffon_scheduler::{NewTask, TaskError, TaskKey, TaskPatch};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::sync::Arc;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
@@ -57,10 +59,19 @@ fn answer<T: serde::Serialize>(status: StatusCode, r: Result<T, TaskError>) -> R
     }
 }
 
-/// The body as `T`; a refusal names the field (serde's message).
+/// The body as `T`; a refusal names the field (serde's message). The
+/// integer fields accept an integral float (`2.0`); the plugin's `args`
+/// are left exactly as sent.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     let text = if bytes.is_empty() { &b"{}"[..] } else { bytes };
-    serde_json::from_slice(text).map_err(|e| format!("invalid task: {e}"))
+    let mut v: Value = serde_json::from_slice(text).map_err(|e| format!("invalid task: {e}"))?;
+    if let Some(map) = v.as_object_mut() {
+        greffon_protocol::integral_floats(map, &["max_instances", "retries"]);
+        if let Some(trigger) = map.get_mut("trigger").and_then(Value::as_object_mut) {
+            greffon_protocol::integral_floats(trigger, &["every_s"]);
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("invalid task: {e}"))
 }
 
 fn invalid(message: String) -> Response {
@@ -149,8 +160,12 @@ pub(crate) struct Limit {
 pub(crate) async fn runs(
     State(app): AppState,
     UrlPath(task): UrlPath<String>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return invalid(format!("runs: {}", e.body_text())),
+    };
     let limit = q.limit.unwrap_or(20);
     answer(
         StatusCode::OK,
@@ -167,8 +182,12 @@ pub(crate) struct Count {
 pub(crate) async fn next(
     State(app): AppState,
     UrlPath(task): UrlPath<String>,
-    Query(q): Query<Count>,
+    q: Result<Query<Count>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return invalid(format!("next: {}", e.body_text())),
+    };
     let n = q.n.unwrap_or(5).min(100);
     answer(
         StatusCode::OK,
