@@ -41,7 +41,7 @@ pub use store::{
     AnyTaskStore, Claim, Claimed, Fire, LOST, PgReport, PgTaskStore, Plan, Planner,
     SqliteTaskStore, TaskStore,
 };
-pub use trigger::{check_zone, host_zone};
+pub use trigger::{check_zone, fire_times, host_zone};
 
 /// Most fire times one due task catches up on with `coalesce = all`.
 pub const MAX_CATCH_UP: usize = 100;

@@ -380,21 +380,16 @@ impl<S: TaskStore> Scheduler<S> {
     /// The next `n` fire times (none for a disabled task's past).
     pub async fn next(&self, key: &TaskKey, n: usize) -> Result<Vec<DateTime<Utc>>, TaskError> {
         let task = self.get(key).await?;
-        let schedule = Schedule::compile(&task.trigger)?;
         let now = now_ms(&*self.shared.clock);
-        let mut out = Vec::with_capacity(n);
-        let mut next = match task.next_run_at {
-            Some(t) if task.options.enabled => Some(t),
-            _ => schedule.next_after(now),
-        };
-        while let Some(t) = next {
-            if out.len() >= n {
-                break;
+        match task.next_run_at {
+            // The stored next fire comes first (it may be due already).
+            Some(t) if task.options.enabled && n > 0 => {
+                let mut out = vec![t];
+                out.extend(crate::trigger::fire_times(&task.trigger, t, n - 1)?);
+                Ok(out)
             }
-            out.push(t);
-            next = schedule.next_after(t);
+            _ => crate::trigger::fire_times(&task.trigger, now, n),
         }
-        Ok(out)
     }
 
     /// Runs the task now, without moving its schedule, and answers the

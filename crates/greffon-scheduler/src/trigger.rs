@@ -128,6 +128,22 @@ impl Schedule {
     }
 }
 
+/// The first `n` fire times of `trigger` strictly after `after` (what
+/// `greffon task next` previews), or why the trigger is invalid, naming
+/// the field.
+pub fn fire_times(
+    trigger: &Trigger,
+    after: DateTime<Utc>,
+    n: usize,
+) -> Result<Vec<DateTime<Utc>>, TaskError> {
+    let schedule = Schedule::compile(trigger)?;
+    Ok(
+        std::iter::successors(schedule.next_after(after), |t| schedule.next_after(*t))
+            .take(n)
+            .collect(),
+    )
+}
+
 /// Whether the expression's hour field is a wildcard (`*`, `*/n`), or the
 /// alias `@hourly`: such a job follows real time through a clock change.
 fn hour_is_wildcard(expr: &str) -> bool {
