@@ -70,7 +70,7 @@ pub(crate) fn tighten(doc: &mut Value) {
         "/v1/tasks/{task}/next",
         "get",
         "n",
-        json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        json!({"type": "integer", "minimum": 0, "maximum": crate::tasks::MAX_NEXT}),
     );
     for path in ["/v1/tasks/{task}/runs", "/v1/tasks/{task}/next"] {
         add_response(

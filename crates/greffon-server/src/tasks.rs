@@ -173,12 +173,15 @@ pub(crate) async fn runs(
     )
 }
 
+/// Most fire times `GET /v1/tasks/{task}/next` previews.
+pub(crate) const MAX_NEXT: usize = 100;
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct Count {
     n: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{task}/next", params(("task" = String, Path, description = "id or name"), ("n" = Option<usize>, Query, description = "default 5, at most 100")), responses((status = 200, description = "The next fire times (UTC)", body = [String]), (status = 404, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tasks/{task}/next", params(("task" = String, Path, description = "id or name"), ("n" = Option<usize>, Query, description = "default 5, at most 100 (more is refused with 422)")), responses((status = 200, description = "The next fire times (UTC)", body = [String]), (status = 404, body = Object)), security(("bearer" = [])))]
 pub(crate) async fn next(
     State(app): AppState,
     UrlPath(task): UrlPath<String>,
@@ -188,7 +191,12 @@ pub(crate) async fn next(
         Ok(Query(q)) => q,
         Err(e) => return invalid(format!("next: {}", e.body_text())),
     };
-    let n = q.n.unwrap_or(5).min(100);
+    // Refused rather than cut, as the CLI does: a client asking for 400
+    // must not take 100 for all there is.
+    let n = q.n.unwrap_or(5);
+    if n > MAX_NEXT {
+        return invalid(format!("next: n is at most {MAX_NEXT} (got {n})"));
+    }
     answer(
         StatusCode::OK,
         app.tasks.next(&TaskKey::parse(&task), n).await,

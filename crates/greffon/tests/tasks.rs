@@ -176,6 +176,15 @@ fn the_task_routes_answer_with_their_statuses() {
         .collect();
     assert_eq!(times.len(), 3);
     assert!(times.iter().all(|t| t.ends_with(":00:00Z")), "{times:?}");
+    let (st, v) = call(s, "GET", "/v1/tasks/hourly/next?n=400", "");
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 100 (got 400)"),
+        "{v}"
+    );
     let (st, v) = call(s, "PATCH", "/v1/tasks/hourly", r#"{"args": {"n": 5}}"#);
     assert_eq!((st, &v["args"]), (200, &json!({"n": 5})));
     let (st, run) = call(s, "POST", "/v1/tasks/hourly/run", "");
