@@ -1,4 +1,4 @@
-# A malicious plugin: every escape attempt of research/sandbox.md §12.
+# A malicious plugin: every escape attempt listed in docs/security.md.
 #
 # The red-team tests (crates/greffon-host/tests/redteam.rs) install this file
 # as several plugins, each with its own meta (the line below is replaced), and

@@ -17,7 +17,8 @@ pub struct Config {
     pub python: PythonConfig,
     /// Where the JSON-line logs and crash dumps go, relative to the home.
     pub logs_dir: PathBuf,
-    /// Call timeout when neither config nor meta sets one (SPEC §6).
+    /// Call timeout when neither `[plugins.NAME]` nor the plugin's meta sets
+    /// one.
     pub default_timeout_s: f64,
     /// Largest accepted arguments object, as JSON bytes.
     pub max_args_bytes: usize,

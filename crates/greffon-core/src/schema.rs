@@ -1,5 +1,6 @@
 //! `inputs.schema` in its three accepted forms, normalized to one JSON
-//! Schema, and the validation of call arguments against it (SPEC §4).
+//! Schema, and the validation of call arguments against it: every call is
+//! checked before it reaches the plugin.
 
 use serde_json::{Map, Value, json};
 use std::fmt;

@@ -1,4 +1,5 @@
-//! Crash dumps (SPEC §7): one file per incident, never overwritten.
+//! Crash dumps: one file per incident (load, start, call, reload), never
+//! overwritten, with secrets redacted.
 
 use serde_json::Value;
 use std::fmt::Write as _;

@@ -47,7 +47,8 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    /// Discovery and `check`: nothing at all (SPEC §3).
+    /// Discovery and `check`: nothing at all, since importing `plugin.py`
+    /// runs its module-level code before any permission is granted.
     pub(crate) fn none() -> Access {
         Access {
             name: None,

@@ -237,7 +237,7 @@ impl Host {
         }
     }
 
-    /// Hot reload (SPEC §8): loads and starts `plugin.py` as it is now in a
+    /// Hot reload with rollback: loads and starts `plugin.py` as it is now in a
     /// new worker beside the running one; only if that succeeds do new
     /// calls go to it, while calls in flight finish on the old worker,
     /// which is then stopped. On any failure the running version keeps

@@ -1,4 +1,5 @@
-//! `greffon plugin scaffold NAME` (SPEC §10).
+//! `greffon plugin scaffold NAME`: a new plugin folder that loads and runs
+//! as written.
 
 use crate::error::HostError;
 use greffon_core::Home;

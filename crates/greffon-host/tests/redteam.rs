@@ -1,5 +1,5 @@
 //! The red-team suite: a malicious plugin (`tests/redteam/attempts.py`)
-//! tries every escape of research/sandbox.md §12 inside real sandboxed
+//! tries every escape listed in docs/security.md inside real sandboxed
 //! workers, with the permission absent and, where it applies, present but
 //! scoped. Each test asserts the specific denial (errno or error text), that
 //! nothing outside changed, and that the host still answers a normal call

@@ -1,4 +1,4 @@
-//! Hot reload with rollback (SPEC §8) under load: clients call a plugin
+//! Hot reload with rollback under load: clients call a plugin
 //! without pause while it is reloaded again and again, once into a broken
 //! version and once into one that asks for more permissions. No call may
 //! fail, and every answer must come from one whole version (its `start()`

@@ -1,5 +1,6 @@
 //! `greffon.http` through the real binary against a real local server: the
-//! allowlist bypass table of research/sandbox.md §12.10, redirects, header
+//! allowlist bypass attempts (userinfo, fragments, IP spellings, names
+//! that resolve to an allowed address, ports), redirects, header
 //! hygiene, size and time caps, and the audit trail.
 
 mod common;

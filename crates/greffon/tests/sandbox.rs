@@ -1,6 +1,6 @@
 //! The sandbox as the operator meets it: `greffon doctor`, the refusal to
-//! run plugins on a kernel that cannot enforce it (research/sandbox.md
-//! §12.18), and the explicit opt-out.
+//! run plugins on a kernel that cannot enforce it (fail closed), and the
+//! explicit opt-out.
 
 mod common;
 
