@@ -85,6 +85,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for a shell, e.g. `greffon completions
+    /// bash > ~/.local/share/bash-completion/completions/greffon`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page greffon(1), or write it and one page per
+    /// subcommand into a folder (`greffon man --dir ~/.local/share/man/man1`).
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// A systemd user unit that keeps `greffon serve` running on this home.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ServiceCommand {
+    /// Write ~/.config/systemd/user/greffon.service (`greffon --home HOME
+    /// serve` with this binary), then enable and start it.
+    Install {
+        /// Only write the unit; do not run systemctl.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Stop and disable the unit, and remove its file.
+    Uninstall,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! printing; the work is in `greffon-host`.
 
 mod cli;
+mod install;
 mod print;
 mod remote;
 mod secret;
@@ -48,11 +49,30 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let root = Home::resolve(cli.home.as_deref());
+    // What needs no home, or only its path, touches none.
+    match cli.command {
+        Command::Completions { shell } => {
+            install::completions(shell);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            install::man(dir.as_deref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Service { command } => {
+            install::service(&root, command)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let verbosity = if cli.quiet { -1 } else { cli.verbose as i8 };
     let config = Config::load(&Home::config_file(&root))?;
     let home = Home::new(&root, &config);
     greffon_host::logging::init(home.logs_dir(), verbosity)
         .with_context(|| format!("cannot open the logs under {}", home.logs_dir().display()))?;
+    if let Err(e) = install::python_shim(&root, &home.app_dir()) {
+        tracing::debug!("no app/cli.py in {}: {e:#}", root.display());
+    }
     let remote_flag = cli.remote.clone();
     let command = match cli.command {
         Command::Plugin { command } => command,
@@ -74,6 +94,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Secret { command } => {
             return secret_command(&root, config, &home, remote_flag.as_deref(), command).await;
+        }
+        Command::Completions { .. } | Command::Man { .. } | Command::Service { .. } => {
+            unreachable!("answered before the home is opened")
         }
     };
 
