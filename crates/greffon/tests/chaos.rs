@@ -142,24 +142,7 @@ struct Mcp {
 impl Mcp {
     fn open(api: &Api) -> Mcp {
         let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"chaos","version":"1"}}}"#;
-        let (_, head, _) = common::server::full(
-            api,
-            "POST",
-            "/mcp",
-            None,
-            &[
-                ("Accept", "application/json, text/event-stream"),
-                ("Content-Type", "application/json"),
-                ("Authorization", &format!("Bearer {}", api.token)),
-            ],
-            init,
-        );
-        let session = head
-            .lines()
-            .find_map(|l| l.strip_prefix("mcp-session-id:"))
-            .expect("a session id")
-            .trim()
-            .to_string();
+        let session = common::server::mcp_session(api, init);
         let mcp = Mcp { session };
         let (status, _) = mcp.post(
             api,

@@ -311,13 +311,7 @@ fn mcp_answers_malformed_json_rpc_and_stays_up() {
         ("Content-Type", "application/json"),
         ("Authorization", bearer.as_str()),
     ];
-    let (_, head, _) = common::server::full(&server.api, "POST", "/mcp", None, &base, INITIALIZE);
-    let session = head
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id:"))
-        .expect("a session id")
-        .trim()
-        .to_string();
+    let session = common::server::mcp_session(&server.api, INITIALIZE);
     let mut headers = base.to_vec();
     headers.push(("Mcp-Session-Id", session.as_str()));
     headers.push(("Mcp-Protocol-Version", "2025-06-18"));

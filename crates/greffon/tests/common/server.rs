@@ -124,6 +124,23 @@ pub fn full(
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// Opens an MCP session on `/mcp` with the `initialize` request `init`;
+/// answers the session id the server assigned.
+pub fn mcp_session(s: &Api, init: &str) -> String {
+    let bearer = format!("Bearer {}", s.token);
+    let headers = [
+        ("Accept", "application/json, text/event-stream"),
+        ("Content-Type", "application/json"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let (_, head, _) = full(s, "POST", "/mcp", None, &headers, init);
+    head.lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id:"))
+        .expect("a session id")
+        .trim()
+        .to_string()
+}
+
 /// One exchange that tolerates what a client under load meets: a server
 /// that answers (413) before reading a whole body, or none at all. The
 /// status and body, or why none came; reads wait at most 30 s.
