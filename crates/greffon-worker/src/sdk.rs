@@ -24,6 +24,7 @@ const FILES: &[(&str, &str)] = sdk_files![
     "greffon/system.py",
     "greffon/tasks.py",
     "greffon/template.py",
+    "greffon/testing.py",
     "greffon/worker.py",
     "app/__init__.py",
     "app/core/__init__.py",
