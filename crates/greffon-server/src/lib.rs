@@ -1,8 +1,12 @@
 //! `greffon serve`: the long-running form of greffon, an HTTP API over one
 //! [`greffon_host::Host`].
 //!
-//! - `api`: the routes, their OpenAPI description ([`openapi`]) and the
-//!   mapping of greffon's errors to statuses;
+//! - `app`: what every route shares, the state (`App`) and the
+//!   mapping of greffon's errors to statuses; route modules depend on it,
+//!   never on each other;
+//! - `plugins`: `/v1/health`, `/v1/plugins/...` and `/metrics`;
+//! - `openapi`: the description of every route ([`openapi`]), generated
+//!   from the handlers;
 //! - `contract`: the OpenAPI's bodies and parameters made as strict as
 //!   what the handlers accept;
 //! - `auth`: the bearer token ([`resolve_token`]) and the `Host` header
@@ -22,11 +26,12 @@
 //! - [`watch_plugins`]: the file watcher that applies changes under
 //!   `plugins/` (also used by an embedded `greffon mcp`).
 //!
-//! [`serve`] binds, writes the endpoint file, serves until its shutdown
-//! future resolves, lets calls in flight finish within a grace period,
-//! stops every plugin, and removes the endpoint file.
+//! `serve`: [`serve`] binds, writes the endpoint file, assembles every
+//! module's routes, serves until its shutdown future resolves, lets calls
+//! in flight finish within a grace period, stops every plugin, and removes
+//! the endpoint file.
 
-mod api;
+mod app;
 mod auth;
 mod contract;
 mod dashboard;
@@ -35,15 +40,19 @@ mod llm;
 mod mcp;
 mod metrics;
 mod observe;
+mod openapi;
+mod plugins;
 mod secrets;
+mod serve;
 mod session;
 mod tasks;
 mod watch;
 
-pub use api::{ServeOptions, openapi, serve};
 pub use auth::resolve_token;
 pub use dashboard::login_link;
 pub use endpoint::Endpoint;
+pub use openapi::openapi;
+pub use serve::{ServeOptions, serve};
 pub use watch::spawn as watch_plugins;
 
 /// Why the server could not run.

@@ -1,7 +1,7 @@
 //! `POST /v1/llm/infer`: the local model over HTTP, as JSON or as
 //! server-sent events.
 
-use crate::api::{App, AppState, error};
+use crate::app::{App, AppState, error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,7 +1,7 @@
 //! `/mcp`: the MCP server over the same host as `/v1`, its calls counted
 //! in `/metrics` like any other.
 
-use crate::api::App;
+use crate::app::App;
 use crate::metrics::outcome_label;
 use greffon_mcp::{Backend, ToolCall};
 use rmcp::ErrorData;

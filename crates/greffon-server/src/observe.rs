@@ -1,7 +1,7 @@
 //! What a watcher of the host reads: its events as server-sent events,
 //! a plugin's crash dumps, and the last log records by category.
 
-use crate::api::{App, AppState, error, host_error};
+use crate::app::{App, AppState, error, host_error};
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};

@@ -1,7 +1,7 @@
 //! `/v1/secrets`: set, list and remove plugin secrets. Write-only: no
 //! route answers a value.
 
-use crate::api::{App, AppState, error, host_error};
+use crate::app::{App, AppState, error, host_error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};

@@ -1,7 +1,7 @@
 //! `/v1/tasks`: scheduled plugin calls. A task is named in the path by
 //! its id or its name.
 
-use crate::api::{App, AppState, error};
+use crate::app::{App, AppState, error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
