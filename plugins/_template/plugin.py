@@ -46,6 +46,14 @@ class Plugin:
                 "shout": {"type": "boolean", "required": False},
             }
         },
+        # Or a Pydantic model (declare `pydantic` in requirements.txt next
+        # to this file, or use an interpreter that has it): the host checks
+        # its JSON Schema, and run() gets the model's fields.
+        #     from pydantic import BaseModel, Field
+        #     class Inputs(BaseModel):
+        #         name: str = Field(min_length=1, description="who to greet")
+        #         times: int = Field(1, ge=1, le=10)
+        #     "inputs": {"schema": Inputs},
         # Seconds a call may take before the host answers a timeout.
         "timeout": 10,
     }
