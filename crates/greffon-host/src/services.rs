@@ -5,24 +5,11 @@
 
 use crate::broker::{self, HttpSettings, NetAccess};
 use crate::secrets::SecretStore;
-use greffon_protocol::{ErrorKind, WireError, method};
+use greffon_protocol::{ErrorKind, Service, WireError, method};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-
-/// What a [`Service`] answers, later.
-pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Value, WireError>> + Send>>;
-
-/// A host service another crate provides (the scheduler's `tasks.*`, the
-/// LLM's `llm.*`), registered with [`crate::Host::register_service`] under
-/// the prefix of its method names.
-pub trait Service: Send + Sync + 'static {
-    /// Answers `method` (the full name, e.g. `tasks.create`) for `plugin`.
-    fn handle(&self, plugin: &str, method: &str, params: Value) -> ServiceFuture;
-}
 
 /// Who is calling a service.
 #[derive(Debug)]
@@ -45,12 +32,6 @@ pub(crate) struct Services {
     pub secrets: SecretStore,
     /// Registered services by method prefix (`tasks` for `tasks.create`).
     pub extra: RwLock<HashMap<String, Arc<dyn Service>>>,
-}
-
-impl std::fmt::Debug for dyn Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Service")
-    }
 }
 
 impl Services {

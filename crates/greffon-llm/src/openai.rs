@@ -21,7 +21,9 @@ pub struct OpenAiLlm {
 
 impl OpenAiLlm {
     pub fn new(config: &LlmConfig) -> Result<OpenAiLlm, LlmError> {
-        greffon_host::install_tls_provider();
+        // reqwest's rustls needs a process-wide crypto provider; the
+        // first crate to install it wins, the others keep it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(config.timeout_s))
             .build()

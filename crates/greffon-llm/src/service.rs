@@ -4,8 +4,8 @@
 
 use crate::request::{Answer, InferOptions, InferRequest};
 use crate::{Llm, LlmError};
-use greffon_host::{Service, ServiceFuture};
 use greffon_protocol::{ErrorKind, WireError};
+use greffon_protocol::{Service, ServiceFuture};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

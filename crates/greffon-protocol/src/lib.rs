@@ -14,6 +14,8 @@
 //! - [`method`]: method names and their parameter and result types.
 //! - [`error`]: the error kinds a call can end with, shared by every edge
 //!   (CLI, HTTP) so that one mapping decides exit codes and statuses.
+//! - [`Service`]: what a crate implements to answer host calls of its own
+//!   (`tasks.*`, `llm.*`).
 
 mod error;
 mod frame;
@@ -21,10 +23,12 @@ mod message;
 pub mod method;
 #[cfg(test)]
 mod properties;
+mod service;
 
 pub use error::{ErrorKind, WireError, returned_error};
 pub use frame::{FRAME_HEADER_LEN, FrameError, decode_header, encode_frame, encode_request};
 pub use message::{Message, Output, ResponseBody};
+pub use service::{Service, ServiceFuture};
 
 /// Rewrites the `keys` of `map` that hold an integral float (`27.0`) in
 /// `0..=u32::MAX` as integers: JSON has one number type, and to a JSON

@@ -6,8 +6,7 @@ use crate::TaskError;
 use crate::model::{NewTask, TaskKey, TaskPatch};
 use crate::scheduler::Scheduler;
 use crate::store::TaskStore;
-use greffon_host::{Service, ServiceFuture};
-use greffon_protocol::{ErrorKind, WireError};
+use greffon_protocol::{ErrorKind, Service, ServiceFuture, WireError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
