@@ -6,6 +6,7 @@ use crate::broker::NetAccess;
 use crate::dump::Phase;
 use crate::envs::Env;
 use crate::error::HostError;
+use crate::hooks::{self, Ended};
 use crate::host::{Host, Inner, exception_text};
 use crate::jail::Access;
 use crate::registry::{Failure, Plugin, State, Status, failed_status, settled_status};
@@ -13,8 +14,8 @@ use crate::services::Caller;
 use crate::supervision::{OnCrash, Supervised};
 use greffon_core::PluginMeta;
 use greffon_protocol::method::{self, LoadParams, LoadResult};
-use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
-use greffon_worker::{Reply, SpawnSpec, Worker};
+use greffon_protocol::{ErrorKind, Output, WireError};
+use greffon_worker::{SpawnSpec, Worker};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -260,23 +261,14 @@ impl Inner {
             max_result_bytes: self.config.max_result_bytes,
         };
         let import_timeout = Duration::from_secs_f64(self.config.default_timeout_s);
-        let reply = worker
-            .request(method::LOAD, &params, None, import_timeout)
-            .await;
-        match reply {
-            Ok(Reply::Response {
-                body: ResponseBody::Ok(v),
-                ..
-            }) => serde_json::from_value::<LoadResult>(v).map_err(|e| {
+        match hooks::request(worker, method::LOAD, &params, import_timeout).await {
+            Ended::Returned(v, _) => serde_json::from_value::<LoadResult>(v).map_err(|e| {
                 LoadError::one(
                     format!("the worker answered a malformed load result: {e}"),
                     None,
                 )
             }),
-            Ok(Reply::Response {
-                body: ResponseBody::Err(e),
-                output,
-            }) => {
+            Ended::Raised(e, output) => {
                 let dump = (e.kind == ErrorKind::Exception)
                     .then(|| self.write_dump(folder, file_hash, phase, None, &e, output))
                     .flatten();
@@ -285,18 +277,18 @@ impl Inner {
                     dump,
                 ))
             }
-            Ok(Reply::NotDelivered) => {
-                let exit = worker.wait_exit().await;
+            Ended::Died { delivered, exit } => {
+                let when = if delivered {
+                    "while importing plugin.py"
+                } else {
+                    "before plugin.py was imported"
+                };
                 Err(LoadError::one(
-                    format!("{} before plugin.py was imported", exit.description),
+                    format!("{} {when}", exit.description),
                     exit.dump.clone(),
                 ))
             }
-            Ok(Reply::Gone(exit)) => Err(LoadError::one(
-                format!("{} while importing plugin.py", exit.description),
-                exit.dump.clone(),
-            )),
-            Err(_) => {
+            Ended::TimedOut => {
                 let reason = format!(
                     "importing plugin.py did not finish within {} s",
                     import_timeout.as_secs_f64()

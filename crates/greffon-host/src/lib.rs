@@ -11,6 +11,8 @@
 //!   states ([`State`], [`PluginInfo`]), each with its pool of workers
 //!   (`greffon-worker`, [`PoolStats`]).
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
+//! - `hooks`: a plugin's hooks outside a call (`load`, `start()`,
+//!   `stop()`), every way one can end folded once.
 //! - `envs`: plugins' Python environments (the requirements a plugin
 //!   declares, checked, built with uv under `envs/`, [`EnvInfo`]).
 //! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder),
@@ -34,6 +36,7 @@ mod discovery;
 mod dump;
 mod envs;
 mod error;
+mod hooks;
 mod host;
 mod jail;
 mod lifecycle;

@@ -7,6 +7,7 @@ use crate::calls::log_output;
 use crate::discovery::{EnvUse, Loaded};
 use crate::dump::Phase;
 use crate::error::HostError;
+use crate::hooks::{self, Ended};
 use crate::host::{Announce, Host, Inner, announce, exception_text};
 use crate::jail::Access;
 use crate::registry::{
@@ -16,8 +17,8 @@ use crate::supervision::OnCrash;
 use futures_util::future::join_all;
 use greffon_core::PluginMeta;
 use greffon_protocol::method;
-use greffon_protocol::{ErrorKind, ResponseBody, WireError};
-use greffon_worker::{Checkout, Pool, Reply, Ticket, Worker};
+use greffon_protocol::{ErrorKind, WireError};
+use greffon_worker::{Checkout, Pool, Ticket, Worker};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -604,14 +605,8 @@ impl Inner {
         } = loaded;
         let meta = Arc::new(meta);
         let timeout = Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s));
-        let outcome = worker
-            .request(method::START, &Value::Null, None, timeout)
-            .await;
-        let failure = match outcome {
-            Ok(Reply::Response {
-                body: ResponseBody::Ok(_),
-                output,
-            }) => {
+        let failure = match hooks::request(&worker, method::START, &Value::Null, timeout).await {
+            Ended::Returned(_, output) => {
                 log_output(&plugin.key, output.as_ref());
                 return Ok(Started {
                     worker,
@@ -619,25 +614,28 @@ impl Inner {
                     file_hash,
                 });
             }
-            Ok(Reply::Response {
-                body: ResponseBody::Err(e),
-                output,
-            }) => {
+            Ended::Raised(e, output) => {
                 let dump = self.write_dump(&plugin.key, &file_hash, phase, None, &e, output);
                 Failure {
                     reason: format!("start() raised {}", exception_text(&e)),
                     dump,
                 }
             }
-            Ok(Reply::Gone(exit)) => Failure {
+            Ended::Died {
+                delivered: true,
+                exit,
+            } => Failure {
                 reason: format!("its worker ended during start() ({})", exit.description),
                 dump: exit.dump.clone(),
             },
-            Ok(Reply::NotDelivered) => Failure {
+            Ended::Died {
+                delivered: false,
+                exit,
+            } => Failure {
                 reason: "its worker ended before start() could be called".into(),
-                dump: worker.wait_exit().await.dump.clone(),
+                dump: exit.dump.clone(),
             },
-            Err(_) => {
+            Ended::TimedOut => {
                 let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
                 let exit = worker.kill_and_wait(&reason).await;
                 Failure {
@@ -654,21 +652,15 @@ impl Inner {
     async fn stop_worker(&self, plugin: &Plugin, worker: &Worker) {
         if worker.is_alive() {
             let timeout = Duration::from_secs_f64(self.config.stop_timeout_s);
-            match worker
-                .request(method::STOP, &Value::Null, None, timeout)
-                .await
-            {
-                Ok(Reply::Response {
-                    body: ResponseBody::Err(e),
-                    output,
-                }) => {
+            match hooks::request(worker, method::STOP, &Value::Null, timeout).await {
+                Ended::Raised(e, output) => {
                     let hash = plugin.status().file_hash.clone();
                     let dump = self.write_dump(&plugin.key, &hash, Phase::Stop, None, &e, output);
                     tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {}", exception_text(&e));
                 }
-                Ok(Reply::Response { output, .. }) => log_output(&plugin.key, output.as_ref()),
-                Ok(Reply::Gone(_) | Reply::NotDelivered) => {}
-                Err(_) => {
+                Ended::Returned(_, output) => log_output(&plugin.key, output.as_ref()),
+                Ended::Died { .. } => {}
+                Ended::TimedOut => {
                     tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
                 }
             }
