@@ -1,10 +1,13 @@
 //! `greffon secret ...`: through a running server (its write-only
 //! `/v1/secrets`), or on the home's store when none runs.
 
+use crate::EXIT_USAGE;
+use crate::cli;
 use crate::cli::SecretCommand;
 use crate::print;
 use crate::remote::{self, Remote};
 use anyhow::Context;
+use greffon_core::{Config, Home};
 use greffon_host::{Host, MAX_SECRET_BYTES, SecretEntry};
 use reqwest::Method;
 use serde_json::json;
@@ -20,7 +23,7 @@ pub enum Backend<'a> {
 /// Why `secret set` refuses a value given as an argument.
 pub const NO_ARGUMENT_VALUE: &str = "greffon secret set reads the value from stdin or a prompt, never from the command line (shell history and /proc would keep it): run `greffon secret set PLUGIN NAME` and type it, or pipe it in";
 
-pub async fn command(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result<ExitCode> {
+async fn execute(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result<ExitCode> {
     let outcome = match command {
         SecretCommand::Set { plugin, name, .. } => {
             let value = read_value(&plugin, &name)?;
@@ -174,4 +177,26 @@ impl Drop for NoEcho {
             unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, saved) };
         }
     }
+}
+
+/// `greffon secret ...`: through the running server, or on the home's
+/// store. A value on the command line is refused before anything else.
+pub(crate) async fn run(
+    root: &std::path::Path,
+    config: Config,
+    home: &Home,
+    remote_flag: Option<&str>,
+    command: cli::SecretCommand,
+) -> anyhow::Result<ExitCode> {
+    if let cli::SecretCommand::Set { value: Some(_), .. } = &command {
+        eprintln!("error: {}", NO_ARGUMENT_VALUE);
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if let Some(remote) = remote::Remote::find(home, remote_flag)? {
+        return execute(Backend::Remote(&remote), command).await;
+    }
+    let host = Host::open_with(root, config).await?;
+    let code = execute(Backend::Embedded(&host), command).await;
+    host.shutdown().await;
+    code
 }

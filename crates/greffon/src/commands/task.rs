@@ -1,9 +1,14 @@
 //! `greffon task ...`: through a running server (the API), or embedded on
 //! the home's database when none runs. Both give the same JSON.
 
+use super::{interrupted, scheduler_settings, task_store};
+use crate::EXIT_INTERRUPTED;
+use crate::cli;
 use crate::cli::{TaskCommand, TaskSpec};
 use crate::print;
 use crate::remote::{self, Remote};
+use greffon_core::{Config, Home};
+use greffon_host::Host;
 use greffon_scheduler::{AnyTaskStore, NewTask, Scheduler, TaskKey, TaskPatch};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -114,7 +119,7 @@ fn value(r: Result<impl serde::Serialize, greffon_scheduler::TaskError>) -> Resu
         .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
 }
 
-pub async fn command(backend: Backend<'_>, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
+async fn execute(backend: Backend<'_>, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
     let (json_out, outcome) = match &cmd {
         TaskCommand::List { json } => (
             *json,
@@ -238,4 +243,30 @@ pub async fn command(backend: Backend<'_>, cmd: TaskCommand) -> anyhow::Result<E
 fn usage_error(message: &str) -> anyhow::Result<ExitCode> {
     eprintln!("error: {message}");
     Ok(ExitCode::from(crate::EXIT_USAGE))
+}
+
+/// `greffon task ...`: through the running server, or embedded.
+pub(crate) async fn run(
+    root: &std::path::Path,
+    config: Config,
+    home: &Home,
+    remote_flag: Option<&str>,
+    command: cli::TaskCommand,
+) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = remote::Remote::find(home, remote_flag)? {
+        return execute(Backend::Remote(&remote), command).await;
+    }
+    let settings = scheduler_settings(&config)?;
+    let store = task_store(root, &config, true).await?;
+    let host = Host::open_with(root, config).await?;
+    let scheduler = greffon_scheduler::attach(&host, store, settings);
+    let code = tokio::select! {
+        code = execute(Backend::Embedded(&scheduler), command) => code,
+        signal = interrupted() => {
+            eprintln!("greffon: {signal}; stopping plugins");
+            Ok(ExitCode::from(EXIT_INTERRUPTED))
+        }
+    };
+    host.shutdown().await;
+    code
 }
