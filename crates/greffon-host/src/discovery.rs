@@ -31,6 +31,9 @@ pub(crate) struct LoadError {
     pub name: Option<String>,
     /// The worker's sandbox could not be built (the plugin never ran).
     pub sandbox: bool,
+    /// The worker died while starting or loading (not the plugin's import
+    /// failing): replacing a worker tries again rather than failing it.
+    pub died: bool,
 }
 
 impl LoadError {
@@ -40,6 +43,7 @@ impl LoadError {
             dump,
             name: None,
             sandbox: false,
+            died: false,
         }
     }
 
@@ -174,7 +178,12 @@ impl Inner {
             if !e.stderr.trim().is_empty() {
                 problem.push_str(&format!(" ({})", last_line(&e.stderr)));
             }
-            LoadError::one(problem, None)
+            // Nothing of the plugin ran: a worker (or the template it is
+            // forked from) that died before its hello.
+            LoadError {
+                died: true,
+                ..LoadError::one(problem, None)
+            }
         })
     }
 
@@ -240,6 +249,7 @@ impl Inner {
             .map_err(|e| Failure {
                 reason: e.reason(),
                 dump: e.dump,
+                worker_died: false,
             })
     }
 
@@ -283,10 +293,10 @@ impl Inner {
                 } else {
                     "before plugin.py was imported"
                 };
-                Err(LoadError::one(
-                    format!("{} {when}", exit.description),
-                    exit.dump.clone(),
-                ))
+                Err(LoadError {
+                    died: true,
+                    ..LoadError::one(format!("{} {when}", exit.description), exit.dump.clone())
+                })
             }
             Ended::TimedOut => {
                 let reason = format!(
@@ -339,6 +349,7 @@ fn judge(r: &LoadResult) -> Result<PluginMeta, LoadError> {
             dump: None,
             name,
             sandbox: false,
+            died: false,
         }),
     }
 }
@@ -488,7 +499,11 @@ fn duplicate_status(meta: PluginMeta, hash: String, folders: &[String]) -> Statu
     );
     let mut status = settled_status(meta, hash, None);
     status.state = State::Failed;
-    status.failure = Some(Failure { reason, dump: None });
+    status.failure = Some(Failure {
+        reason,
+        dump: None,
+        worker_died: false,
+    });
     status.duplicate = true;
     status
 }

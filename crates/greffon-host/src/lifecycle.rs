@@ -196,6 +196,7 @@ impl Host {
                             "plugin name '{key}' is already declared by another folder; rename one"
                         ),
                         dump: None,
+                        worker_died: false,
                     });
                     status.duplicate = true;
                     (folder.to_string(), status)
@@ -459,6 +460,11 @@ impl Inner {
                 s.file_hash = started.file_hash;
                 Ok(started.worker)
             }
+            // A worker killed while it started (its death already counted
+            // as a crash, which fails the plugin past `max_crashes`) leaves
+            // the plugin enabled: the next call starts another. A plugin
+            // whose import or start() fails is failed now.
+            Err(failure) if failure.worker_died => Err(failure),
             Err(failure) => {
                 let mut s = plugin.status();
                 s.state = State::Failed;
@@ -553,6 +559,7 @@ impl Inner {
                     return Err(Failure {
                         reason: e.reason(),
                         dump: e.dump,
+                        worker_died: e.died,
                     });
                 }
             };
@@ -573,7 +580,11 @@ impl Inner {
             };
             if let Some(reason) = problem {
                 loaded.worker.shutdown(Duration::from_secs(1)).await;
-                return Err(Failure { reason, dump: None });
+                return Err(Failure {
+                    reason,
+                    dump: None,
+                    worker_died: false,
+                });
             }
             let wanted = Access::for_plugin(meta, &grant_for(meta), &self.config);
             if wanted == access {
@@ -584,6 +595,7 @@ impl Inner {
                 return Err(Failure {
                     reason: "plugin.py kept changing while it was loaded; try again".into(),
                     dump: None,
+                    worker_died: false,
                 });
             }
             access = wanted;
@@ -619,6 +631,7 @@ impl Inner {
                 Failure {
                     reason: format!("start() raised {}", exception_text(&e)),
                     dump,
+                    worker_died: false,
                 }
             }
             Ended::Died {
@@ -627,6 +640,7 @@ impl Inner {
             } => Failure {
                 reason: format!("its worker ended during start() ({})", exit.description),
                 dump: exit.dump.clone(),
+                worker_died: true,
             },
             Ended::Died {
                 delivered: false,
@@ -634,6 +648,7 @@ impl Inner {
             } => Failure {
                 reason: "its worker ended before start() could be called".into(),
                 dump: exit.dump.clone(),
+                worker_died: true,
             },
             Ended::TimedOut => {
                 let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
@@ -641,6 +656,7 @@ impl Inner {
                 Failure {
                     reason,
                     dump: exit.dump.clone(),
+                    worker_died: false,
                 }
             }
         };

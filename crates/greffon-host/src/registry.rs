@@ -37,6 +37,11 @@ pub struct Failure {
     pub reason: String,
     /// The crash dump that tells more, when one was written.
     pub dump: Option<PathBuf>,
+    /// The worker died (killed, or crashed outside the plugin's code)
+    /// rather than the plugin failing: replacing a worker counts this as a
+    /// crash, under `max_crashes`, instead of failing the plugin at once.
+    #[serde(skip)]
+    pub(crate) worker_died: bool,
 }
 
 /// What the operator granted at enable, persisted with the enabled set.
@@ -209,6 +214,7 @@ impl Plugin {
                     self.key
                 ),
                 dump: exit.dump.clone(),
+                worker_died: true,
             });
             tracing::error!(target: "server", plugin = %self.key, "plugin marked failed after repeated crashes");
             return true;
@@ -291,7 +297,14 @@ pub(crate) fn settled_status(
         None => (State::Disabled, None),
         Some(g) => match ungranted(&meta, g) {
             None => (State::Enabled, None),
-            Some((_, reason)) => (State::Failed, Some(Failure { reason, dump: None })),
+            Some((_, reason)) => (
+                State::Failed,
+                Some(Failure {
+                    reason,
+                    dump: None,
+                    worker_died: false,
+                }),
+            ),
         },
     };
     Status {
@@ -312,7 +325,11 @@ pub(crate) fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: St
         meta: None,
         file_hash,
         state: State::Failed,
-        failure: Some(Failure { reason, dump }),
+        failure: Some(Failure {
+            reason,
+            dump,
+            worker_died: false,
+        }),
         granted: None,
         crashes: VecDeque::new(),
         crash_total: 0,

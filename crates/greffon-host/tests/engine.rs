@@ -499,3 +499,66 @@ async fn a_worker_killed_between_calls_is_replaced_on_the_next_call() {
     }
     host.shutdown().await;
 }
+
+/// A worker that dies while it starts, replacing a crashed one, is one
+/// more crash (counted under `max_crashes`), not a failed plugin: the next
+/// call starts another (found by the chaos test, whose kills sometimes hit
+/// a worker in its `start()`, after which the plugin stayed failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_in_its_start_is_a_crash_not_a_failed_plugin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data/flaky");
+    std::fs::create_dir_all(&data).expect("data");
+    // start() counts its runs in the data folder and dies on the second.
+    let code = format!(
+        "import os
+DATA = {data:?}
+class P:
+    meta = {{'name': 'flaky', 'permissions': ['fs_write'], 'paths': {{'write': [DATA]}},
+            'inputs': {{'schema': {{'op': 'string'}}}}}}
+    def start(self):
+        path = os.path.join(DATA, 'starts')
+        n = int(open(path).read()) if os.path.exists(path) else 0
+        with open(path, 'w') as f:
+            f.write(str(n + 1))
+        if n == 1:
+            os._exit(3)
+    def run(self, op):
+        if op == 'crash':
+            os._exit(1)
+        return op
+plugin = P()
+",
+        data = data.to_str().expect("utf-8")
+    );
+    write_plugin(tmp.path(), "flaky", &code);
+    let host = host_with(tmp.path(), "max_crashes = 10\n").await;
+    host.enable("flaky").await.expect("enabled");
+    let e = host
+        .call("flaky", json!({"op": "crash"}))
+        .await
+        .expect_err("crash");
+    assert_eq!(
+        e.kind,
+        greffon_protocol::ErrorKind::WorkerCrashed,
+        "{}",
+        e.message
+    );
+    // The replacement dies in start(): this call fails, the plugin does not.
+    let e = host
+        .call("flaky", json!({"op": "hi"}))
+        .await
+        .expect_err("the replacement died");
+    assert!(e.message.contains("could not start"), "{}", e.message);
+    let info = host.plugin("flaky").expect("entry");
+    assert_eq!(info.state, State::Enabled, "{:?}", info.failure);
+    assert_eq!(
+        host.call("flaky", json!({"op": "hi"}))
+            .await
+            .expect("a third worker serves"),
+        json!("hi")
+    );
+    let starts = std::fs::read_to_string(data.join("starts")).expect("counted");
+    assert_eq!(starts, "3");
+    host.shutdown().await;
+}
