@@ -233,9 +233,7 @@ mod tests {
 
     #[test]
     fn the_tightened_schemas_reach_their_operations() {
-        let mut doc = serde_json::to_value(crate::openapi()).expect("json");
-        tighten(&mut doc);
-        let p = &doc["paths"];
+        let p = &crate::openapi()["paths"];
         assert_eq!(
             p["/v1/llm/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"],
             json!(["prompt"])

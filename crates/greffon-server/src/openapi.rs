@@ -6,7 +6,8 @@ use crate::app::App;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::sync::Arc;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
 use utoipa::OpenApi;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
@@ -15,9 +16,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "This description", body = Object)), security(("bearer" = [])))]
 pub(crate) async fn openapi_route() -> Response {
-    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
-    crate::contract::tighten(&mut doc);
-    axum::Json(doc).into_response()
+    axum::Json(openapi()).into_response()
 }
 
 #[derive(OpenApi)]
@@ -70,7 +69,14 @@ impl utoipa::Modify for Bearer {
     }
 }
 
-/// The OpenAPI description, generated from the handlers above.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The description `/v1/openapi.json` serves: generated from the
+/// handlers above, then made as strict as they are (`contract`). Built at
+/// the first request: it never changes while the process runs.
+pub fn openapi() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        crate::contract::tighten(&mut doc);
+        doc
+    })
 }
