@@ -570,6 +570,17 @@ async fn kernel_attack_surface_is_closed_with_and_without_process() {
 }
 
 /// The parent of process `pid` and its command line, read from /proc.
+/// The plugin's worker is this process's child: exec'd, not forked from
+/// a template.
+async fn assert_started_with_exec(host: &Host, plugin: &str) {
+    let pid = host.worker_pid(plugin).await.expect("runs");
+    assert_eq!(
+        parent_of(pid).0,
+        std::process::id() as i32,
+        "{plugin}: started with exec"
+    );
+}
+
 fn parent_of(pid: i32) -> (i32, String) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let ppid = stat
@@ -660,12 +671,7 @@ async fn a_forked_worker_holds_no_grant_of_the_template_nor_of_a_sibling() {
     lab.host.shutdown().await;
 
     let off = self::lab(&[("plain", NONE, json!({}))], "sandbox = \"off\"\n").await;
-    let pid = off.host.worker_pid("plain").await.expect("runs");
-    assert_eq!(
-        parent_of(pid).0,
-        std::process::id() as i32,
-        "started with exec"
-    );
+    assert_started_with_exec(&off.host, "plain").await;
     off.host.shutdown().await;
 }
 
@@ -694,12 +700,7 @@ async fn without_a_template_workers_are_started_with_exec() {
         (json!(1), json!(0)),
         "{v}"
     );
-    let pid = host.worker_pid("none").await.expect("runs");
-    assert_eq!(
-        parent_of(pid).0,
-        std::process::id() as i32,
-        "started with exec"
-    );
+    assert_started_with_exec(&host, "none").await;
     host.shutdown().await;
 
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -709,12 +710,7 @@ async fn without_a_template_workers_are_started_with_exec() {
         Config::parse("worker_template = false\n", Path::new("greffon.toml")).expect("config");
     let host = Host::open_with(&root, config).await.expect("host opens");
     host.enable("none").await.expect("enabled");
-    let pid = host.worker_pid("none").await.expect("runs");
-    assert_eq!(
-        parent_of(pid).0,
-        std::process::id() as i32,
-        "started with exec"
-    );
+    assert_started_with_exec(&host, "none").await;
     host.shutdown().await;
 }
 
