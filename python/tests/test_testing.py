@@ -26,3 +26,13 @@ def test_load_runs_start_and_leaves_host_services_out(tmp_path):
     assert plugin.started
     with pytest.raises(greffon.NotInWorker, match="only available inside a greffon worker"):
         plugin.run()
+
+
+@pytest.mark.skipif(not os.environ.get("GREFFON_BIN"), reason="needs the greffon binary (scripts/test sets GREFFON_BIN)")
+def test_a_plugin_that_does_not_load_is_named_with_why(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "plugin.py").write_text("class Plugin:\n    meta = {'name': 'broken'}\n\nplugin = Plugin()\n")
+    with pytest.raises(AssertionError, match="plugin broken does not load: .*run\\(\\)"):
+        testing.run(folder)
+    assert any("run()" in p for p in testing.check(folder)["problems"])
