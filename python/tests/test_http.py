@@ -1,6 +1,6 @@
 """greffon.http in-process: what it sends to the host and how it reads the
 answer, with the host replaced by a recorder (the real path through the
-host is tested by crates/greffon/tests/broker.rs)."""
+host is tested by crates/greffon/tests/it/broker.rs)."""
 
 import base64
 import time

@@ -1,6 +1,6 @@
 # A malicious plugin: every escape attempt listed in docs/security.md.
 #
-# The red-team tests (crates/greffon-host/tests/redteam.rs) install this file
+# The red-team tests (crates/greffon-host/tests/it/redteam.rs) install this file
 # as several plugins, each with its own meta (the line below is replaced), and
 # call `run(attempt=NAME, ...)`. Each attempt reports what the kernel said:
 # {"ok": True} when the operation went through, else {"ok": False, "errno":

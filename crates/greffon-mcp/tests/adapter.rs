@@ -1,7 +1,7 @@
 //! The adapter in process, with rmcp's own client over an in-memory pipe
 //! and a real host (real sandboxed workers): tools from the registry, a
 //! call, an error result, and a list change announced to the session.
-//! The official Python client covers the binary (crates/greffon/tests/mcp.rs).
+//! The official Python client covers the binary (crates/greffon/tests/it/mcp.rs).
 
 use greffon_core::Config;
 use greffon_host::Host;

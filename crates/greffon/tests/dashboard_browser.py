@@ -1,5 +1,5 @@
 """The dashboard in real Chromium, driven by Playwright, against the real
-`greffon serve` that tests/dashboard.rs started in a temp home.
+`greffon serve` that tests/it/dashboard.rs started in a temp home.
 
 Selectors are what a person sees: roles, accessible names and labels.
 Every page records its console; a test fails on a script error, and on a

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Drives greffon's MCP server with the official Python client (mcp 2.3.0),
-as an assistant would. Run by `tests/mcp.rs`; exits 1 naming the first
+as an assistant would. Run by `tests/it/mcp.rs`; exits 1 naming the first
 expectation that failed.
 
     mcp_client.py SCENARIO --transport stdio|http --mode legacy|auto

@@ -2,7 +2,7 @@
 //! server), `/v1/secrets`, `greffon.secret()` in real sandboxed workers,
 //! redaction in dumps, logs and errors, and reload escalation.
 
-mod common;
+use crate::common;
 
 use common::server::{call, start};
 use common::{TestHome, stdio_exchange};

@@ -3,7 +3,7 @@
 //! the test machine has no user session bus), and the original
 //! assistant's `python -m app.cli` run from a home.
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use std::os::unix::fs::PermissionsExt;

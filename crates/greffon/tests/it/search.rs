@@ -5,7 +5,7 @@
 //! the fallback, the timeout, every error path, and the broker's refusal
 //! when the allowlist is left at its default.
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::upstream::{Request, Response, Upstream, pointed_at};
@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const RESULTS: &str = include_str!("fixtures/duckduckgo/results.html");
-const NO_RESULTS: &str = include_str!("fixtures/duckduckgo/no-results.html");
-const CHALLENGE: &str = include_str!("fixtures/duckduckgo/challenge.html");
-const INSTANT: &str = include_str!("fixtures/duckduckgo/instant-answer.json");
-const NO_INSTANT: &str = include_str!("fixtures/duckduckgo/instant-answer-empty.json");
+const RESULTS: &str = include_str!("../fixtures/duckduckgo/results.html");
+const NO_RESULTS: &str = include_str!("../fixtures/duckduckgo/no-results.html");
+const CHALLENGE: &str = include_str!("../fixtures/duckduckgo/challenge.html");
+const INSTANT: &str = include_str!("../fixtures/duckduckgo/instant-answer.json");
+const NO_INSTANT: &str = include_str!("../fixtures/duckduckgo/instant-answer-empty.json");
 
 /// A fake DuckDuckGo: `/html/` and the Instant Answer API at `/`, both
 /// answering by query. Every request is kept.

@@ -5,7 +5,7 @@
 //! streaming, model errors; and the `openai` backend against a local
 //! server speaking the real wire format.
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::server::{Api, call, start};

@@ -3,7 +3,7 @@
 //! server) and Streamable HTTP, in both protocol generations; plus the
 //! token and Origin checks of `/mcp`.
 
-mod common;
+use crate::common;
 
 use common::server::{Server, exchange, start};
 use common::{TestHome, stdio_exchange};

@@ -2,7 +2,7 @@
 //! a pool of workers and its queue, a worker dying under a call,
 //! crash accounting, stuck calls, and process clean-up.
 
-mod common;
+use crate::common;
 
 use common::alive;
 

@@ -2,7 +2,7 @@
 //! run plugins on a kernel that cannot enforce it (fail closed), and the
 //! explicit opt-out.
 
-mod common;
+use crate::common;
 
 use common::{TestHome, echo_plugin, entry};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! Discovery, the registry, `check`, `info`, `scaffold` and the config
 //! file, through the real binary.
 
-mod common;
+use crate::common;
 
 use common::{TestHome, echo_plugin, entry};
 use serde_json::json;

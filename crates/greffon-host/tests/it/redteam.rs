@@ -3,10 +3,10 @@
 //! workers, with the permission absent and, where it applies, present but
 //! scoped. Each test asserts the specific denial (errno or error text), that
 //! nothing outside changed, and that the host still answers a normal call
-//! afterwards. The HTTP allowlist table is in `crates/greffon/tests/broker.rs`,
-//! the kernel-downgrade refusal in `crates/greffon/tests/sandbox.rs`.
+//! afterwards. The HTTP allowlist table is in `crates/greffon/tests/it/broker.rs`,
+//! the kernel-downgrade refusal in `crates/greffon/tests/it/sandbox.rs`.
 
-mod common;
+use crate::common;
 
 use common::gone_within;
 
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const ATTEMPTS: &str = include_str!("../../../tests/redteam/attempts.py");
+const ATTEMPTS: &str = include_str!("../../../../tests/redteam/attempts.py");
 const SECRET: &str = "top secret";
 
 /// A home with malicious plugins, and a folder outside it holding a secret.

@@ -5,9 +5,9 @@
 //! mid-run pauses firing without losing or doubling a fire; a wrong URL
 //! stops `serve` naming host and port; the password never reaches a log.
 
-mod common;
+use crate::common;
 
-#[path = "../../greffon-scheduler/tests/support/pg.rs"]
+#[path = "../../../greffon-scheduler/tests/support/pg.rs"]
 mod pg;
 
 use common::server::{Api, call, millis, runs, start, stop};

@@ -1,7 +1,5 @@
 //! Helpers shared by the engine's integration tests.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 /// Whether `pid` runs (a zombie counts as gone: it only waits to be reaped).

@@ -5,7 +5,7 @@
 //! The plugin side is a recording [`Runner`]: these tests are about *when*
 //! runs happen, and a real worker cannot run on a paused clock (its call
 //! timeouts would fire while the runtime waits on the process). The real
-//! host runs tasks in `crates/greffon/tests/tasks.rs`.
+//! host runs tasks in `crates/greffon/tests/it/tasks.rs`.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;

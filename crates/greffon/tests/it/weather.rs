@@ -4,7 +4,7 @@
 //! sent upstream, the cache, the timeout, every error path, and the
 //! broker's refusal when the allowlist is left at its default.
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::server::start;
@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const GEOCODING: &str = include_str!("fixtures/open-meteo/geocoding-paris.json");
-const NO_PLACE: &str = include_str!("fixtures/open-meteo/geocoding-empty.json");
-const FORECAST: &str = include_str!("fixtures/open-meteo/forecast-paris.json");
-const BAD_REQUEST: &str = include_str!("fixtures/open-meteo/error-400.json");
+const GEOCODING: &str = include_str!("../fixtures/open-meteo/geocoding-paris.json");
+const NO_PLACE: &str = include_str!("../fixtures/open-meteo/geocoding-empty.json");
+const FORECAST: &str = include_str!("../fixtures/open-meteo/forecast-paris.json");
+const BAD_REQUEST: &str = include_str!("../fixtures/open-meteo/error-400.json");
 
 /// A fake Open-Meteo. Geocoding knows "Paris", answers "Slowville" late,
 /// and places "Errorville", "Brokenville" and "Fieldless" at latitudes for

@@ -4,7 +4,7 @@
 //! runs, the retry policy, a host claiming only its plugins, retention.
 //! Each test runs against the SQLite file and a throwaway PostgreSQL.
 
-#[path = "support/pg.rs"]
+#[path = "../support/pg.rs"]
 mod pg;
 
 use chrono::{DateTime, Duration, Utc};

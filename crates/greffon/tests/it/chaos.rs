@@ -10,7 +10,7 @@
 //! `GREFFON_CHAOS_SECS` sets the length (default 10 s, what CI runs;
 //! issue #18's figure is 60).
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::server::{Api, call, start, try_exchange};

@@ -2,8 +2,6 @@
 //! one thread per connection, one request per connection, answers built by
 //! the test's handler.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::io::{BufRead, Write};

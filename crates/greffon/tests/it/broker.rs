@@ -3,7 +3,7 @@
 //! that resolve to an allowed address, ports), redirects, header
 //! hygiene, size and time caps, and the audit trail.
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::upstream::{Response, Upstream};

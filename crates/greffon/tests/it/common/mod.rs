@@ -1,7 +1,5 @@
 //! A temporary greffon home and the real `greffon` binary run against it.
 
-#![allow(dead_code)]
-
 pub mod server;
 pub mod upstream;
 

@@ -3,7 +3,7 @@
 //! `greffon dashboard`; and the pages themselves in real Chromium, driven
 //! by Playwright (`dashboard_browser.py`).
 
-mod common;
+use crate::common;
 
 use common::TestHome;
 use common::server::{Api, Server, call, full, start};

@@ -4,7 +4,7 @@
 //! fail, and every answer must come from one whole version (its `start()`
 //! ran before it served).
 
-mod common;
+use crate::common;
 
 use common::alive;
 

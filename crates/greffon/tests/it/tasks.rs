@@ -2,7 +2,7 @@
 //! API), the `/v1/tasks` routes and their statuses, `greffon task`, and
 //! what survives a restart and a `kill -9` during a run.
 
-mod common;
+use crate::common;
 
 use common::server::{call, millis, runs, start, stop};
 use common::{TestHome, wait_for};

@@ -2,7 +2,7 @@
 //! the Host check, the OpenAPI description, metrics, `server.json`, and a
 //! graceful shutdown with a call in flight.
 
-mod common;
+use crate::common;
 
 use common::server::{call, full, raw, request, start};
 use common::{TestHome, echo_plugin, wait_for};
@@ -192,7 +192,7 @@ fn the_openapi_description_matches_the_routes() {
     let paths = spec["paths"].as_object().expect("paths");
     assert_eq!(paths.len(), 22, "{:?}", paths.keys());
     // Every documented route exists: none falls through to "no such route".
-    // (`/v1/events` streams until shutdown: tests/dashboard.rs reads it.)
+    // (`/v1/events` streams until shutdown: tests/it/dashboard.rs reads it.)
     for (path, ops) in paths.iter().filter(|(p, _)| *p != "/v1/events") {
         for method in ops.as_object().expect("ops").keys() {
             let concrete = path

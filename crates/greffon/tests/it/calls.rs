@@ -1,7 +1,7 @@
 //! `greffon plugin run`: validation, every kind of outcome, crash dumps,
 //! timeouts, crashes, the SDK and the bundled plugins.
 
-mod common;
+use crate::common;
 
 use common::{TestHome, echo_plugin};
 use serde_json::json;

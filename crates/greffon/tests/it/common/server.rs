@@ -1,7 +1,5 @@
 //! `greffon serve` as a child process and plain HTTP/1.1 requests to it.
 
-#![allow(dead_code)]
-
 use super::wait_for;
 use serde_json::{Value, json};
 use std::io::{Read, Write};

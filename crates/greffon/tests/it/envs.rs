@@ -3,7 +3,7 @@
 //! found through UV_FIND_LINKS + UV_NO_INDEX (no network), run in the
 //! sandbox read-only.
 
-mod common;
+use crate::common;
 
 use common::server::{call, start};
 use common::{TestHome, entry};

@@ -1,0 +1,5 @@
+//! The scheduler's integration tests: the loop on a paused clock and the
+//! behaviour suite both task stores must pass. One test binary.
+
+mod schedule;
+mod stores;
