@@ -70,7 +70,8 @@ def run(folder, toml=None, **args):
 
 def check(folder):
     """What ``greffon plugin check`` finds: ``problems`` (empty when the
-    plugin loads), ``schema`` (the normalized JSON Schema), ``permissions``."""
+    plugin loads), ``findings`` (each problem with its ``fix``),
+    ``schema`` (the normalized JSON Schema), ``permissions``."""
     with _home(folder, None) as (home, name):
         out = _greffon(home, "plugin", "check", name, "--json", ok=(0, 1))
         return json.loads(out)

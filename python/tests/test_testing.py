@@ -35,4 +35,6 @@ def test_a_plugin_that_does_not_load_is_named_with_why(tmp_path):
     (folder / "plugin.py").write_text("class Plugin:\n    meta = {'name': 'broken'}\n\nplugin = Plugin()\n")
     with pytest.raises(AssertionError, match="plugin broken does not load: .*run\\(\\)"):
         testing.run(folder)
-    assert any("run()" in p for p in testing.check(folder)["problems"])
+    report = testing.check(folder)
+    assert any("run()" in p for p in report["problems"])
+    assert any("def run(self, **kwargs)" in (f["fix"] or "") for f in report["findings"])

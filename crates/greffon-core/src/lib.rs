@@ -14,9 +14,11 @@
 //! - [`Config`]: `greffon.toml` with a default for every key, and errors
 //!   that name the file, line and key.
 //! - [`Home`]: where the home is and what lives inside it.
+//! - [`Finding`]: a problem of a plugin with the fix `plugin check` shows.
 
 mod allowlist;
 mod config;
+mod fix;
 mod home;
 mod meta;
 mod permission;
@@ -29,6 +31,7 @@ pub use config::{
     Config, ConfigError, LlmBackend, LlmConfig, PluginConfig, PythonConfig, SandboxMode,
     SchedulerConfig, SecretStoreKind, SecretsConfig, ServerConfig,
 };
+pub use fix::{Finding, fix_for};
 pub use home::Home;
 pub use meta::{DeclaredLimits, MetaError, PluginMeta, is_valid_name, is_valid_secret_name};
 pub use permission::Permission;

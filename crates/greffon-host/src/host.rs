@@ -13,7 +13,7 @@ use crate::registry::{Plugin, PluginInfo, Registry, SecretState, State};
 use crate::secrets::{SecretEntry, SecretStore};
 use crate::services::Services;
 use crate::store::Store;
-use greffon_core::{Config, Home, Permission, SandboxMode};
+use greffon_core::{Config, Finding, Home, Permission, SandboxMode};
 use greffon_protocol::{Output, Service, WireError};
 use greffon_sandbox::Support;
 use serde_json::Value;
@@ -73,6 +73,8 @@ pub struct CheckReport {
     pub name: String,
     pub folder: String,
     pub problems: Vec<String>,
+    /// The same problems in the same order, each with what to change.
+    pub findings: Vec<Finding>,
     pub dump: Option<PathBuf>,
     /// The normalized schema, when the meta is valid.
     pub schema: Option<Value>,
@@ -382,6 +384,7 @@ impl Host {
             name: name.to_string(),
             folder: folder.clone(),
             problems: Vec::new(),
+            findings: Vec::new(),
             dump: None,
             schema: None,
             permissions: Vec::new(),
@@ -429,6 +432,7 @@ impl Host {
                 report.dump = e.dump;
             }
         }
+        report.findings = report.problems.iter().cloned().map(Finding::new).collect();
         Ok(report)
     }
 

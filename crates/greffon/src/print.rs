@@ -3,7 +3,7 @@
 //! Everything goes through [`out!`]: a closed stdout (`greffon ... | head`)
 //! drops the rest of the output instead of panicking.
 
-use greffon_core::{Home, Permission};
+use greffon_core::Permission;
 use greffon_host::{AccessInfo, CheckReport, PluginInfo, SecretEntry, SecretState};
 use serde_json::Value;
 
@@ -35,24 +35,8 @@ pub fn permissions(perms: &[Permission]) -> String {
     }
 }
 
-pub fn list(plugins: &[PluginInfo], home: &Home) {
-    if plugins.is_empty() {
-        out!("no plugins under {}", home.plugins_dir().display());
-        return;
-    }
-    table(plugins);
-}
-
-/// The list as a running server sees it.
-pub fn list_remote(plugins: &[PluginInfo], url: &str) {
-    if plugins.is_empty() {
-        out!("no plugins on the server at {url}");
-        return;
-    }
-    table(plugins);
-}
-
-fn table(plugins: &[PluginInfo]) {
+/// `plugin list`: one aligned line per plugin.
+pub fn list(plugins: &[PluginInfo]) {
     let width = plugins
         .iter()
         .map(|p| p.name.len())
@@ -193,8 +177,11 @@ pub fn check(r: &CheckReport) {
         r.folder,
         r.problems.len()
     );
-    for p in &r.problems {
-        out!("  - {p}");
+    for f in &r.findings {
+        out!("  - {}", f.problem);
+        if let Some(fix) = &f.fix {
+            out!("    fix: {fix}");
+        }
     }
     if let Some(d) = &r.dump {
         out!("  crash dump: {}", d.display());

@@ -281,6 +281,24 @@ fn check_reports_every_problem_and_exits_nonzero() {
     for needle in ["meta.name is missing", "'nope'", "'strng'", "no run()"] {
         assert!(text.contains(needle), "{needle} missing in {text}");
     }
+    // Each problem comes with what to change, in the same order.
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), problems.len());
+    for (f, p) in findings.iter().zip(problems) {
+        assert_eq!(&f["problem"], p);
+        assert!(f["fix"].as_str().is_some_and(|x| !x.is_empty()), "{f}");
+    }
+    let human = String::from_utf8(home.greffon(&["plugin", "check", "bad"]).stdout).expect("utf-8");
+    let fixes: Vec<&str> = human
+        .lines()
+        .filter(|l| l.starts_with("    fix: "))
+        .collect();
+    assert_eq!(fixes.len(), 4, "{human}");
+    assert!(
+        human.contains(r#"fix: list only "net", "fs_read", "fs_write" and "process""#)
+            && human.contains("fix: give the plugin class `def run(self, **kwargs):`"),
+        "{human}"
+    );
     let out = home.ok(&["plugin", "check", "good"]);
     assert!(out.contains("good (plugins/good): ok"), "{out}");
 }
