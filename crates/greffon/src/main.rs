@@ -1,10 +1,12 @@
 //! `greffon`: the command line. Glue only: `cli` is the grammar, `main`
 //! opens the home and hands each command to its group in `commands/`
 //! (`plugin`, `task`, `secret`, `serve` with `dashboard` and `mcp`,
-//! `doctor`, `files` for models and environments, `install`); `print`
-//! writes the answers and `remote` reaches a running server. The work is in
+//! `doctor`, `files` for models and environments, `install`); `backend`
+//! is where a command goes (a running server or a host opened here),
+//! `print` writes the answers and `remote` reaches a running server. The work is in
 //! `greffon-host` and the crates it serves.
 
+mod backend;
 mod cli;
 mod commands;
 mod print;

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use greffon_core::Home;
-use greffon_host::PluginInfo;
 use serde_json::Value;
 
 /// Where a running server is and how to authenticate to it.
@@ -101,19 +100,25 @@ impl Remote {
         Ok((status, value))
     }
 
-    /// A plugin's entry, or the server's error message.
-    pub async fn plugin(
+    /// One request whose success is the status `ok` and whose answer
+    /// reads as `T`; any other status is the server's error message.
+    pub async fn expect<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-    ) -> anyhow::Result<Result<PluginInfo, String>> {
-        let (status, v) = self.send(method, path, None).await?;
-        Ok(if status == 200 {
-            Ok(serde_json::from_value(v)
-                .context("the server answered an unexpected plugin entry")?)
-        } else {
-            Err(error_text(&v))
-        })
+        body: Option<&Value>,
+        ok: u16,
+    ) -> anyhow::Result<Result<T, String>> {
+        let (status, v) = self.send(method, path, body).await?;
+        if status != ok {
+            return Ok(Err(error_text(&v)));
+        }
+        // A 204 has no body: `()` reads from null.
+        let v = if status == 204 { Value::Null } else { v };
+        let what = std::any::type_name::<T>();
+        Ok(Ok(serde_json::from_value(v).with_context(|| {
+            format!("the server answered {path} with something other than a {what}")
+        })?))
     }
 }
 

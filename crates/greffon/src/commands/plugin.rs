@@ -2,11 +2,11 @@
 //! on an embedded host.
 
 use super::{attach_llm, interrupted, scheduler_settings, task_store};
+use crate::backend::{Backend, Local};
 use crate::cli::PluginCommand;
 use crate::print;
 use crate::remote;
 use crate::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE};
-use anyhow::Context;
 use greffon_core::{Config, Home};
 use greffon_host::Host;
 use serde_json::{Map, Value, json};
@@ -34,8 +34,11 @@ pub(crate) async fn run(
                 reqs.join(", ")
             );
         }
-        if let Some(code) = remote_command(&remote, &command).await? {
-            return Ok(code);
+        if !matches!(
+            command,
+            PluginCommand::Check { .. } | PluginCommand::Scaffold { .. }
+        ) {
+            return execute(&remote, command).await;
         }
     }
 
@@ -74,7 +77,7 @@ pub(crate) async fn run(
     // Ctrl-C or SIGTERM still stops what was started: every plugin's
     // stop() runs before exit.
     let code = tokio::select! {
-        code = plugin_command(&host, command) => code,
+        code = on_host(&host, command) => code,
         signal = interrupted() => {
             eprintln!("greffon: {signal}; stopping plugins");
             Ok(ExitCode::from(EXIT_INTERRUPTED))
@@ -84,159 +87,92 @@ pub(crate) async fn run(
     code
 }
 
-/// A plugin command through a running server; None for the commands that
-/// always work on the files (`check`, `scaffold`).
-async fn remote_command(
-    remote: &remote::Remote,
-    command: &PluginCommand,
-) -> anyhow::Result<Option<ExitCode>> {
-    use reqwest::Method;
-    let failed = |message: String| {
-        eprintln!("error: {message}");
-        Ok(Some(ExitCode::from(EXIT_ERROR)))
-    };
-    match command {
-        PluginCommand::List { json } => {
-            let (status, v) = remote.send(Method::GET, "/v1/plugins", None).await?;
-            if status != 200 {
-                return failed(remote::error_text(&v));
-            }
-            let plugins: Vec<greffon_host::PluginInfo> =
-                serde_json::from_value(v).context("the server answered an unexpected list")?;
-            if *json {
-                print::json(&serde_json::to_value(&plugins)?);
+/// One plugin command, the same through a server or on a local host.
+async fn execute(backend: &impl Backend, command: PluginCommand) -> anyhow::Result<ExitCode> {
+    let shown = match command {
+        PluginCommand::List { json } => backend.plugins().await?.map(|plugins| {
+            if json {
+                print::json(&json!(plugins));
+            } else if plugins.is_empty() {
+                print::out!("no plugins {}", backend.place());
             } else {
-                print::list_remote(&plugins, remote.url());
+                print::list(&plugins);
             }
-        }
-        PluginCommand::Info { name, json } => {
-            match remote
-                .plugin(Method::GET, &format!("/v1/plugins/{name}"))
-                .await?
-            {
-                Ok(p) if *json => print::json(&serde_json::to_value(&p)?),
-                Ok(p) => print::info(&p),
-                Err(e) => return failed(e),
-            }
-        }
-        PluginCommand::Enable { name, json } | PluginCommand::Disable { name, json } => {
-            let verb = if matches!(command, PluginCommand::Enable { .. }) {
-                "enable"
+        }),
+        PluginCommand::Info { name, json } => backend.plugin(&name).await?.map(|p| {
+            if json {
+                print::json(&json!(p));
             } else {
-                "disable"
-            };
-            match remote
-                .plugin(Method::POST, &format!("/v1/plugins/{name}/{verb}"))
-                .await?
-            {
-                Ok(p) if *json => print::json(&serde_json::to_value(&p)?),
-                Ok(p) if verb == "enable" => print::enabled(&p),
-                Ok(p) => print::out!("disabled {}", p.name),
-                Err(e) => return failed(e),
+                print::info(&p);
             }
-        }
-        PluginCommand::Reload { name } => {
-            match remote
-                .plugin(Method::POST, &format!("/v1/plugins/{name}/reload"))
-                .await?
-            {
-                Ok(p) => print::out!("reloaded {} on {}", p.name, remote.url()),
-                Err(e) => return failed(e),
+        }),
+        PluginCommand::Enable { name, json } => backend.enable(&name).await?.map(|p| {
+            if json {
+                print::json(&json!(p));
+            } else {
+                print::enabled(&p);
             }
-        }
+        }),
+        PluginCommand::Disable { name, json } => backend.disable(&name).await?.map(|p| {
+            if json {
+                print::json(&json!(p));
+            } else {
+                print::out!("disabled {}", p.name);
+            }
+        }),
+        PluginCommand::Reload { name } => backend.reload(&name).await?.map(|p| match p {
+            Some(p) => print::out!("reloaded {} {}", p.name, backend.place()),
+            None => eprintln!(
+                "no greffon server is running: there is no running plugin to reload, and every command loads plugins as they are on disk"
+            ),
+        }),
         PluginCommand::Run { name, json, pairs } => {
-            let schema = match remote
-                .plugin(Method::GET, &format!("/v1/plugins/{name}"))
-                .await?
-            {
-                Ok(p) => p.schema,
-                Err(_) => None,
-            };
-            let args = match build_args(schema.as_ref(), json.as_deref(), pairs) {
-                Ok(a) => a,
-                Err(usage) => {
-                    print::json(&json!({ "error": usage }));
-                    return Ok(Some(ExitCode::from(EXIT_USAGE)));
-                }
-            };
-            let (status, v) = remote
-                .send(
-                    Method::POST,
-                    &format!("/v1/plugins/{name}/run"),
-                    Some(&args),
-                )
-                .await?;
-            let shown = if status == 200 {
-                v
-            } else {
-                json!({ "error": remote::error_text(&v) })
-            };
-            print::json(&shown);
-            let is_error = greffon_protocol::returned_error(&shown).is_some();
-            return Ok(Some(if is_error {
-                ExitCode::from(EXIT_ERROR)
-            } else {
-                ExitCode::SUCCESS
-            }));
+            return run_plugin(backend, &name, json.as_deref(), &pairs).await;
         }
-        PluginCommand::Check { .. } | PluginCommand::Scaffold { .. } => return Ok(None),
-    }
-    Ok(Some(ExitCode::SUCCESS))
+        PluginCommand::Check { .. } | PluginCommand::Scaffold { .. } => {
+            unreachable!("check and scaffold work on the files, never through a backend")
+        }
+    };
+    Ok(match shown {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    })
 }
 
-async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<ExitCode> {
+/// `plugin run`: the answer as JSON on stdout, exit 1 on an `{"error"}`.
+async fn run_plugin(
+    backend: &impl Backend,
+    name: &str,
+    json: Option<&str>,
+    pairs: &[String],
+) -> anyhow::Result<ExitCode> {
+    // The schema says which KEY=VALUE values stay text; a plugin that
+    // cannot be found is the run's own error below.
+    let schema = backend.plugin(name).await?.ok().and_then(|p| p.schema);
+    let args = match build_args(schema.as_ref(), json, pairs) {
+        Ok(args) => args,
+        Err(usage) => {
+            print::json(&json!({ "error": usage }));
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let answer = backend.run(name, args).await?;
+    print::json(&answer);
+    Ok(if greffon_protocol::returned_error(&answer).is_some() {
+        ExitCode::from(EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A command on the host this process opened: `check` and `scaffold`
+/// (which work on the plugin's files whether or not a server runs), or
+/// any other with no server to go through.
+async fn on_host(host: &Host, command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::List { json } => {
-            let plugins = host.plugins();
-            if json {
-                print::json(&serde_json::to_value(&plugins)?);
-            } else {
-                print::list(&plugins, host.home());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Info { name, json } => {
-            let info = host.plugin(&name)?;
-            if json {
-                print::json(&serde_json::to_value(&info)?);
-            } else {
-                print::info(&info);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Enable { name, json } => match host.enable(&name).await {
-            Ok(info) => {
-                if json {
-                    print::json(&serde_json::to_value(&info)?);
-                } else {
-                    print::enabled(&info);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::from(EXIT_ERROR))
-            }
-        },
-        PluginCommand::Reload { name } => {
-            // The host's hot reload serves a long-running process (`greffon
-            // serve`, issue #4); this command has none to talk to yet.
-            host.plugin(&name)?;
-            eprintln!(
-                "no greffon server is running for {}: there is no running plugin to reload, and every command loads plugins as they are on disk",
-                host.home().root().display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Disable { name, json } => {
-            let info = host.disable(&name).await?;
-            if json {
-                print::json(&serde_json::to_value(&info)?);
-            } else {
-                print::out!("disabled {}", info.name);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
         PluginCommand::Check { name, json } => {
             let report = host.check(&name).await?;
             if json {
@@ -250,31 +186,6 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
                 ExitCode::from(EXIT_ERROR)
             })
         }
-        PluginCommand::Run { name, json, pairs } => {
-            let schema = host.plugin(&name).ok().and_then(|p| p.schema);
-            let args = match build_args(schema.as_ref(), json.as_deref(), &pairs) {
-                Ok(args) => args,
-                Err(usage) => {
-                    print::json(&json!({ "error": usage }));
-                    return Ok(ExitCode::from(EXIT_USAGE));
-                }
-            };
-            match host.call(&name, args).await {
-                Ok(result) => {
-                    print::json(&result);
-                    let is_error = greffon_protocol::returned_error(&result).is_some();
-                    Ok(if is_error {
-                        ExitCode::from(EXIT_ERROR)
-                    } else {
-                        ExitCode::SUCCESS
-                    })
-                }
-                Err(e) => {
-                    print::json(&e.to_json());
-                    Ok(ExitCode::from(EXIT_ERROR))
-                }
-            }
-        }
         PluginCommand::Scaffold { name } => {
             let path = host.scaffold(&name)?;
             print::out!("created {}", path.join("plugin.py").display());
@@ -283,6 +194,7 @@ async fn plugin_command(host: &Host, command: PluginCommand) -> anyhow::Result<E
             );
             Ok(ExitCode::SUCCESS)
         }
+        other => execute(&Local { host, tasks: None }, other).await,
     }
 }
 

@@ -2,36 +2,32 @@
 //! `/v1/secrets`), or on the home's store when none runs.
 
 use crate::EXIT_USAGE;
+use crate::backend::{Backend, Local};
 use crate::cli;
 use crate::cli::SecretCommand;
 use crate::print;
-use crate::remote::{self, Remote};
+use crate::remote;
 use anyhow::Context;
 use greffon_core::{Config, Home};
-use greffon_host::{Host, MAX_SECRET_BYTES, SecretEntry};
-use reqwest::Method;
+use greffon_host::{Host, MAX_SECRET_BYTES};
 use serde_json::json;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-/// Where the commands go.
-pub enum Backend<'a> {
-    Remote(&'a Remote),
-    Embedded(&'a Host),
-}
-
 /// Why `secret set` refuses a value given as an argument.
 pub const NO_ARGUMENT_VALUE: &str = "greffon secret set reads the value from stdin or a prompt, never from the command line (shell history and /proc would keep it): run `greffon secret set PLUGIN NAME` and type it, or pipe it in";
 
-async fn execute(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result<ExitCode> {
+/// One secret command, the same through a server or on a local host.
+async fn execute(backend: &impl Backend, command: SecretCommand) -> anyhow::Result<ExitCode> {
     let outcome = match command {
         SecretCommand::Set { plugin, name, .. } => {
             let value = read_value(&plugin, &name)?;
-            set(&backend, &plugin, &name, &value)
+            backend
+                .set_secret(&plugin, &name, &value)
                 .await
                 .map(|r| r.map(|()| print::out!("secret {name} of {plugin} stored")))
         }
-        SecretCommand::List { plugin, json } => list(&backend, plugin.as_deref()).await.map(|r| {
+        SecretCommand::List { plugin, json } => backend.secrets(plugin.as_deref()).await.map(|r| {
             r.map(|entries| {
                 if json {
                     print::json(&json!(entries));
@@ -40,7 +36,8 @@ async fn execute(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result
                 }
             })
         }),
-        SecretCommand::Rm { plugin, name } => remove(&backend, &plugin, &name)
+        SecretCommand::Rm { plugin, name } => backend
+            .remove_secret(&plugin, &name)
             .await
             .map(|r| r.map(|()| print::out!("secret {name} of {plugin} removed"))),
     };
@@ -50,68 +47,6 @@ async fn execute(backend: Backend<'_>, command: SecretCommand) -> anyhow::Result
             eprintln!("error: {message}");
             ExitCode::from(crate::EXIT_ERROR)
         }
-    })
-}
-
-/// An operation's refusal (`Err(message)`) inside a transport failure.
-type Outcome<T> = anyhow::Result<Result<T, String>>;
-
-async fn set(backend: &Backend<'_>, plugin: &str, name: &str, value: &str) -> Outcome<()> {
-    Ok(match backend {
-        Backend::Embedded(host) => host
-            .set_secret(plugin, name, value)
-            .await
-            .map_err(|e| e.to_string()),
-        Backend::Remote(r) => {
-            let body = json!({ "value": value });
-            change(r, Method::PUT, plugin, name, Some(&body)).await?
-        }
-    })
-}
-
-/// A PUT or DELETE of one secret through the server: 204, or its error.
-async fn change(
-    r: &Remote,
-    method: Method,
-    plugin: &str,
-    name: &str,
-    body: Option<&serde_json::Value>,
-) -> Outcome<()> {
-    let path = format!("/v1/secrets/{plugin}/{name}");
-    let (status, v) = r.send(method, &path, body).await?;
-    Ok(if status == 204 {
-        Ok(())
-    } else {
-        Err(remote::error_text(&v))
-    })
-}
-
-async fn list(backend: &Backend<'_>, plugin: Option<&str>) -> Outcome<Vec<SecretEntry>> {
-    Ok(match backend {
-        Backend::Embedded(host) => host.secrets(plugin).await.map_err(|e| e.to_string()),
-        Backend::Remote(r) => {
-            let path = match plugin {
-                Some(p) => format!("/v1/secrets/{p}"),
-                None => "/v1/secrets".into(),
-            };
-            let (status, v) = r.send(Method::GET, &path, None).await?;
-            if status == 200 {
-                Ok(serde_json::from_value(v)
-                    .context("the server answered an unexpected secret list")?)
-            } else {
-                Err(remote::error_text(&v))
-            }
-        }
-    })
-}
-
-async fn remove(backend: &Backend<'_>, plugin: &str, name: &str) -> Outcome<()> {
-    Ok(match backend {
-        Backend::Embedded(host) => host
-            .remove_secret(plugin, name)
-            .await
-            .map_err(|e| e.to_string()),
-        Backend::Remote(r) => change(r, Method::DELETE, plugin, name, None).await?,
     })
 }
 
@@ -193,10 +128,17 @@ pub(crate) async fn run(
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     if let Some(remote) = remote::Remote::find(home, remote_flag)? {
-        return execute(Backend::Remote(&remote), command).await;
+        return execute(&remote, command).await;
     }
     let host = Host::open_with(root, config).await?;
-    let code = execute(Backend::Embedded(&host), command).await;
+    let code = execute(
+        &Local {
+            host: &host,
+            tasks: None,
+        },
+        command,
+    )
+    .await;
     host.shutdown().await;
     code
 }

@@ -3,22 +3,15 @@
 
 use super::{interrupted, scheduler_settings, task_store};
 use crate::EXIT_INTERRUPTED;
+use crate::backend::{Backend, Local, TaskOp};
 use crate::cli;
 use crate::cli::{TaskCommand, TaskSpec};
 use crate::print;
-use crate::remote::{self, Remote};
+use crate::remote;
 use greffon_core::{Config, Home};
 use greffon_host::Host;
-use greffon_scheduler::{AnyTaskStore, NewTask, Scheduler, TaskKey, TaskPatch};
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
-
-/// Where the commands go.
-pub enum Backend<'a> {
-    Remote(&'a Remote),
-    Embedded(&'a Scheduler<AnyTaskStore>),
-}
 
 /// A task's fields from the flags, as the API's JSON. On create, a
 /// trigger is required.
@@ -80,142 +73,37 @@ fn body(spec: &TaskSpec, creating: bool) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
-/// `task` as a path segment.
-fn seg(task: &str) -> String {
-    url::form_urlencoded::byte_serialize(task.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
-impl Backend<'_> {
-    /// One operation: the answer's JSON, or the error's message.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        payload: Option<Value>,
-        embedded: impl AsyncFnOnce(&Scheduler<AnyTaskStore>, Option<Value>) -> Result<Value, String>,
-    ) -> anyhow::Result<Result<Value, String>> {
-        match self {
-            Backend::Remote(r) => {
-                let (status, v) = r.send(method, path, payload.as_ref()).await?;
-                Ok(if (200..300).contains(&status) {
-                    Ok(v)
-                } else {
-                    Err(remote::error_text(&v))
-                })
-            }
-            Backend::Embedded(s) => Ok(embedded(s, payload).await),
-        }
-    }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(v: Option<Value>) -> Result<T, String> {
-    serde_json::from_value(v.unwrap_or_else(|| json!({}))).map_err(|e| format!("invalid task: {e}"))
-}
-
-fn value(r: Result<impl serde::Serialize, greffon_scheduler::TaskError>) -> Result<Value, String> {
-    r.map_err(|e| e.to_string())
-        .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
-}
-
-async fn execute(backend: Backend<'_>, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
-    let (json_out, outcome) = match &cmd {
-        TaskCommand::List { json } => (
-            *json,
-            backend
-                .call(Method::GET, "/v1/tasks", None, async |s, _| {
-                    value(s.list().await)
-                })
-                .await?,
-        ),
-        TaskCommand::Get { task, json } => (
-            *json,
-            backend
-                .call(
-                    Method::GET,
-                    &format!("/v1/tasks/{}", seg(task)),
-                    None,
-                    async |s, _| value(s.get(&TaskKey::parse(task)).await),
-                )
-                .await?,
-        ),
+/// One task command, the same through a server or on a local host.
+async fn execute(backend: &impl Backend, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
+    let (op, json_out) = match &cmd {
+        TaskCommand::List { json } => (TaskOp::List, *json),
+        TaskCommand::Get { task, json } => (TaskOp::Get(task), *json),
         TaskCommand::Create { spec, json } => match body(spec, true) {
+            Ok(b) => (TaskOp::Create(b), *json),
             Err(usage) => return usage_error(&usage),
-            Ok(b) => (
-                *json,
-                backend
-                    .call(Method::POST, "/v1/tasks", Some(b), async |s, b| {
-                        value(s.create(parse::<NewTask>(b)?).await)
-                    })
-                    .await?,
-            ),
         },
         TaskCommand::Update { task, spec, json } => match body(spec, false) {
+            Ok(b) => (TaskOp::Update(task, b), *json),
             Err(usage) => return usage_error(&usage),
-            Ok(b) => (
-                *json,
-                backend
-                    .call(
-                        Method::PATCH,
-                        &format!("/v1/tasks/{}", seg(task)),
-                        Some(b),
-                        async |s, b| {
-                            value(
-                                s.update(&TaskKey::parse(task), parse::<TaskPatch>(b)?)
-                                    .await,
-                            )
-                        },
-                    )
-                    .await?,
-            ),
         },
-        TaskCommand::Delete { task, json } => (
-            *json,
-            backend
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/tasks/{}", seg(task)),
-                    None,
-                    async |s, _| value(s.delete(&TaskKey::parse(task)).await),
-                )
-                .await?,
-        ),
+        TaskCommand::Delete { task, json } => (TaskOp::Delete(task), *json),
         TaskCommand::Run { task, force, json } => (
+            TaskOp::Run {
+                task,
+                force: *force,
+            },
             *json,
-            backend
-                .call(
-                    Method::POST,
-                    &format!("/v1/tasks/{}/run", seg(task)),
-                    Some(json!({ "force": force })),
-                    async |s, _| value(s.run_now(&TaskKey::parse(task), *force).await),
-                )
-                .await?,
         ),
         TaskCommand::Runs { task, limit, json } => (
+            TaskOp::Runs {
+                task,
+                limit: *limit,
+            },
             *json,
-            backend
-                .call(
-                    Method::GET,
-                    &format!("/v1/tasks/{}/runs?limit={limit}", seg(task)),
-                    None,
-                    async |s, _| value(s.runs(&TaskKey::parse(task), *limit).await),
-                )
-                .await?,
         ),
-        TaskCommand::Next { task, n, json } => (
-            *json,
-            backend
-                .call(
-                    Method::GET,
-                    &format!("/v1/tasks/{}/next?n={n}", seg(task)),
-                    None,
-                    async |s, _| value(s.next(&TaskKey::parse(task), usize::from(*n)).await),
-                )
-                .await?,
-        ),
+        TaskCommand::Next { task, n, json } => (TaskOp::Next { task, n: *n }, *json),
     };
-    let v = match outcome {
+    let v = match backend.task(op).await? {
         Ok(v) => v,
         Err(message) => {
             if json_out {
@@ -254,14 +142,18 @@ pub(crate) async fn run(
     command: cli::TaskCommand,
 ) -> anyhow::Result<ExitCode> {
     if let Some(remote) = remote::Remote::find(home, remote_flag)? {
-        return execute(Backend::Remote(&remote), command).await;
+        return execute(&remote, command).await;
     }
     let settings = scheduler_settings(&config)?;
     let store = task_store(root, &config, true).await?;
     let host = Host::open_with(root, config).await?;
     let scheduler = greffon_scheduler::attach(&host, store, settings);
+    let local = Local {
+        host: &host,
+        tasks: Some(&scheduler),
+    };
     let code = tokio::select! {
-        code = execute(Backend::Embedded(&scheduler), command) => code,
+        code = execute(&local, command) => code,
         signal = interrupted() => {
             eprintln!("greffon: {signal}; stopping plugins");
             Ok(ExitCode::from(EXIT_INTERRUPTED))
