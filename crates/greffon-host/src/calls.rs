@@ -91,9 +91,10 @@ impl Host {
     /// running it (the plugin may be disabled): what a scheduled task is
     /// checked against when it is saved. Answers the arguments with the
     /// defaults filled in.
-    pub fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
+    pub async fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
         let plugin = self
-            .lookup(name)
+            .find(name)
+            .await
             .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
         let meta = plugin.status().meta.clone().ok_or_else(|| {
             CallError::new(
@@ -138,7 +139,8 @@ impl Host {
         } = options;
         let inner = &self.inner;
         let plugin = self
-            .lookup(name)
+            .find(name)
+            .await
             .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
         let meta = {
             let s = plugin.status();

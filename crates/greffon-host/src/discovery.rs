@@ -364,8 +364,80 @@ impl Host {
     /// Scans `plugins/*/plugin.py` (folders starting with `_` skipped),
     /// loads each in its own worker, and rebuilds the registry.
     pub(crate) async fn discover(&self) -> Result<(), HostError> {
+        let folders = plugin_folders(&self.inner.home.plugins_dir())?;
+        let entries = self.entries_of(folders).await?;
+        self.inner.plugins.set_all(entries);
+        Ok(())
+    }
+
+    /// Discovers `plugins/NAME/` alone, for a command that names one
+    /// plugin (`plugin run NAME` need not import every other plugin):
+    /// true when that folder declares NAME. The other folders are
+    /// discovered the first time a plugin outside it is asked for
+    /// ([`Host::find`]).
+    pub(crate) async fn discover_only(&self, name: &str) -> Result<bool, HostError> {
         let inner = &self.inner;
-        let folders = plugin_folders(&inner.home.plugins_dir())?;
+        let mut partial = inner.partial.lock().await;
+        let Some(folder) = plugin_folders(&inner.home.plugins_dir())?
+            .into_iter()
+            .find(|(folder, _)| folder == name)
+        else {
+            return Ok(false);
+        };
+        let entries = self.entries_of(vec![folder]).await?;
+        if !entries.contains_key(name) {
+            return Ok(false);
+        }
+        inner.plugins.set_all(entries);
+        *partial = true;
+        Ok(true)
+    }
+
+    /// The plugin `name`, discovering the rest of `plugins/` first when
+    /// this host was opened for another one ([`Host::open_for`]).
+    pub(crate) async fn find(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
+        let missing = match self.lookup(name) {
+            Ok(plugin) => return Ok(plugin),
+            Err(e) => e,
+        };
+        let mut partial = self.inner.partial.lock().await;
+        if !*partial {
+            // Another call may have just finished discovering it.
+            return self.lookup(name).map_err(|_| missing);
+        }
+        let folders: Vec<_> = plugin_folders(&self.inner.home.plugins_dir())?
+            .into_iter()
+            .filter(|(folder, _)| self.inner.plugins.in_folder(folder).is_none())
+            .collect();
+        for (key, plugin) in self.entries_of(folders).await? {
+            match self.inner.plugins.get(&key) {
+                // The name of the plugin opened first, which may be
+                // running: the newcomer is the one refused.
+                Some(first) => {
+                    let reason = format!(
+                        "plugin name '{key}' is declared by both plugins/{} and plugins/{}; rename one",
+                        first.folder, plugin.folder
+                    );
+                    let hash = plugin.status().file_hash.clone();
+                    let status = failed_status(reason, None, hash);
+                    let pool = self.inner.new_pool(&plugin.folder);
+                    let (folder, dir) = (plugin.folder.clone(), plugin.dir.clone());
+                    let entry = Plugin::new(folder.clone(), folder, dir, status, pool);
+                    self.inner.plugins.replace(None, Arc::new(entry));
+                }
+                None => self.inner.plugins.replace(None, plugin),
+            }
+        }
+        *partial = false;
+        self.lookup(name)
+    }
+
+    /// The registry entries of `folders`, each loaded in its own worker.
+    async fn entries_of(
+        &self,
+        folders: Vec<(String, PathBuf)>,
+    ) -> Result<BTreeMap<String, Arc<Plugin>>, HostError> {
+        let inner = &self.inner;
         let outcomes = self.load_all(&folders).await;
         // Two folders declaring one name: both fail, each naming both.
         let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
@@ -415,8 +487,7 @@ impl Host {
             let plugin = Arc::new(Plugin::new(key.clone(), folder, path, status, pool));
             registry.insert(key, plugin);
         }
-        inner.plugins.set_all(registry);
-        Ok(())
+        Ok(registry)
     }
 
     /// Loads every folder in a worker of its own with no permission, a few

@@ -65,6 +65,10 @@ pub(crate) struct Inner {
     /// ends unexpectedly: what a live view of the plugins watches besides
     /// `changes` (MCP clients are not told: their tools did not change).
     pub incidents: Arc<watch::Sender<u64>>,
+    /// True while the registry holds only the plugin a command named
+    /// ([`Host::open_for`]); the rest of `plugins/` is discovered at the
+    /// first miss. Held while that happens, so it happens once.
+    pub partial: tokio::sync::Mutex<bool>,
 }
 
 /// What `check` found.
@@ -84,6 +88,29 @@ pub struct CheckReport {
 impl Host {
     /// Opens the home at `root` with an explicit configuration.
     pub async fn open_with(root: &Path, config: Config) -> Result<Host, HostError> {
+        let host = Host::open_empty(root, config).await?;
+        host.discover().await?;
+        host.refresh_secret_names().await;
+        Ok(host)
+    }
+
+    /// Opens the home for a command that names one plugin: when
+    /// `plugins/NAME/` declares NAME, only that folder is imported now;
+    /// any other plugin is discovered when first asked for. Otherwise
+    /// (another folder, or a name that is not a folder's) as
+    /// [`Host::open_with`]. Two folders declaring one name are then
+    /// caught when the others are discovered, not before.
+    pub async fn open_for(root: &Path, config: Config, name: &str) -> Result<Host, HostError> {
+        let host = Host::open_empty(root, config).await?;
+        if !host.discover_only(name).await? {
+            host.discover().await?;
+        }
+        host.refresh_secret_names().await;
+        Ok(host)
+    }
+
+    /// The home opened, its registry still empty.
+    async fn open_empty(root: &Path, config: Config) -> Result<Host, HostError> {
         std::fs::create_dir_all(root).map_err(|source| HostError::Io {
             context: format!("cannot create the home {}", root.display()),
             source,
@@ -153,11 +180,9 @@ impl Host {
             plugins: Registry::default(),
             changes: Arc::new(watch::Sender::new(0)),
             incidents: Arc::new(watch::Sender::new(0)),
+            partial: tokio::sync::Mutex::new(false),
         });
-        let host = Host { inner };
-        host.discover().await?;
-        host.refresh_secret_names().await;
-        Ok(host)
+        Ok(Host { inner })
     }
 
     pub fn home(&self) -> &Home {

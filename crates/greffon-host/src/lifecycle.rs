@@ -35,7 +35,7 @@ impl Host {
     /// and remembers it as enabled. A failed plugin is loaded again first,
     /// so enabling is also how an operator retries after a fix.
     pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.lookup(name)?;
+        let plugin = self.find(name).await?;
         let _one_change = plugin.changing.lock().await;
         let _announce = Announce(&self.inner.changes);
         {
@@ -247,7 +247,7 @@ impl Host {
     /// returned; the plugin stays enabled. A new version that declares
     /// permissions that were not granted is not swapped in.
     pub async fn reload(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.lookup(name)?;
+        let plugin = self.find(name).await?;
         let _one_change = plugin.changing.lock().await;
         if plugin.status().state != State::Enabled {
             return Err(HostError::NotEnabled(format!(
@@ -303,7 +303,7 @@ impl Host {
 
     /// Stops the plugin (`stop()`) and remembers it as disabled.
     pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.lookup(name)?;
+        let plugin = self.find(name).await?;
         let _one_change = plugin.changing.lock().await;
         let _announce = Announce(&self.inner.changes);
         // Refused from now on: a call waiting in the queue is answered

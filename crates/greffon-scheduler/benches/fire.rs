@@ -30,7 +30,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use greffon_core::Config;
 use greffon_host::Host;
 use greffon_scheduler::{
-    AnyTaskStore, CheckError, NewTask, Options, Outcome, RunFuture, Runner, Scheduler, Settings,
+    AnyTaskStore, CheckFuture, NewTask, Options, Outcome, RunFuture, Runner, Scheduler, Settings,
     SystemClock, Task, TaskKey, TaskStore, Trigger,
 };
 use serde_json::{Value, json};
@@ -91,8 +91,8 @@ fn db_cpu_s(server: Option<&pg::TempPostgres>) -> f64 {
 struct Instant0;
 
 impl Runner for Instant0 {
-    fn check(&self, _: &str, _: &Value) -> Result<(), CheckError> {
-        Ok(())
+    fn check(&self, _: &str, _: &Value) -> CheckFuture {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn run(&self, _: &str, _: Value, _: Option<Duration>) -> RunFuture {

@@ -34,7 +34,8 @@ pub use model::{
 };
 pub use runner::{HostRunner, attach};
 pub use scheduler::{
-    CheckError, Clock, Outcome, RunFuture, Runner, Scheduler, Settings, SystemClock, TokioClock,
+    CheckError, CheckFuture, Clock, Outcome, RunFuture, Runner, Scheduler, Settings, SystemClock,
+    TokioClock,
 };
 pub use service::TasksService;
 pub use store::{

@@ -1,7 +1,7 @@
 //! [`Runner`] for the real host: task runs take the normal call path
 //! (validation, timeout, crash handling, audit).
 
-use crate::scheduler::{CheckError, Outcome, RunFuture, Runner};
+use crate::scheduler::{CheckError, CheckFuture, Outcome, RunFuture, Runner};
 use greffon_host::Host;
 use greffon_protocol::ErrorKind;
 use serde_json::Value;
@@ -12,17 +12,20 @@ use std::time::Duration;
 pub struct HostRunner(pub Host);
 
 impl Runner for HostRunner {
-    fn check(&self, plugin: &str, args: &Value) -> Result<(), CheckError> {
-        self.0
-            .check_args(plugin, args.clone())
-            .map(|_| ())
-            .map_err(|e| CheckError {
-                field: match e.kind {
-                    ErrorKind::Validation | ErrorKind::TooLarge => "args",
-                    _ => "plugin",
-                },
-                message: e.message,
-            })
+    fn check(&self, plugin: &str, args: &Value) -> CheckFuture {
+        let (host, plugin, args) = (self.0.clone(), plugin.to_string(), args.clone());
+        Box::pin(async move {
+            host.check_args(&plugin, args)
+                .await
+                .map(|_| ())
+                .map_err(|e| CheckError {
+                    field: match e.kind {
+                        ErrorKind::Validation | ErrorKind::TooLarge => "args",
+                        _ => "plugin",
+                    },
+                    message: e.message,
+                })
+        })
     }
 
     fn run(&self, plugin: &str, args: Value, timeout: Option<Duration>) -> RunFuture {

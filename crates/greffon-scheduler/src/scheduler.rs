@@ -96,6 +96,8 @@ pub enum Outcome {
 
 pub type RunFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), CheckError>> + Send>>;
+
 /// Why a task's plugin or arguments were refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckError {
@@ -106,8 +108,9 @@ pub struct CheckError {
 
 /// What runs a task: the plugin host.
 pub trait Runner: Send + Sync + 'static {
-    /// Whether `plugin` exists and `args` satisfy its schema.
-    fn check(&self, plugin: &str, args: &Value) -> Result<(), CheckError>;
+    /// Whether `plugin` exists and `args` satisfy its schema (a host may
+    /// have to discover the plugin first).
+    fn check(&self, plugin: &str, args: &Value) -> CheckFuture;
     /// Calls the plugin through the normal call path.
     fn run(&self, plugin: &str, args: Value, timeout: Option<Duration>) -> RunFuture;
     /// The plugins this host can run now: a host sharing its store with
@@ -280,7 +283,8 @@ impl<S: TaskStore> Scheduler<S> {
             created_at: now,
             updated_at: now,
         };
-        let schedule = self.prepare(&mut task, now, true)?;
+        let schedule = self.prepare(&mut task, now)?;
+        self.check_plugin(&task).await?;
         task.next_run_at = schedule.first(now);
         let saved = self.shared.store.insert(&task).await?;
         tracing::info!(target: "audit", event = "task_created", task = saved.id, name = %saved.name, plugin = %saved.plugin);
@@ -336,7 +340,10 @@ impl<S: TaskStore> Scheduler<S> {
         if let Some(v) = patch.retry_backoff_s {
             o.retry_backoff_s = v;
         }
-        let schedule = self.prepare(&mut task, now, recheck)?;
+        let schedule = self.prepare(&mut task, now)?;
+        if recheck {
+            self.check_plugin(&task).await?;
+        }
         if rescheduled || (task.options.enabled && !was_enabled) {
             task.next_run_at = schedule.first(now);
         }
@@ -606,15 +613,18 @@ impl<S: TaskStore> Scheduler<S> {
         }
     }
 
+    /// Whether the task's plugin exists and takes its arguments.
+    async fn check_plugin(&self, task: &Task) -> Result<(), TaskError> {
+        self.shared
+            .runner
+            .check(&task.plugin, &task.args)
+            .await
+            .map_err(|e| TaskError::invalid(e.field, e.message))
+    }
+
     /// Fills the defaults of a task being saved and checks it: name,
-    /// plugin and arguments (when `check_plugin`), trigger, options.
-    /// Answers its schedule.
-    fn prepare(
-        &self,
-        task: &mut Task,
-        now: DateTime<Utc>,
-        check_plugin: bool,
-    ) -> Result<Schedule, TaskError> {
+    /// arguments (an object), trigger, options. Answers its schedule.
+    fn prepare(&self, task: &mut Task, now: DateTime<Utc>) -> Result<Schedule, TaskError> {
         let name = task.name.trim();
         if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
             return Err(TaskError::invalid(
@@ -631,12 +641,6 @@ impl<S: TaskStore> Scheduler<S> {
         task.name = name.to_string();
         if !task.args.is_object() {
             return Err(TaskError::invalid("args", "must be an object"));
-        }
-        if check_plugin {
-            self.shared
-                .runner
-                .check(&task.plugin, &task.args)
-                .map_err(|e| TaskError::invalid(e.field, e.message))?;
         }
         match &mut task.trigger {
             Trigger::Cron { tz, .. } if tz.is_none() => {

@@ -10,9 +10,9 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use greffon_scheduler::{
-    CheckError, Claim, Clock, Coalesce, NewTask, Outcome, RunFuture, RunKind, RunStatus, Runner,
-    Scheduler, Settings, SqliteTaskStore, TaskError, TaskKey, TaskPatch, TaskStore, TokioClock,
-    Trigger,
+    CheckError, CheckFuture, Claim, Clock, Coalesce, NewTask, Outcome, RunFuture, RunKind,
+    RunStatus, Runner, Scheduler, Settings, SqliteTaskStore, TaskError, TaskKey, TaskPatch,
+    TaskStore, TokioClock, Trigger,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -36,20 +36,21 @@ struct Recorder {
 }
 
 impl Runner for Recorder {
-    fn check(&self, plugin: &str, args: &Value) -> Result<(), CheckError> {
-        if plugin != "echo" {
-            return Err(CheckError {
+    fn check(&self, plugin: &str, args: &Value) -> CheckFuture {
+        let checked = if plugin != "echo" {
+            Err(CheckError {
                 field: "plugin",
                 message: format!("unknown plugin '{plugin}'"),
-            });
-        }
-        if args.get("bad").is_some() {
-            return Err(CheckError {
+            })
+        } else if args.get("bad").is_some() {
+            Err(CheckError {
                 field: "args",
                 message: "plugin 'echo': invalid arguments: argument 'bad' is not allowed".into(),
-            });
-        }
-        Ok(())
+            })
+        } else {
+            Ok(())
+        };
+        Box::pin(std::future::ready(checked))
     }
 
     fn run(&self, _plugin: &str, args: Value, _timeout: Option<Duration>) -> RunFuture {

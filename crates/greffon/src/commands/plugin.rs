@@ -57,7 +57,11 @@ pub(crate) async fn run(
         None
     };
     let llm_config = config.clone();
-    let host = match Host::open_with(root, config).await {
+    let opened = match named(&command) {
+        Some(name) => Host::open_for(root, config, name).await,
+        None => Host::open_with(root, config).await,
+    };
+    let host = match opened {
         Ok(h) => h,
         Err(e) if is_run => {
             print::json(&json!({ "error": e.to_string() }));
@@ -85,6 +89,22 @@ pub(crate) async fn run(
     };
     host.shutdown().await;
     code
+}
+
+/// The plugin a command acts on alone, so that the host it opens imports
+/// only that one. `check` and `scaffold` need every plugin: both judge
+/// whether another folder declares the same name.
+fn named(command: &PluginCommand) -> Option<&str> {
+    match command {
+        PluginCommand::Info { name, .. }
+        | PluginCommand::Enable { name, .. }
+        | PluginCommand::Disable { name, .. }
+        | PluginCommand::Reload { name }
+        | PluginCommand::Run { name, .. } => Some(name),
+        PluginCommand::List { .. }
+        | PluginCommand::Check { .. }
+        | PluginCommand::Scaffold { .. } => None,
+    }
 }
 
 /// One plugin command, the same through a server or on a local host.

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::{TestHome, echo_plugin, entry};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn discovery_lists_valid_plugins_as_disabled_and_skips_underscore_folders() {
@@ -265,6 +265,66 @@ fn info_shows_meta_normalized_schema_state_and_last_dump() {
         human.contains("state:       enabled") && human.contains("\"integer\""),
         "{human}"
     );
+}
+
+/// The folders a home's audit log says were imported by discovery, in
+/// order (one `discovered` record per folder and discovery).
+fn discovered(home: &TestHome) -> Vec<String> {
+    home.log("audit")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["event"] == "discovered")
+        .map(|r| r["folder"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A command naming one plugin imports that plugin's folder alone; one
+/// that needs another plugin (the `tasks` plugin checking a task's
+/// arguments) discovers the rest then; a name that is not a folder's is
+/// found by the full discovery.
+#[test]
+fn a_command_naming_one_plugin_imports_only_that_one() {
+    let home = TestHome::new();
+    home.bundled("tasks")
+        .plugin(
+            "a",
+            &echo_plugin("{'name': 'a', 'inputs': {'schema': {'n': 'integer'}}}"),
+        )
+        .plugin("b", &echo_plugin("{'name': 'b'}"))
+        .plugin("c-folder", &echo_plugin("{'name': 'c'}"));
+    home.enable("a");
+    home.enable("tasks");
+    let seen = discovered(&home).len();
+    let (code, v) = home.run("a", r#"{"n": 1}"#);
+    assert_eq!((code, v), (0, json!({"args": {"n": 1}})));
+    assert_eq!(discovered(&home)[seen..], ["a"]);
+
+    // `tasks` checks the arguments against a's schema: a is discovered
+    // then (with every other folder), and a wrong argument is refused.
+    let seen = discovered(&home).len();
+    let bad =
+        json!({"action": "create", "name": "t", "plugin": "a", "args": {"n": "x"}, "every_s": 60});
+    let error = home.run_error("tasks", &bad.to_string());
+    assert!(
+        error.contains("'n'") && error.contains("integer"),
+        "{error}"
+    );
+    // plugins/tasks alone first, then the others when a was asked for.
+    let mut after = discovered(&home)[seen..].to_vec();
+    assert_eq!(
+        after.first().map(String::as_str),
+        Some("tasks"),
+        "{after:?}"
+    );
+    after[1..].sort();
+    assert_eq!(after[1..], ["a", "b", "c-folder"]);
+
+    // c is declared by c-folder: no folder has its name, so everything is
+    // discovered and c found.
+    let seen = discovered(&home).len();
+    let info = home.info("c");
+    assert_eq!(info["folder"], "c-folder");
+    assert_eq!(discovered(&home).len() - seen, 4);
 }
 
 #[test]
