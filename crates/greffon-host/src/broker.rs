@@ -234,42 +234,7 @@ pub(crate) async fn request(
         status: None,
         bytes: 0,
     };
-    let Some(net) = net else {
-        return Err(refused(
-            &audit,
-            format!(
-                "plugin '{plugin}' has no 'net' permission; add 'net' to meta['permissions'] and run `greffon plugin enable {plugin}`"
-            ),
-        ));
-    };
-    let (url, allowed) = match net.allowlist.check_str(&req.url) {
-        Ok(ok) => ok,
-        Err(deny) => {
-            audit.host = url::Url::parse(&req.url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-                .unwrap_or_default();
-            let hint = if net.allowlist.is_empty() {
-                " (the allowlist is empty: declare meta['allowlist_domains'])"
-            } else {
-                ""
-            };
-            return Err(refused(&audit, format!("{deny}{hint}")));
-        }
-    };
-    audit.host = allowed.host.clone();
-    if matches!(method_name.as_str(), "CONNECT" | "TRACE") {
-        return Err(refused(
-            &audit,
-            format!("method {method_name} is not allowed"),
-        ));
-    }
-    let method = reqwest::Method::from_bytes(method_name.as_bytes()).map_err(|_| {
-        WireError::new(
-            ErrorKind::HostService,
-            format!("http.request: invalid method '{}'", req.method),
-        )
-    })?;
+    let (net, url, method) = admit(plugin, net, &req, &mut audit)?;
     let builder = prepare(net, method, url, &req)?;
     let timeout = req
         .timeout
@@ -304,6 +269,54 @@ pub(crate) async fn request(
     };
     let outcome = tokio::time::timeout(timeout, exchange).await;
     settle(&mut audit, settings, timeout, outcome)
+}
+
+/// What the plugin may send: refused without `net`, outside the
+/// allowlist, or with a method that is never allowed (each refusal
+/// audited).
+fn admit<'n>(
+    plugin: &str,
+    net: Option<&'n NetAccess>,
+    req: &Request,
+    audit: &mut Audit<'_>,
+) -> Result<(&'n NetAccess, url::Url, reqwest::Method), WireError> {
+    let Some(net) = net else {
+        return Err(refused(
+            audit,
+            format!(
+                "plugin '{plugin}' has no 'net' permission; add 'net' to meta['permissions'] and run `greffon plugin enable {plugin}`"
+            ),
+        ));
+    };
+    let (url, allowed) = match net.allowlist.check_str(&req.url) {
+        Ok(ok) => ok,
+        Err(deny) => {
+            audit.host = url::Url::parse(&req.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            let hint = if net.allowlist.is_empty() {
+                " (the allowlist is empty: declare meta['allowlist_domains'])"
+            } else {
+                ""
+            };
+            return Err(refused(audit, format!("{deny}{hint}")));
+        }
+    };
+    audit.host = allowed.host.clone();
+    if matches!(audit.method, "CONNECT" | "TRACE") {
+        return Err(refused(
+            audit,
+            format!("method {} is not allowed", audit.method),
+        ));
+    }
+    let method = reqwest::Method::from_bytes(audit.method.as_bytes()).map_err(|_| {
+        WireError::new(
+            ErrorKind::HostService,
+            format!("http.request: invalid method '{}'", req.method),
+        )
+    })?;
+    Ok((net, url, method))
 }
 
 /// The request as the plugin asked for it, minus the headers it may not

@@ -6,16 +6,23 @@ use greffon_core::{Config, Home, SandboxMode};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
+/// What is wrong (`problems`: exit 1) and what only some plugins would
+/// miss (`warnings`).
+#[derive(Default)]
+struct Findings {
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
 /// `greffon doctor`: what plugins need, and whether this machine has it.
 /// Needs no home: it checks the interpreter, the kernel, the model and
 /// where secrets would be kept.
 pub(crate) async fn run(config: &Config, home: &Home, json_out: bool) -> ExitCode {
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
+    let mut f = Findings::default();
     let python = match greffon_host::python_facts(config.python.path.as_deref()) {
         Ok((path, version)) => json!({"path": path, "version": version}),
         Err(e) => {
-            problems.push(e);
+            f.problems.push(e);
             json!({"path": null, "version": null})
         }
     };
@@ -23,12 +30,53 @@ pub(crate) async fn run(config: &Config, home: &Home, json_out: bool) -> ExitCod
     let uv = match greffon_host::uv_facts(config) {
         Ok((path, version)) => json!({"path": path, "version": version}),
         Err(e) => {
-            warnings.push(format!(
+            f.warnings.push(format!(
                 "{e}; plugins that declare requirements cannot be enabled"
             ));
             json!({"path": null, "version": null})
         }
     };
+    let sandbox = sandbox_report(config, &mut f);
+    let llm = llm_report(config, home);
+    if let Some(problem) = llm["problem"].as_str() {
+        // Only the `llm` plugin and /v1/llm need the model.
+        f.warnings.push(format!("llm: {problem}"));
+    }
+    let (location, keyring) = greffon_host::store_report(home, config.secrets.store).await;
+    if config.secrets.store == greffon_core::SecretStoreKind::Keyring && !keyring {
+        f.problems.push("[secrets] store = \"keyring\" but no Secret Service answers on the session bus; plugins cannot read their secrets".into());
+    }
+    let tasks = tasks_report(config, home, &mut f).await;
+    let ok = f.problems.is_empty();
+    let report = json!({
+        "python": python,
+        "uv": uv,
+        "llm": llm,
+        "tasks": tasks,
+        "secrets": {
+            "store": config.secrets.store,
+            "keyring_available": keyring,
+            "location": location,
+        },
+        "sandbox": sandbox,
+        "problems": f.problems,
+        "warnings": f.warnings,
+        "ok": ok,
+    });
+    if json_out {
+        print::json(&report);
+    } else {
+        print::doctor(&report);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
+}
+
+/// What the kernel enforces for each worker, and what it cannot.
+fn sandbox_report(config: &Config, f: &mut Findings) -> Value {
     let support = greffon_host::sandbox_support();
     let missing = support.missing();
     let enforce = config.sandbox == SandboxMode::Enforce;
@@ -47,86 +95,45 @@ pub(crate) async fn run(config: &Config, home: &Home, json_out: bool) -> ExitCod
     if support.refuse_passed_fds {
         protections.push("the channel to greffon refuses passed descriptors (SO_PASSRIGHTS)");
     } else {
-        warnings.push("the kernel cannot refuse descriptors a worker sends to greffon (SO_PASSRIGHTS, Linux 6.16): such a worker only stalls its own calls until their timeout".to_string());
+        f.warnings.push("the kernel cannot refuse descriptors a worker sends to greffon (SO_PASSRIGHTS, Linux 6.16): such a worker only stalls its own calls until their timeout".to_string());
     }
     if enforce {
-        problems.extend(
+        f.problems.extend(
             missing
                 .iter()
                 .map(|m| format!("{m}; plugins will not start (sandbox = \"enforce\")")),
         );
     } else {
-        warnings.push("sandbox = \"off\": plugins run WITHOUT kernel isolation; their permissions are not enforced".to_string());
-        warnings.extend(missing);
-    }
-    let llm = llm_report(config, home);
-    if let Some(problem) = llm["problem"].as_str() {
-        // Only the `llm` plugin and /v1/llm need the model.
-        warnings.push(format!("llm: {problem}"));
-    }
-    let (location, keyring) = greffon_host::store_report(home, config.secrets.store).await;
-    if config.secrets.store == greffon_core::SecretStoreKind::Keyring && !keyring {
-        problems.push("[secrets] store = \"keyring\" but no Secret Service answers on the session bus; plugins cannot read their secrets".into());
-    }
-    let tasks = tasks_report(config, home, &mut problems, &mut warnings).await;
-    let report = json!({
-        "python": python,
-        "uv": uv,
-        "llm": llm,
-        "tasks": tasks,
-        "secrets": {
-            "store": config.secrets.store,
-            "keyring_available": keyring,
-            "location": location,
-        },
-        "sandbox": {
-            "mode": if enforce { "enforce" } else { "off" },
-            "landlock_abi": support.landlock_abi,
-            "landlock_abi_required": greffon_sandbox::LANDLOCK_ABI_REQUIRED,
-            "seccomp": support.seccomp,
-            "refuse_passed_fds": support.refuse_passed_fds,
-            "protections": protections,
-        },
-        "problems": problems,
-        "warnings": warnings,
-        "ok": problems.is_empty(),
-    });
-    if !enforce {
+        f.warnings.push("sandbox = \"off\": plugins run WITHOUT kernel isolation; their permissions are not enforced".to_string());
+        f.warnings.extend(missing);
         tracing::warn!(target: "audit", event = "sandbox_off", "doctor: plugins run without kernel isolation (sandbox = \"off\")");
     }
-    if json_out {
-        print::json(&report);
-    } else {
-        print::doctor(&report);
-    }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_ERROR)
-    }
+    json!({
+        "mode": if enforce { "enforce" } else { "off" },
+        "landlock_abi": support.landlock_abi,
+        "landlock_abi_required": greffon_sandbox::LANDLOCK_ABI_REQUIRED,
+        "seccomp": support.seccomp,
+        "refuse_passed_fds": support.refuse_passed_fds,
+        "protections": protections,
+    })
 }
 
 /// The task store: the SQLite file, or the PostgreSQL database reached,
 /// migrated, and every host's clock within the lease's margin.
-async fn tasks_report(
-    config: &Config,
-    home: &Home,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) -> Value {
+async fn tasks_report(config: &Config, home: &Home, f: &mut Findings) -> Value {
     let Some(url) = config.scheduler.database_url() else {
         return json!({"store": "sqlite", "location": home.db_file()});
     };
     let report = match greffon_scheduler::PgTaskStore::inspect(&url).await {
         Ok(r) => r,
         Err(e) => {
-            problems.push(format!("tasks: {e}"));
+            f.problems.push(format!("tasks: {e}"));
             return json!({"store": "postgres", "reachable": false});
         }
     };
     let (applied, known) = report.migrated;
     if applied < known {
-        warnings.push(format!(
+        f.warnings.push(format!(
             "tasks: the database at {} has {applied} of {known} migrations; `greffon serve` applies them at start",
             report.location
         ));
@@ -140,7 +147,7 @@ async fn tasks_report(
         (lo.min(*s), hi.max(*s))
     });
     if max - min > margin_ms {
-        problems.push(format!(
+        f.problems.push(format!(
             "tasks: the hosts' clocks are {} ms apart (more than lease_s / 3 = {margin_ms} ms): a live host's runs could be taken for lost; synchronise the clocks (NTP) or raise [scheduler] lease_s",
             max - min
         ));
