@@ -420,10 +420,9 @@ impl Host {
                     );
                     let hash = plugin.status().file_hash.clone();
                     let status = failed_status(reason, None, hash);
-                    let pool = self.inner.new_pool(&plugin.folder);
                     let (folder, dir) = (plugin.folder.clone(), plugin.dir.clone());
-                    let entry = Plugin::new(folder.clone(), folder, dir, status, pool);
-                    self.inner.plugins.replace(None, Arc::new(entry));
+                    let entry = self.inner.entry(folder.clone(), folder, dir, status);
+                    self.inner.plugins.replace(None, entry);
                 }
                 None => self.inner.plugins.replace(None, plugin),
             }
@@ -475,16 +474,7 @@ impl Host {
                     (key, failed_status(e.reason(), e.dump, hash))
                 }
             };
-            tracing::info!(
-                target: "audit",
-                event = "discovered",
-                plugin = %key,
-                folder = %folder,
-                state = status.state.as_str(),
-                reason = status.failure.as_ref().map(|f| f.reason.as_str()),
-            );
-            let pool = inner.new_pool(&key);
-            let plugin = Arc::new(Plugin::new(key.clone(), folder, path, status, pool));
+            let plugin = inner.entry(key.clone(), folder, path, status);
             registry.insert(key, plugin);
         }
         Ok(registry)

@@ -11,7 +11,7 @@ use crate::hooks::{self, Ended};
 use crate::host::{Announce, Host, Inner, announce, exception_text};
 use crate::jail::Access;
 use crate::registry::{
-    Failure, Granted, Plugin, PluginInfo, State, failed_status, settled_status, ungranted,
+    Failure, Granted, Plugin, PluginInfo, State, Status, failed_status, settled_status, ungranted,
 };
 use crate::supervision::OnCrash;
 use futures_util::future::join_all;
@@ -20,6 +20,7 @@ use greffon_protocol::method;
 use greffon_protocol::{ErrorKind, WireError};
 use greffon_worker::{Checkout, Pool, Ticket, Worker};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,12 +212,10 @@ impl Host {
             }
         };
         let state = status.state;
-        let pool = inner.new_pool(&key);
-        let entry = Plugin::new(key.clone(), folder.to_string(), dir, status, pool);
+        let entry = inner.entry(key.clone(), folder.to_string(), dir, status);
         inner
             .plugins
-            .replace(existing.map(|e| e.key.as_str()), Arc::new(entry));
-        tracing::info!(target: "audit", event = "discovered", plugin = %key, folder = %folder, state = state.as_str());
+            .replace(existing.map(|e| e.key.as_str()), entry);
         format!("{key}: read again, now {}", state.as_str())
     }
 
@@ -353,6 +352,27 @@ impl Host {
 impl Inner {
     /// A pool of the configured size for `key`, within `max_workers` given
     /// the pools of the other enabled plugins.
+    /// The registry entry of what was found in `plugins/FOLDER`, with a
+    /// new pool, recorded in the audit log: every entry is made here.
+    pub(crate) fn entry(
+        &self,
+        key: String,
+        folder: String,
+        dir: PathBuf,
+        status: Status,
+    ) -> Arc<Plugin> {
+        tracing::info!(
+            target: "audit",
+            event = "discovered",
+            plugin = %key,
+            folder = %folder,
+            state = status.state.as_str(),
+            reason = status.failure.as_ref().map(|f| f.reason.as_str()),
+        );
+        let pool = self.new_pool(&key);
+        Arc::new(Plugin::new(key, folder, dir, status, pool))
+    }
+
     pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
         let wanted = self.config.workers_for(key).max(1);
         let others: usize = self
