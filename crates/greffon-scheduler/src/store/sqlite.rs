@@ -16,12 +16,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, Sqlite, Transaction};
 use std::borrow::Cow;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 /// Versions from 100 leave the host's own migrations (1..) their range in
 /// the shared `_sqlx_migrations` table.
@@ -51,13 +49,10 @@ fn migrator() -> Migrator {
     m
 }
 
-type Op<'c, T> = Pin<Box<dyn Future<Output = Result<T, TaskError>> + Send + 'c>>;
-
 /// Tasks in a SQLite file (the home's `greffon.db`).
 ///
-/// One connection, taken in turn: SQLite has one writer anyway, the
-/// statements are short, and a pool would add acquire timers, which fire
-/// early when tests run the loop on tokio's paused clock. It is opened at
+/// One connection, taken in turn: SQLite has one writer anyway and the
+/// statements are short. It is opened at
 /// the first operation, so a command that never touches tasks (a plugin
 /// run that could use `greffon.tasks` but does not) does not pay for it.
 #[derive(Debug, Clone)]
@@ -90,38 +85,25 @@ impl SqliteTaskStore {
         }
     }
 
-    /// Runs `op` on the connection inside `spawn_blocking`, driven by the
-    /// runtime's handle. The connection's own worker thread does the I/O
-    /// either way; a blocking task in flight is what keeps tokio's paused
-    /// clock (tests of the loop) from jumping ahead while the database
-    /// answers, so a query takes no virtual time. The first operation
-    /// connects and applies the migrations.
-    async fn with<T: Send + 'static>(
-        &self,
-        op: impl for<'c> FnOnce(&'c mut SqliteConnection) -> Op<'c, T> + Send + 'static,
-    ) -> Result<T, TaskError> {
-        let conn = self.conn.clone();
-        let options = self.options.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            handle.block_on(async move {
-                let mut slot = conn.lock().await;
-                let conn = match &mut *slot {
-                    Some(c) => c,
-                    None => {
-                        let mut c = SqliteConnection::connect_with(&options).await?;
-                        migrator()
-                            .run(&mut c)
-                            .await
-                            .map_err(|e| TaskError::Store(e.into()))?;
-                        slot.insert(c)
-                    }
-                };
-                op(conn).await
-            })
-        })
-        .await
-        .map_err(|e| TaskError::Corrupt(format!("a store operation failed: {e}")))?
+    /// The connection, taken in turn. The first operation connects and
+    /// applies the migrations.
+    async fn conn(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, TaskError> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            let mut c = SqliteConnection::connect_with(&self.options).await?;
+            // `run` is `run_direct(None, conn, false)` behind an `Acquire`
+            // bound whose future rustc cannot prove `Send` for every
+            // lifetime ("not general enough"); sqlx exposes `run_direct`
+            // for exactly that.
+            migrator()
+                .run_direct(None, &mut c, false)
+                .await
+                .map_err(|e| TaskError::Store(e.into()))?;
+            *slot = Some(c);
+        }
+        Ok(MutexGuard::map(slot, |c| {
+            c.as_mut().expect("connected just above")
+        }))
     }
 
     /// Ends the running runs `running` selects as lost with `message`,
@@ -132,16 +114,13 @@ impl SqliteTaskStore {
         message: String,
         at: DateTime<Utc>,
     ) -> Result<u64, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
-                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(&message), at).await?;
-                tx.commit().await?;
-                Ok(ids.len() as u64)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
+        end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(&message), at).await?;
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     async fn running_count(
@@ -323,112 +302,97 @@ fn bind_task<'q>(
 impl TaskStore for SqliteTaskStore {
     async fn insert(&self, task: &Task) -> Result<Task, TaskError> {
         let task = task.clone();
-        self.with(move |c| {
-            Box::pin(async move {
-                let (args, trigger) = task_json(&task)?;
-                let sql = columns(format!(
-                    "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
-                     max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
-                     created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
-                ));
-                let row = bind_task(sqlx::query(sql), &task, args, trigger)
-                    .bind(task.last_run_at.map(ms))
-                    .bind(ms(task.created_at))
-                    .bind(ms(task.updated_at))
-                    .fetch_one(&mut *c)
-                    .await
-                    .map_err(|e| name_conflict(e, &task.name))?;
-                task_from(&row)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let (args, trigger) = task_json(&task)?;
+        let sql = columns(format!(
+            "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
+             max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
+             created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+        ));
+        let row = bind_task(sqlx::query(sql), &task, args, trigger)
+            .bind(task.last_run_at.map(ms))
+            .bind(ms(task.created_at))
+            .bind(ms(task.updated_at))
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| name_conflict(e, &task.name))?;
+        task_from(&row)
     }
 
     async fn get(&self, key: &TaskKey) -> Result<Option<Task>, TaskError> {
         let key = key.clone();
-        self.with(move |c| {
-            Box::pin(async move {
-                let query = match &key {
-                    TaskKey::Id(id) => sqlx::query(columns(format!(
-                        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
-                    )))
-                    .bind(*id),
-                    TaskKey::Name(name) => sqlx::query(columns(format!(
-                        "SELECT {TASK_COLUMNS} FROM tasks WHERE name = ?"
-                    )))
-                    .bind(name.clone()),
-                };
-                query
-                    .fetch_optional(&mut *c)
-                    .await?
-                    .as_ref()
-                    .map(task_from)
-                    .transpose()
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let query = match &key {
+            TaskKey::Id(id) => sqlx::query(columns(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+            )))
+            .bind(*id),
+            TaskKey::Name(name) => sqlx::query(columns(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE name = ?"
+            )))
+            .bind(name.clone()),
+        };
+        query
+            .fetch_optional(&mut *c)
+            .await?
+            .as_ref()
+            .map(task_from)
+            .transpose()
     }
 
     async fn list(&self) -> Result<Vec<Task>, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                sqlx::query(columns(format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"
-                )))
-                .fetch_all(&mut *c)
-                .await?
-                .iter()
-                .map(task_from)
-                .collect()
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        sqlx::query(columns(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"
+        )))
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(task_from)
+        .collect()
     }
 
     async fn replace(&self, task: &Task) -> Result<Task, TaskError> {
         let task = task.clone();
-        self.with(move |c| {
-            Box::pin(async move {
-                let (args, trigger) = task_json(&task)?;
-                let sql = columns(format!(
-                    "UPDATE tasks SET name = ?, plugin = ?, args = ?, trigger = ?, enabled = ?, coalesce = ?,
-                     misfire_grace_s = ?, max_instances = ?, jitter_s = ?, timeout_s = ?, retries = ?,
-                     retry_backoff_s = ?, next_run_at = ?, updated_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
-                ));
-                let row = bind_task(sqlx::query(sql), &task, args, trigger)
-                    .bind(ms(task.updated_at))
-                    .bind(task.id)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(|e| name_conflict(e, &task.name))?;
-                match row {
-                    Some(row) => task_from(&row),
-                    None => Err(TaskError::NotFound(task.id.to_string())),
-                }
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let (args, trigger) = task_json(&task)?;
+        let sql = columns(format!(
+            "UPDATE tasks SET name = ?, plugin = ?, args = ?, trigger = ?, enabled = ?, coalesce = ?,
+             misfire_grace_s = ?, max_instances = ?, jitter_s = ?, timeout_s = ?, retries = ?,
+             retry_backoff_s = ?, next_run_at = ?, updated_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
+        ));
+        let row = bind_task(sqlx::query(sql), &task, args, trigger)
+            .bind(ms(task.updated_at))
+            .bind(task.id)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| name_conflict(e, &task.name))?;
+        match row {
+            Some(row) => task_from(&row),
+            None => Err(TaskError::NotFound(task.id.to_string())),
+        }
     }
 
     async fn delete(&self, id: i64) -> Result<bool, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                sqlx::query("DELETE FROM task_runs WHERE task_id = ?")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let n = sqlx::query("DELETE FROM tasks WHERE id = ?")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(n > 0)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        sqlx::query("DELETE FROM task_runs WHERE task_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM tasks WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn next_due(
@@ -436,74 +400,68 @@ impl TaskStore for SqliteTaskStore {
         plugins: Option<&[String]>,
     ) -> Result<Option<DateTime<Utc>>, TaskError> {
         let filter = plugin_filter(plugins);
-        self.with(move |c| {
-            Box::pin(async move {
-                let v: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN(t) FROM (
-                        SELECT MIN(next_run_at) AS t FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
-                        AND (?1 IS NULL OR plugin IN (SELECT value FROM json_each(?1)))
-                        UNION ALL
-                        SELECT MIN(r.retry_at) FROM task_runs r JOIN tasks t ON t.id = r.task_id
-                        WHERE r.status = 'pending' AND t.enabled = 1
-                        AND (?1 IS NULL OR t.plugin IN (SELECT value FROM json_each(?1))))",
-                )
-                .bind(filter)
-                .fetch_one(&mut *c)
-                .await?;
-                Ok(from_ms(v))
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM (
+                SELECT MIN(next_run_at) AS t FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
+                AND (?1 IS NULL OR plugin IN (SELECT value FROM json_each(?1)))
+                UNION ALL
+                SELECT MIN(r.retry_at) FROM task_runs r JOIN tasks t ON t.id = r.task_id
+                WHERE r.status = 'pending' AND t.enabled = 1
+                AND (?1 IS NULL OR t.plugin IN (SELECT value FROM json_each(?1))))",
+        )
+        .bind(filter)
+        .fetch_one(&mut *c)
+        .await?;
+        Ok(from_ms(v))
     }
 
     async fn claim_due(&self, claim: &Claim, plan: Planner) -> Result<Vec<Claimed>, TaskError> {
         let claim = claim.clone();
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let due = sqlx::query(columns(format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
-                     AND next_run_at <= ?1 AND (?2 IS NULL OR plugin IN (SELECT value FROM json_each(?2)))
-                     ORDER BY next_run_at LIMIT ?3"
-                )))
-                .bind(ms(claim.now))
-                .bind(plugin_filter(claim.plugins.as_deref()))
-                .bind(claim.limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut claimed = Vec::new();
-                for row in &due {
-                    let task = task_from(row)?;
-                    let running = Self::running_count(&mut tx, task.id).await?;
-                    let decided = plan(&task, running);
-                    let mut last = None;
-                    for fire in &decided.fires {
-                        let run = insert_run(&mut tx, task.id, RunKind::Scheduled, fire, &claim).await?;
-                        last = Some(fire.scheduled_for);
-                        // None: this fire has its run already (the
-                        // uniqueness constraint), so it is not run again.
-                        if let Some(run) = run.filter(|r| r.status == RunStatus::Running) {
-                            claimed.push(Claimed {
-                                run,
-                                task: task.clone(),
-                            });
-                        }
-                    }
-                    sqlx::query(
-                        "UPDATE tasks SET next_run_at = ?, last_run_at = COALESCE(?, last_run_at) WHERE id = ?",
-                    )
-                    .bind(decided.next_run_at.map(ms))
-                    .bind(last.map(ms))
-                    .bind(task.id)
-                    .execute(&mut *tx)
-                    .await?;
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        let due = sqlx::query(columns(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE enabled = 1 AND next_run_at IS NOT NULL
+             AND next_run_at <= ?1 AND (?2 IS NULL OR plugin IN (SELECT value FROM json_each(?2)))
+             ORDER BY next_run_at LIMIT ?3"
+        )))
+        .bind(ms(claim.now))
+        .bind(plugin_filter(claim.plugins.as_deref()))
+        .bind(claim.limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::new();
+        for row in &due {
+            let task = task_from(row)?;
+            let running = Self::running_count(&mut tx, task.id).await?;
+            let decided = plan(&task, running);
+            let mut last = None;
+            for fire in &decided.fires {
+                let run = insert_run(&mut tx, task.id, RunKind::Scheduled, fire, &claim).await?;
+                last = Some(fire.scheduled_for);
+                // None: this fire has its run already (the
+                // uniqueness constraint), so it is not run again.
+                if let Some(run) = run.filter(|r| r.status == RunStatus::Running) {
+                    claimed.push(Claimed {
+                        run,
+                        task: task.clone(),
+                    });
                 }
-                claimed.extend(claim_retries(&mut tx, &claim).await?);
-                tx.commit().await?;
-                Ok(claimed)
-            })
-        })
-        .await
+            }
+            sqlx::query(
+                "UPDATE tasks SET next_run_at = ?, last_run_at = COALESCE(?, last_run_at) WHERE id = ?",
+            )
+            .bind(decided.next_run_at.map(ms))
+            .bind(last.map(ms))
+            .bind(task.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        claimed.extend(claim_retries(&mut tx, &claim).await?);
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn start_manual(
@@ -513,35 +471,32 @@ impl TaskStore for SqliteTaskStore {
         force: bool,
     ) -> Result<Run, TaskError> {
         let claim = claim.clone();
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let max: Option<u32> = sqlx::query_scalar("SELECT max_instances FROM tasks WHERE id = ?")
-                    .bind(task_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(max) = max else {
-                    return Err(TaskError::NotFound(task_id.to_string()));
-                };
-                let running = Self::running_count(&mut tx, task_id).await?;
-                if running >= max && !force {
-                    return Err(TaskError::Conflict(format!(
-                        "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
-                    )));
-                }
-                let fire = Fire {
-                    scheduled_for: claim.now,
-                    status: RunStatus::Running,
-                    error: None,
-                };
-                let run = insert_run(&mut tx, task_id, RunKind::Manual, &fire, &claim)
-                    .await?
-                    .ok_or_else(|| TaskError::Corrupt("a manual run was not recorded".into()))?;
-                tx.commit().await?;
-                Ok(run)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        let max: Option<u32> = sqlx::query_scalar("SELECT max_instances FROM tasks WHERE id = ?")
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(max) = max else {
+            return Err(TaskError::NotFound(task_id.to_string()));
+        };
+        let running = Self::running_count(&mut tx, task_id).await?;
+        if running >= max && !force {
+            return Err(TaskError::Conflict(format!(
+                "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
+            )));
+        }
+        let fire = Fire {
+            scheduled_for: claim.now,
+            status: RunStatus::Running,
+            error: None,
+        };
+        let run = insert_run(&mut tx, task_id, RunKind::Manual, &fire, &claim)
+            .await?
+            .ok_or_else(|| TaskError::Corrupt("a manual run was not recorded".into()))?;
+        tx.commit().await?;
+        Ok(run)
     }
 
     async fn finish(
@@ -554,71 +509,59 @@ impl TaskStore for SqliteTaskStore {
     ) -> Result<Option<Run>, TaskError> {
         let result = result.cloned();
         let error = error.map(str::to_string);
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let retries = end_runs(
-                    &mut tx,
-                    &[run_id],
-                    status,
-                    result.as_ref(),
-                    error.as_deref(),
-                    at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(retries.into_iter().next())
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        let retries = end_runs(
+            &mut tx,
+            &[run_id],
+            status,
+            result.as_ref(),
+            error.as_deref(),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(retries.into_iter().next())
     }
 
     async fn run(&self, run_id: i64) -> Result<Option<Run>, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                sqlx::query(columns(format!(
-                    "SELECT {RUN_COLUMNS} FROM task_runs WHERE id = ?"
-                )))
-                .bind(run_id)
-                .fetch_optional(&mut *c)
-                .await?
-                .as_ref()
-                .map(run_from)
-                .transpose()
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        sqlx::query(columns(format!(
+            "SELECT {RUN_COLUMNS} FROM task_runs WHERE id = ?"
+        )))
+        .bind(run_id)
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(run_from)
+        .transpose()
     }
 
     async fn runs(&self, task_id: i64, limit: u32) -> Result<Vec<Run>, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                sqlx::query(columns(format!(
-                    "SELECT {RUN_COLUMNS} FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?"
-                )))
-                .bind(task_id)
-                .bind(limit)
-                .fetch_all(&mut *c)
-                .await?
-                .iter()
-                .map(run_from)
-                .collect()
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        sqlx::query(columns(format!(
+            "SELECT {RUN_COLUMNS} FROM task_runs WHERE task_id = ? ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(task_id)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(run_from)
+        .collect()
     }
 
     async fn running_owners(&self) -> Result<Vec<String>, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                Ok(sqlx::query_scalar(
-                    "SELECT DISTINCT owner FROM task_runs WHERE status = 'running' AND owner IS NOT NULL",
-                )
-                .fetch_all(&mut *c)
-                .await?)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT owner FROM task_runs WHERE status = 'running' AND owner IS NOT NULL",
+        )
+        .fetch_all(&mut *c)
+        .await?)
     }
 
     async fn abandon(
@@ -635,19 +578,16 @@ impl TaskStore for SqliteTaskStore {
 
     async fn renew(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<u64, TaskError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            Box::pin(async move {
-                Ok(sqlx::query(
-                    "UPDATE task_runs SET lease_until = ? WHERE owner = ? AND status = 'running'",
-                )
-                .bind(ms(lease_until))
-                .bind(&owner)
-                .execute(&mut *c)
-                .await?
-                .rows_affected())
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        Ok(sqlx::query(
+            "UPDATE task_runs SET lease_until = ? WHERE owner = ? AND status = 'running'",
+        )
+        .bind(ms(lease_until))
+        .bind(&owner)
+        .execute(&mut *c)
+        .await?
+        .rows_affected())
     }
 
     async fn expire(&self, now: DateTime<Utc>) -> Result<u64, TaskError> {
@@ -671,23 +611,20 @@ impl TaskStore for SqliteTaskStore {
     }
 
     async fn prune(&self, keep_per_task: u32, before: DateTime<Utc>) -> Result<u64, TaskError> {
-        self.with(move |c| {
-            Box::pin(async move {
-                let mut tx = immediate(c).await?;
-                let n = sqlx::query(
-                    "DELETE FROM task_runs WHERE status NOT IN ('running', 'pending') AND (finished_at < ? OR id IN (
-                        SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
-                                        FROM task_runs) WHERE n > ?))",
-                )
-                .bind(ms(before))
-                .bind(keep_per_task)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            })
-        })
-        .await
+        let mut conn = self.conn().await?;
+        let c = &mut *conn;
+        let mut tx = immediate(c).await?;
+        let n = sqlx::query(
+            "DELETE FROM task_runs WHERE status NOT IN ('running', 'pending') AND (finished_at < ? OR id IN (
+                SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
+                                FROM task_runs) WHERE n > ?))",
+        )
+        .bind(ms(before))
+        .bind(keep_per_task)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 }

@@ -1,5 +1,5 @@
 //! The scheduling loop on tokio's paused clock, against the real SQLite
-//! store: DST days, catch-up after downtime (coalesce, misfire grace),
+//! store (through `frozen`, so a query takes no virtual time): DST days, catch-up after downtime (coalesce, misfire grace),
 //! max_instances, run_now, wake-up on change, lost runs.
 //!
 //! The plugin side is a recording [`Runner`]: these tests are about *when*
@@ -7,6 +7,7 @@
 //! timeouts would fire while the runtime waits on the process). The real
 //! host runs tasks in `crates/greffon/tests/it/tasks.rs`.
 
+use crate::frozen::Frozen;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use greffon_scheduler::{
@@ -75,13 +76,13 @@ impl Runner for Recorder {
 }
 
 struct Rig {
-    scheduler: Scheduler<SqliteTaskStore>,
+    scheduler: Scheduler<Frozen>,
     calls: mpsc::UnboundedReceiver<Call>,
 }
 
 /// A scheduler on the database in `dir`, its clock reading `start`.
 async fn rig_at(dir: &Path, start: DateTime<Utc>, gate: Option<Arc<Semaphore>>) -> Rig {
-    let store = SqliteTaskStore::new(&dir.join("greffon.db"));
+    let store = Frozen(SqliteTaskStore::new(&dir.join("greffon.db")));
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start));
     let (tx, rx) = mpsc::unbounded_channel();
     let runner = Recorder {
@@ -126,14 +127,14 @@ fn task(name: &str, trigger: Trigger) -> NewTask {
 
 /// Waits (on the paused clock, without a timer of its own) until the loop
 /// has claimed everything due up to `t` and gone back to sleep.
-async fn settled(s: &Scheduler<SqliteTaskStore>, t: DateTime<Utc>) {
+async fn settled(s: &Scheduler<Frozen>, t: DateTime<Utc>) {
     s.checked_up_to()
         .wait_for(|c| c.is_some_and(|c| c >= t))
         .await
         .expect("the loop runs");
 }
 
-fn spawn_loop(s: &Scheduler<SqliteTaskStore>) -> tokio::task::JoinHandle<()> {
+fn spawn_loop(s: &Scheduler<Frozen>) -> tokio::task::JoinHandle<()> {
     let s = s.clone();
     tokio::spawn(async move { s.run_loop().await })
 }
@@ -532,7 +533,7 @@ async fn runs_of_a_dead_process_are_marked_lost_at_start() {
 #[tokio::test(start_paused = true)]
 async fn old_runs_are_pruned_to_the_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteTaskStore::new(&dir.path().join("greffon.db"));
+    let store = Frozen(SqliteTaskStore::new(&dir.path().join("greffon.db")));
     let r = rig_at(dir.path(), utc("2026-06-01T12:00:00Z"), None).await;
     let t = r
         .scheduler
