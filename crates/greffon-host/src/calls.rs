@@ -6,9 +6,10 @@
 use crate::dump::Phase;
 use crate::error::{CallError, dump_note};
 use crate::host::{Host, Inner, exception_text};
-use crate::registry::{Plugin, State, Status};
+use crate::registry::{Plugin, Status};
 use greffon_core::PluginMeta;
 use greffon_core::SchemaSource;
+use greffon_protocol::api::State;
 use greffon_protocol::method::{self, Progress, RunParams};
 use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
 use greffon_worker::{Abandoned, Checkout, Handoff, Hooks, Lease, Pool, Reply, Ticket, Worker};

@@ -9,11 +9,12 @@ use crate::envs::Envs;
 use crate::error::HostError;
 use crate::jail::{Access, Jailer};
 use crate::python::Interpreter;
-use crate::registry::{Plugin, PluginInfo, Registry, SecretState, State};
-use crate::secrets::{SecretEntry, SecretStore};
+use crate::registry::{Failure, Plugin, Registry};
+use crate::secrets::SecretStore;
 use crate::services::Services;
 use crate::store::Store;
-use greffon_core::{Config, Finding, Home, Permission, SandboxMode};
+use greffon_core::{Config, Finding, Home, SandboxMode};
+use greffon_protocol::api::{CheckReport, PluginInfo, SecretEntry, SecretState, State};
 use greffon_protocol::{Output, Service, WireError};
 use greffon_sandbox::Support;
 use serde_json::Value;
@@ -69,20 +70,6 @@ pub(crate) struct Inner {
     /// ([`Host::open_for`]); the rest of `plugins/` is discovered at the
     /// first miss. Held while that happens, so it happens once.
     pub partial: tokio::sync::Mutex<bool>,
-}
-
-/// What `check` found.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CheckReport {
-    pub name: String,
-    pub folder: String,
-    pub problems: Vec<String>,
-    /// The same problems in the same order, each with what to change.
-    pub findings: Vec<Finding>,
-    pub dump: Option<PathBuf>,
-    /// The normalized schema, when the meta is valid.
-    pub schema: Option<Value>,
-    pub permissions: Vec<Permission>,
 }
 
 impl Host {
@@ -338,7 +325,7 @@ impl Host {
             schema_source: meta.map(|m| m.schema.source()),
             schema: meta.map(|m| m.schema.schema().clone()),
             meta: meta.map(|m| m.raw.clone()),
-            failure: s.failure.clone(),
+            failure: s.failure.as_ref().map(Failure::info),
             running: workers.busy + workers.idle > 0,
             workers,
             last_dump: dump::latest(&self.inner.home.dumps_dir(), dumps, &[&p.key, &p.folder]),

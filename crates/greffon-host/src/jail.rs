@@ -2,8 +2,9 @@
 //! paths a plugin was granted, its limits, and its private temp folder.
 
 use crate::python::Interpreter;
-use crate::registry::{AccessInfo, Granted};
+use crate::registry::Granted;
 use greffon_core::{Allowlist, Config, Home, Permission, PluginMeta, SandboxMode};
+use greffon_protocol::api::AccessInfo;
 use greffon_sandbox::paths::{self, Protected, Use};
 use greffon_sandbox::{Grant, Limits, Profile, Sandbox, Support};
 use greffon_worker::Jail;

@@ -57,12 +57,10 @@ pub use envs::{EnvInfo, environments, prune_environments, unbuilt_requirements, 
 pub use error::{CallError, HostError};
 pub use greffon_protocol::method::Progress;
 pub use greffon_protocol::{Service, ServiceFuture};
-pub use greffon_worker::PoolStats;
-pub use host::{CheckReport, Host, python_facts, sandbox_support};
+pub use host::{Host, python_facts, sandbox_support};
 pub use redact::{redact, remember};
-pub use registry::{AccessInfo, Failure, PluginInfo, SecretState, State};
 pub use scaffold::scaffold;
-pub use secrets::{MAX_SECRET_BYTES, SecretEntry, SecretError, store_report};
+pub use secrets::{MAX_SECRET_BYTES, SecretError, store_report};
 pub use tokio_util::sync::CancellationToken;
 
 /// Makes ring the TLS crypto provider before a `reqwest` client is built:

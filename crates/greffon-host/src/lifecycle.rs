@@ -10,12 +10,11 @@ use crate::error::HostError;
 use crate::hooks::{self, Ended};
 use crate::host::{Announce, Host, Inner, announce, exception_text};
 use crate::jail::Access;
-use crate::registry::{
-    Failure, Granted, Plugin, PluginInfo, State, Status, failed_status, settled_status, ungranted,
-};
+use crate::registry::{Failure, Granted, Plugin, Status, failed_status, settled_status, ungranted};
 use crate::supervision::OnCrash;
 use futures_util::future::join_all;
 use greffon_core::PluginMeta;
+use greffon_protocol::api::{PluginInfo, State};
 use greffon_protocol::method;
 use greffon_protocol::{ErrorKind, WireError};
 use greffon_worker::{Checkout, Pool, Ticket, Worker};

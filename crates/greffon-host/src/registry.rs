@@ -1,47 +1,33 @@
 //! The registry's entries: one per plugin, with its state and its workers.
 
-use greffon_core::{Permission, PluginMeta, SchemaSource};
-use greffon_worker::{Exit, Pool, PoolStats};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use greffon_core::{Permission, PluginMeta};
+use greffon_protocol::api::{FailureInfo, State};
+use greffon_worker::{Exit, Pool};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// Registry states: a discovered plugin is `disabled` until enabled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Loaded and valid, not running.
-    Disabled,
-    /// Granted its permissions; its worker runs (or starts on first call).
-    Enabled,
-    /// Import, meta, schema or `start()` failed, or it crashed too often.
-    Failed,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Disabled => "disabled",
-            State::Enabled => "enabled",
-            State::Failed => "failed",
-        }
-    }
-}
-
 /// Why a plugin is `failed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Failure {
     pub reason: String,
     /// The crash dump that tells more, when one was written.
     pub dump: Option<PathBuf>,
     /// The worker died (killed, or crashed outside the plugin's code)
     /// rather than the plugin failing: replacing a worker counts this as a
     /// crash, under `max_crashes`, instead of failing the plugin at once.
-    #[serde(skip)]
-    pub(crate) worker_died: bool,
+    pub worker_died: bool,
+}
+
+impl Failure {
+    /// What the API shows of it.
+    pub(crate) fn info(&self) -> FailureInfo {
+        FailureInfo {
+            reason: self.reason.clone(),
+            dump: self.dump.clone(),
+        }
+    }
 }
 
 /// What the operator granted at enable, persisted with the enabled set.
@@ -60,63 +46,6 @@ impl Granted {
             secrets: meta.secrets.clone(),
         }
     }
-}
-
-/// A secret a plugin declares, and whether the store holds a value for
-/// it (never the value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretState {
-    pub name: String,
-    pub set: bool,
-}
-
-/// A snapshot of one registry entry, for the CLI and the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PluginInfo {
-    /// Registry key: `meta["name"]`, or the folder when the meta is unusable.
-    pub name: String,
-    pub folder: String,
-    pub path: PathBuf,
-    pub state: State,
-    pub description: String,
-    pub version: Option<String>,
-    /// What the plugin declares.
-    pub permissions: Vec<Permission>,
-    /// What was granted at enable (None when not enabled).
-    pub granted: Option<Vec<Permission>>,
-    /// The secrets it declares, and which are set.
-    #[serde(default)]
-    pub secrets: Vec<SecretState>,
-    pub timeout_s: f64,
-    pub schema_source: Option<SchemaSource>,
-    /// The normalized JSON Schema of the arguments.
-    pub schema: Option<Value>,
-    /// The meta as the plugin declared it.
-    pub meta: Option<Value>,
-    pub failure: Option<Failure>,
-    /// Whether a worker is up right now.
-    pub running: bool,
-    /// Its pool: workers busy and idle, calls waiting.
-    #[serde(default)]
-    pub workers: PoolStats,
-    pub last_dump: Option<PathBuf>,
-    /// What the sandbox lets it reach with what it declares.
-    pub access: AccessInfo,
-    /// Unexpected worker exits since greffon started.
-    pub worker_crashes: u64,
-}
-
-/// The reach of a plugin's declared permissions, shown at enable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AccessInfo {
-    /// Hosts `greffon.http` may reach (the effective allowlist), when it
-    /// declares `net`.
-    pub network: Option<Vec<String>>,
-    /// Folders it may read / write (declared, or its data folder).
-    pub read: Vec<String>,
-    pub write: Vec<String>,
-    /// `memory_mb`, `cpu_s`, `max_open_files` as they apply.
-    pub limits: BTreeMap<String, u64>,
 }
 
 /// The mutable part of an entry, behind one lock so that state, meta and

@@ -1,8 +1,9 @@
 //! A plugin as an MCP tool, and a call's outcome as a tool result.
 
 use greffon_core::Permission;
-use greffon_host::{CallError, PluginInfo, State};
+use greffon_host::CallError;
 use greffon_protocol::ErrorKind;
+use greffon_protocol::api::{PluginInfo, State};
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};

@@ -16,7 +16,10 @@
 //!   (CLI, HTTP) so that one mapping decides exit codes and statuses.
 //! - [`Service`]: what a crate implements to answer host calls of its own
 //!   (`tasks.*`, `llm.*`).
+//! - [`api`]: what the API answers about plugins and secrets, shared by
+//!   the server, the remote CLI and MCP.
 
+pub mod api;
 mod error;
 mod frame;
 mod message;

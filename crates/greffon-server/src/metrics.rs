@@ -1,6 +1,6 @@
 //! `/metrics`: Prometheus text.
 
-use greffon_host::{PluginInfo, State};
+use greffon_protocol::api::{PluginInfo, State};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;

@@ -19,7 +19,8 @@
 //!   `frame`: reading one frame; `output`: its raw stdout/stderr and log
 //!   records.
 //! - [`Pool`] (`pool`): a plugin's workers, one call each, and the bounded
-//!   queue of calls waiting for one ([`Lease`], [`PoolStats`]).
+//!   queue of calls waiting for one ([`Lease`]; its figures are
+//!   `greffon_protocol::api::PoolStats`).
 //! - [`sdk`]: the Python SDK and worker, embedded and written out once.
 
 mod frame;
@@ -33,7 +34,7 @@ mod supervisor;
 mod template;
 mod worker;
 
-pub use pool::{Checkout, Handoff, Lease, Pool, PoolStats, Ticket};
+pub use pool::{Checkout, Handoff, Lease, Pool, Ticket};
 pub use spawn::{Jail, SpawnError, SpawnSpec};
 pub use supervisor::{Answer, Crash, Supervisor};
 pub use worker::{Abandoned, Exit, Hooks, Reply, Worker};

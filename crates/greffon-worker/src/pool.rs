@@ -15,6 +15,7 @@
 //! that needs it.
 
 use crate::worker::Worker;
+use greffon_protocol::api::PoolStats;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -43,21 +44,6 @@ pub enum Handoff {
     /// replacement.
     Start(Ticket),
     Retired,
-}
-
-/// How busy a pool is, for `info`, the API and `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PoolStats {
-    /// Workers the pool may run.
-    pub size: usize,
-    /// Live workers serving a call.
-    pub busy: usize,
-    /// Live workers waiting for one.
-    pub idle: usize,
-    /// Calls waiting for a worker.
-    pub queued: usize,
-    /// Most calls that may wait (`queue`).
-    pub queue_limit: usize,
 }
 
 pub struct Pool {

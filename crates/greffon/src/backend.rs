@@ -6,7 +6,8 @@
 
 use crate::remote::{self, Remote};
 use anyhow::Context;
-use greffon_host::{Host, PluginInfo, SecretEntry};
+use greffon_host::Host;
+use greffon_protocol::api::{PluginInfo, SecretEntry};
 use greffon_scheduler::{AnyTaskStore, NewTask, Scheduler, TaskKey, TaskPatch};
 use reqwest::Method;
 use serde::de::DeserializeOwned;

@@ -4,7 +4,7 @@
 //! drops the rest of the output instead of panicking.
 
 use greffon_core::Permission;
-use greffon_host::{AccessInfo, CheckReport, PluginInfo, SecretEntry, SecretState};
+use greffon_protocol::api::{AccessInfo, CheckReport, PluginInfo, SecretEntry, SecretState};
 use serde_json::Value;
 
 /// `println!` that ignores a closed stdout.

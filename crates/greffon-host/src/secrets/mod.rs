@@ -10,8 +10,8 @@ use crate::error::HostError;
 use crate::host::Inner;
 use file::FileStore;
 use greffon_core::{SecretStoreKind, is_valid_secret_name};
+use greffon_protocol::api::SecretEntry;
 use keyring::KeyringStore;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -174,19 +174,6 @@ pub async fn store_report(home: &greffon_core::Home, kind: SecretStoreKind) -> (
     let store = SecretStore::open(home.root(), &home.secrets_file(), kind);
     let keyring = KeyringStore::available().await;
     (store.location().await, keyring)
-}
-
-/// One secret as `secret list` shows it: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretEntry {
-    pub plugin: String,
-    pub name: String,
-    /// The store holds a value.
-    pub set: bool,
-    /// The plugin (as discovered) declares it; a stored secret of a
-    /// removed plugin, or one its meta dropped, is listed undeclared until
-    /// `secret rm`.
-    pub declared: bool,
 }
 
 fn check_name(plugin: &str, name: &str) -> Result<(), HostError> {

@@ -7,7 +7,8 @@ use crate::common;
 use common::alive;
 
 use greffon_core::Config;
-use greffon_host::{Host, State};
+use greffon_host::Host;
+use greffon_protocol::api::State;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;

@@ -9,7 +9,8 @@ use crate::common;
 use common::alive;
 
 use greffon_core::Config;
-use greffon_host::{Host, HostError, State};
+use greffon_host::{Host, HostError};
+use greffon_protocol::api::State;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
