@@ -7,9 +7,9 @@
 //!   the registry holds; `lifecycle`: enable, disable, reload, start-up and
 //!   shutdown of each plugin's pool; `calls`: the call path (validation →
 //!   a worker of the pool → result or `{"error"}`, [`CallOptions`]).
-//! - `registry`: the entries (`Registry`, which owns the map) and their
-//!   states ([`State`], [`PluginInfo`]), each with its pool of workers
-//!   (`greffon-worker`, [`PoolStats`]).
+//! - `registry`: the entries (`Registry`, which owns the map), their
+//!   state and their pool of workers (`greffon-worker`); what the API shows
+//!   of one is `greffon_protocol::api::PluginInfo`.
 //! - `discovery`: loading `plugin.py` in a worker and judging its meta.
 //! - `hooks`: a plugin's hooks outside a call (`load`, `start()`,
 //!   `stop()`), every way one can end folded once.

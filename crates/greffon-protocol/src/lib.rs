@@ -7,12 +7,12 @@
 //!
 //! # Layout
 //!
-//! - [`frame`]: the byte framing (4-byte big-endian length + JSON body) and
+//! - `frame`: the byte framing (4-byte big-endian length + JSON body) and
 //!   its limits.
-//! - [`message`]: the three kinds of message (request, response,
+//! - `message`: the three kinds of message (request, response,
 //!   notification), in both directions.
 //! - [`method`]: method names and their parameter and result types.
-//! - [`error`]: the error kinds a call can end with, shared by every edge
+//! - `error`: the error kinds a call can end with, shared by every edge
 //!   (CLI, HTTP) so that one mapping decides exit codes and statuses.
 //! - [`Service`]: what a crate implements to answer host calls of its own
 //!   (`tasks.*`, `llm.*`).
