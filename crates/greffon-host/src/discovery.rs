@@ -247,11 +247,7 @@ impl Inner {
         self.environment(&plugin.key, &plugin.dir, &hash, EnvUse::Build)
             .await
             .map(|_| ())
-            .map_err(|e| Failure {
-                reason: e.reason(),
-                dump: e.dump,
-                worker_died: false,
-            })
+            .map_err(|e| Failure::new(e.reason(), e.dump))
     }
 
     /// Has the worker import `plugin.py`: what it found there, or why not
@@ -366,7 +362,7 @@ impl Host {
     /// loads each in its own worker, and rebuilds the registry.
     pub(crate) async fn discover(&self) -> Result<(), HostError> {
         let folders = plugin_folders(&self.inner.home.plugins_dir())?;
-        let entries = self.entries_of(folders).await?;
+        let entries = self.entries_of(folders, &[]).await?;
         self.inner.plugins.set_all(entries);
         Ok(())
     }
@@ -385,7 +381,7 @@ impl Host {
         else {
             return Ok(false);
         };
-        let entries = self.entries_of(vec![folder]).await?;
+        let entries = self.entries_of(vec![folder], &[]).await?;
         if !entries.contains_key(name) {
             return Ok(false);
         }
@@ -406,41 +402,40 @@ impl Host {
             // Another call may have just finished discovering it.
             return self.lookup(name).map_err(|_| missing);
         }
+        let taken: Vec<(String, String)> = (self.inner.plugins.all().iter())
+            .map(|p| (p.key.clone(), p.folder.clone()))
+            .collect();
         let folders: Vec<_> = plugin_folders(&self.inner.home.plugins_dir())?
             .into_iter()
-            .filter(|(folder, _)| self.inner.plugins.in_folder(folder).is_none())
+            .filter(|(folder, _)| !taken.iter().any(|(_, f)| f == folder))
             .collect();
-        for (key, plugin) in self.entries_of(folders).await? {
-            match self.inner.plugins.get(&key) {
-                // The name of the plugin opened first, which may be
-                // running: the newcomer is the one refused.
-                Some(first) => {
-                    let reason = format!(
-                        "plugin name '{key}' is declared by both plugins/{} and plugins/{}; rename one",
-                        first.folder, plugin.folder
-                    );
-                    let hash = plugin.status().file_hash.clone();
-                    let status = failed_status(reason, None, hash);
-                    let (folder, dir) = (plugin.folder.clone(), plugin.dir.clone());
-                    let entry = self.inner.entry(folder.clone(), folder, dir, status);
-                    self.inner.plugins.replace(None, entry);
-                }
-                None => self.inner.plugins.replace(None, plugin),
-            }
+        for plugin in self.entries_of(folders, &taken).await?.into_values() {
+            self.inner.plugins.replace(None, plugin);
         }
         *partial = false;
         self.lookup(name)
     }
 
     /// The registry entries of `folders`, each loaded in its own worker.
+    /// `taken`: the (name, folder) of entries already in the registry,
+    /// which may be running: a folder declaring one of those names is the
+    /// one refused.
     async fn entries_of(
         &self,
         folders: Vec<(String, PathBuf)>,
+        taken: &[(String, String)],
     ) -> Result<BTreeMap<String, Arc<Plugin>>, HostError> {
         let inner = &self.inner;
         let outcomes = self.load_all(&folders).await;
-        // Two folders declaring one name: both fail, each naming both.
+        // Two folders declaring one name: the new ones fail, each naming
+        // every folder that declares it.
         let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, folder) in taken {
+            by_name
+                .entry(name.clone())
+                .or_default()
+                .push(folder.clone());
+        }
         for ((folder, _), outcome) in folders.iter().zip(&outcomes) {
             if let Ok((meta, _)) = outcome {
                 by_name
@@ -469,7 +464,7 @@ impl Host {
                     let key = e
                         .name
                         .clone()
-                        .filter(|n| !registry.contains_key(n))
+                        .filter(|n| !registry.contains_key(n) && !by_name.contains_key(n))
                         .unwrap_or_else(|| folder.clone());
                     let hash = crate::dump::file_hash(&path.join("plugin.py"));
                     (key, failed_status(e.reason(), e.dump, hash))
@@ -552,7 +547,7 @@ fn plugin_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, HostError> {
 /// The entry of a folder whose name another folder also declares: failed,
 /// naming both. The meta stays, so `check` and `scaffold` still see which
 /// name the folder declares.
-fn duplicate_status(meta: PluginMeta, hash: String, folders: &[String]) -> Status {
+pub(crate) fn duplicate_status(meta: PluginMeta, hash: String, folders: &[String]) -> Status {
     let listed: Vec<String> = folders.iter().map(|f| format!("plugins/{f}")).collect();
     let reason = format!(
         "plugin name '{}' is declared by both {}; rename one",
@@ -561,11 +556,7 @@ fn duplicate_status(meta: PluginMeta, hash: String, folders: &[String]) -> Statu
     );
     let mut status = settled_status(meta, hash, None);
     status.state = State::Failed;
-    status.failure = Some(Failure {
-        reason,
-        dump: None,
-        worker_died: false,
-    });
+    status.failure = Some(Failure::new(reason, None));
     status.duplicate = true;
     status
 }

@@ -4,7 +4,7 @@
 //! `start()`).
 
 use crate::calls::log_output;
-use crate::discovery::{EnvUse, Loaded};
+use crate::discovery::{EnvUse, Loaded, duplicate_status};
 use crate::dump::Phase;
 use crate::error::HostError;
 use crate::hooks::{self, Ended};
@@ -182,26 +182,20 @@ impl Host {
             Ok(l) => {
                 l.worker.shutdown(Duration::from_secs(1)).await;
                 let key = l.meta.name.clone();
-                let taken = inner.plugins.get(&key).is_some_and(|p| p.folder != folder);
-                // A failed plugin that was enabled keeps its grant: fixing
-                // the file brings it back.
-                let granted = existing
-                    .filter(|e| e.key == key)
-                    .and_then(|e| e.status().granted.clone());
-                let mut status = settled_status(l.meta, l.file_hash, granted);
-                if taken {
-                    status.state = State::Failed;
-                    status.failure = Some(Failure {
-                        reason: format!(
-                            "plugin name '{key}' is already declared by another folder; rename one"
-                        ),
-                        dump: None,
-                        worker_died: false,
-                    });
-                    status.duplicate = true;
-                    (folder.to_string(), status)
-                } else {
-                    (key, status)
+                match inner.plugins.get(&key).filter(|p| p.folder != folder) {
+                    Some(other) => {
+                        let folders = [other.folder.clone(), folder.to_string()];
+                        let status = duplicate_status(l.meta, l.file_hash, &folders);
+                        (folder.to_string(), status)
+                    }
+                    None => {
+                        // A failed plugin that was enabled keeps its grant:
+                        // fixing the file brings it back.
+                        let granted = existing
+                            .filter(|e| e.key == key)
+                            .and_then(|e| e.status().granted.clone());
+                        (key, settled_status(l.meta, l.file_hash, granted))
+                    }
                 }
             }
             Err(e) => {
@@ -349,8 +343,6 @@ impl Host {
 }
 
 impl Inner {
-    /// A pool of the configured size for `key`, within `max_workers` given
-    /// the pools of the other enabled plugins.
     /// The registry entry of what was found in `plugins/FOLDER`, with a
     /// new pool, recorded in the audit log: every entry is made here.
     pub(crate) fn entry(
@@ -372,6 +364,8 @@ impl Inner {
         Arc::new(Plugin::new(key, folder, dir, status, pool))
     }
 
+    /// A pool of the configured size for `key`, within `max_workers` given
+    /// the pools of the other enabled plugins.
     pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
         let wanted = self.config.workers_for(key).max(1);
         let others: usize = self
@@ -575,10 +569,10 @@ impl Inner {
                     continue;
                 }
                 Err(e) => {
+                    let failure = Failure::new(e.reason(), e.dump);
                     return Err(Failure {
-                        reason: e.reason(),
-                        dump: e.dump,
                         worker_died: e.died,
+                        ..failure
                     });
                 }
             };
@@ -599,11 +593,7 @@ impl Inner {
             };
             if let Some(reason) = problem {
                 loaded.worker.shutdown(Duration::from_secs(1)).await;
-                return Err(Failure {
-                    reason,
-                    dump: None,
-                    worker_died: false,
-                });
+                return Err(Failure::new(reason, None));
             }
             let wanted = Access::for_plugin(meta, &grant_for(meta), &self.config);
             if wanted == access {
@@ -611,11 +601,10 @@ impl Inner {
             }
             loaded.worker.shutdown(Duration::from_secs(1)).await;
             if attempts >= 3 {
-                return Err(Failure {
-                    reason: "plugin.py kept changing while it was loaded; try again".into(),
-                    dump: None,
-                    worker_died: false,
-                });
+                return Err(Failure::new(
+                    "plugin.py kept changing while it was loaded; try again".into(),
+                    None,
+                ));
             }
             access = wanted;
         }
@@ -647,36 +636,20 @@ impl Inner {
             }
             Ended::Raised(e, output) => {
                 let dump = self.write_dump(&plugin.key, &file_hash, phase, None, &e, output);
-                Failure {
-                    reason: format!("start() raised {}", exception_text(&e)),
-                    dump,
-                    worker_died: false,
-                }
+                Failure::new(format!("start() raised {}", exception_text(&e)), dump)
             }
-            Ended::Died {
-                delivered: true,
-                exit,
-            } => Failure {
-                reason: format!("its worker ended during start() ({})", exit.description),
-                dump: exit.dump.clone(),
-                worker_died: true,
-            },
-            Ended::Died {
-                delivered: false,
-                exit,
-            } => Failure {
-                reason: "its worker ended before start() could be called".into(),
-                dump: exit.dump.clone(),
-                worker_died: true,
-            },
+            Ended::Died { delivered, exit } => {
+                let reason = if delivered {
+                    format!("its worker ended during start() ({})", exit.description)
+                } else {
+                    "its worker ended before start() could be called".into()
+                };
+                Failure::died(reason, exit.dump.clone())
+            }
             Ended::TimedOut => {
                 let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
                 let exit = worker.kill_and_wait(&reason).await;
-                Failure {
-                    reason,
-                    dump: exit.dump.clone(),
-                    worker_died: false,
-                }
+                Failure::new(reason, exit.dump.clone())
             }
         };
         worker.shutdown(Duration::from_secs(1)).await;

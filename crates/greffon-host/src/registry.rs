@@ -21,6 +21,23 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The plugin failed (its import, meta, `start()`, a refusal).
+    pub(crate) fn new(reason: String, dump: Option<PathBuf>) -> Failure {
+        Failure {
+            reason,
+            dump,
+            worker_died: false,
+        }
+    }
+
+    /// Its worker died, which replacing the worker may cure.
+    pub(crate) fn died(reason: String, dump: Option<PathBuf>) -> Failure {
+        Failure {
+            worker_died: true,
+            ..Failure::new(reason, dump)
+        }
+    }
+
     /// What the API shows of it.
     pub(crate) fn info(&self) -> FailureInfo {
         FailureInfo {
@@ -134,17 +151,16 @@ impl Plugin {
         }
         if s.crashes.len() >= max as usize && s.state == State::Enabled {
             s.state = State::Failed;
-            s.failure = Some(Failure {
-                reason: format!(
+            s.failure = Some(Failure::died(
+                format!(
                     "its worker crashed {} times within {} s (last: {}); fix it, then run `greffon plugin enable {}`",
                     s.crashes.len(),
                     window.as_secs_f64(),
                     exit.description,
                     self.key
                 ),
-                dump: exit.dump.clone(),
-                worker_died: true,
-            });
+                exit.dump.clone(),
+            ));
             tracing::error!(target: "server", plugin = %self.key, "plugin marked failed after repeated crashes");
             return true;
         }
@@ -226,14 +242,7 @@ pub(crate) fn settled_status(
         None => (State::Disabled, None),
         Some(g) => match ungranted(&meta, g) {
             None => (State::Enabled, None),
-            Some((_, reason)) => (
-                State::Failed,
-                Some(Failure {
-                    reason,
-                    dump: None,
-                    worker_died: false,
-                }),
-            ),
+            Some((_, reason)) => (State::Failed, Some(Failure::new(reason, None))),
         },
     };
     Status {
@@ -254,11 +263,7 @@ pub(crate) fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: St
         meta: None,
         file_hash,
         state: State::Failed,
-        failure: Some(Failure {
-            reason,
-            dump,
-            worker_died: false,
-        }),
+        failure: Some(Failure::new(reason, dump)),
         granted: None,
         crashes: VecDeque::new(),
         crash_total: 0,

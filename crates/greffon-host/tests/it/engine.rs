@@ -563,3 +563,54 @@ plugin = P()
     assert_eq!(starts, "3");
     host.shutdown().await;
 }
+
+/// A folder declaring the name of a plugin already in the registry is the
+/// one refused, naming both folders, whether it is found by discovering
+/// the rest after a host opened for one plugin, or by re-reading a folder
+/// that changed; the first plugin keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_declaring_a_name_already_taken_is_refused_naming_both() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let echo = |name: &str| {
+        format!(
+            "class P:\n    meta = {{'name': '{name}'}}\n    def run(self):\n        return '{name}'\nplugin = P()\n"
+        )
+    };
+    write_plugin(home.path(), "a", &echo("a"));
+    write_plugin(home.path(), "b", &echo("b"));
+    write_plugin(home.path(), "copy", &echo("a"));
+    let config = Config::parse("", Path::new("greffon.toml")).expect("config");
+    let host = Host::open_for(home.path(), config, "a")
+        .await
+        .expect("opens");
+    host.enable("a").await.expect("a enabled");
+    assert_eq!(host.plugins().len(), 1, "only plugins/a was imported");
+    // Asking for b discovers the other folders.
+    host.enable("b").await.expect("b enabled");
+    let refused = |host: &Host, folder: &str| {
+        let list = host.plugins();
+        let entry = list.iter().find(|p| p.folder == folder).expect("listed");
+        assert_eq!(entry.state, State::Failed, "{entry:?}");
+        let reason = &entry.failure.as_ref().expect("why").reason;
+        assert!(
+            reason.contains("plugins/a") && reason.contains(&format!("plugins/{folder}")),
+            "{reason}"
+        );
+    };
+    refused(&host, "copy");
+    assert_eq!(
+        host.call("a", json!({})).await.expect("a answers"),
+        json!("a")
+    );
+
+    // b's folder now declares a too: read again, it is refused the same way.
+    write_plugin(home.path(), "b", &echo("a"));
+    host.disable("b").await.expect("b disabled");
+    host.sync_folder("b").await.expect("re-read");
+    refused(&host, "b");
+    assert_eq!(
+        host.call("a", json!({})).await.expect("a answers"),
+        json!("a")
+    );
+    host.shutdown().await;
+}
