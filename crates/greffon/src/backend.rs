@@ -62,27 +62,27 @@ impl Backend for Remote {
     }
 
     async fn plugins(&self) -> Outcome<Vec<PluginInfo>> {
-        self.expect(Method::GET, "/v1/plugins", None, 200).await
+        self.expect(Method::GET, "/v1/plugins", None).await
     }
 
     async fn plugin(&self, name: &str) -> Outcome<PluginInfo> {
         let path = format!("/v1/plugins/{}", seg(name));
-        self.expect(Method::GET, &path, None, 200).await
+        self.expect(Method::GET, &path, None).await
     }
 
     async fn enable(&self, name: &str) -> Outcome<PluginInfo> {
         let path = format!("/v1/plugins/{}/enable", seg(name));
-        self.expect(Method::POST, &path, None, 200).await
+        self.expect(Method::POST, &path, None).await
     }
 
     async fn disable(&self, name: &str) -> Outcome<PluginInfo> {
         let path = format!("/v1/plugins/{}/disable", seg(name));
-        self.expect(Method::POST, &path, None, 200).await
+        self.expect(Method::POST, &path, None).await
     }
 
     async fn reload(&self, name: &str) -> Outcome<Option<PluginInfo>> {
         let path = format!("/v1/plugins/{}/reload", seg(name));
-        self.expect(Method::POST, &path, None, 200).await
+        self.expect(Method::POST, &path, None).await
     }
 
     async fn run(&self, name: &str, args: Value) -> anyhow::Result<Value> {
@@ -100,18 +100,18 @@ impl Backend for Remote {
             Some(p) => format!("/v1/secrets/{}", seg(p)),
             None => "/v1/secrets".into(),
         };
-        self.expect(Method::GET, &path, None, 200).await
+        self.expect(Method::GET, &path, None).await
     }
 
     async fn set_secret(&self, plugin: &str, name: &str, value: &str) -> Outcome<()> {
         let path = format!("/v1/secrets/{}/{}", seg(plugin), seg(name));
         let body = json!({ "value": value });
-        self.expect(Method::PUT, &path, Some(&body), 204).await
+        self.expect(Method::PUT, &path, Some(&body)).await
     }
 
     async fn remove_secret(&self, plugin: &str, name: &str) -> Outcome<()> {
         let path = format!("/v1/secrets/{}/{}", seg(plugin), seg(name));
-        self.expect(Method::DELETE, &path, None, 204).await
+        self.expect(Method::DELETE, &path, None).await
     }
 
     async fn task(&self, op: TaskOp<'_>) -> Outcome<Value> {
@@ -137,12 +137,7 @@ impl Backend for Remote {
                 None,
             ),
         };
-        let (status, v) = self.send(method, &path, body.as_ref()).await?;
-        Ok(if (200..300).contains(&status) {
-            Ok(v)
-        } else {
-            Err(remote::error_text(&v))
-        })
+        self.expect(method, &path, body.as_ref()).await
     }
 }
 

@@ -100,17 +100,16 @@ impl Remote {
         Ok((status, value))
     }
 
-    /// One request whose success is the status `ok` and whose answer
-    /// reads as `T`; any other status is the server's error message.
+    /// One request whose answer, on a 2xx status, reads as `T`; any other
+    /// status is the server's error message.
     pub async fn expect<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-        ok: u16,
     ) -> anyhow::Result<Result<T, String>> {
         let (status, v) = self.send(method, path, body).await?;
-        if status != ok {
+        if !(200..300).contains(&status) {
             return Ok(Err(error_text(&v)));
         }
         // A 204 has no body: `()` reads from null.

@@ -9,6 +9,7 @@ use crate::remote;
 use crate::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE};
 use greffon_core::{Config, Home};
 use greffon_host::Host;
+use greffon_protocol::api::PluginInfo;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::process::ExitCode;
@@ -119,27 +120,18 @@ async fn execute(backend: &impl Backend, command: PluginCommand) -> anyhow::Resu
                 print::list(&plugins);
             }
         }),
-        PluginCommand::Info { name, json } => backend.plugin(&name).await?.map(|p| {
-            if json {
-                print::json(&json!(p));
-            } else {
-                print::info(&p);
-            }
-        }),
-        PluginCommand::Enable { name, json } => backend.enable(&name).await?.map(|p| {
-            if json {
-                print::json(&json!(p));
-            } else {
-                print::enabled(&p);
-            }
-        }),
-        PluginCommand::Disable { name, json } => backend.disable(&name).await?.map(|p| {
-            if json {
-                print::json(&json!(p));
-            } else {
-                print::out!("disabled {}", p.name);
-            }
-        }),
+        PluginCommand::Info { name, json } => {
+            let p = backend.plugin(&name).await?;
+            p.map(|p| entry(&p, json, print::info))
+        }
+        PluginCommand::Enable { name, json } => {
+            let p = backend.enable(&name).await?;
+            p.map(|p| entry(&p, json, print::enabled))
+        }
+        PluginCommand::Disable { name, json } => {
+            let p = backend.disable(&name).await?;
+            p.map(|p| entry(&p, json, |p| print::out!("disabled {}", p.name)))
+        }
         PluginCommand::Reload { name } => backend.reload(&name).await?.map(|p| match p {
             Some(p) => print::out!("reloaded {} {}", p.name, backend.place()),
             None => eprintln!(
@@ -162,6 +154,15 @@ async fn execute(backend: &impl Backend, command: PluginCommand) -> anyhow::Resu
     })
 }
 
+/// A plugin's entry, as JSON (`--json`) or as `human` writes it.
+fn entry(p: &PluginInfo, json: bool, human: impl FnOnce(&PluginInfo)) {
+    if json {
+        print::json(&json!(p));
+    } else {
+        human(p);
+    }
+}
+
 /// `plugin run`: the answer as JSON on stdout, exit 1 on an `{"error"}`.
 async fn run_plugin(
     backend: &impl Backend,
@@ -169,9 +170,14 @@ async fn run_plugin(
     json: Option<&str>,
     pairs: &[String],
 ) -> anyhow::Result<ExitCode> {
-    // The schema says which KEY=VALUE values stay text; a plugin that
-    // cannot be found is the run's own error below.
-    let schema = backend.plugin(name).await?.ok().and_then(|p| p.schema);
+    // The schema says which KEY=VALUE values stay text (`--json` needs
+    // none: no request for it); a plugin that cannot be found is the
+    // run's own error below.
+    let schema = if pairs.is_empty() {
+        None
+    } else {
+        backend.plugin(name).await?.ok().and_then(|p| p.schema)
+    };
     let args = match build_args(schema.as_ref(), json, pairs) {
         Ok(args) => args,
         Err(usage) => {
