@@ -3,16 +3,17 @@
 //! worker from its pool (or its queue, or "busy"), the deadline and
 //! cancellation, and the worker's answer turned into the caller's.
 
-use crate::dump::Phase;
+use crate::discovery::Discovery;
+use crate::dump::{Dumps, Phase, exception_text};
 use crate::error::{CallError, dump_note};
-use crate::host::{Host, Inner, exception_text};
+use crate::lifecycle::Lifecycle;
 use crate::registry::{Plugin, Status};
-use greffon_core::PluginMeta;
-use greffon_core::SchemaSource;
+use crate::reply::{Ended, log_output};
+use greffon_core::{Config, PluginMeta, SchemaSource};
 use greffon_protocol::api::State;
 use greffon_protocol::method::{self, Progress, RunParams};
-use greffon_protocol::{ErrorKind, Output, ResponseBody, WireError};
-use greffon_worker::{Abandoned, Checkout, Handoff, Hooks, Lease, Pool, Reply, Ticket, Worker};
+use greffon_protocol::{ErrorKind, Output, WireError};
+use greffon_worker::{Abandoned, Checkout, Handoff, Hooks, Lease, Pool, Ticket, Worker};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How one call may be steered from outside: what MCP needs beyond a
-/// plain [`Host::call`].
+/// plain [`crate::Host::call`].
 #[derive(Debug, Default)]
 pub struct CallOptions {
     /// Replaces the plugin's own timeout (a scheduled task's `timeout_s`).
@@ -38,39 +39,41 @@ pub struct CallOptions {
     pub patient: bool,
 }
 
-impl Host {
-    /// Runs the plugin with `args`: the plugin's result (a returned
-    /// `{"error"}` included) or a [`CallError`].
-    pub async fn call(&self, name: &str, args: Value) -> Result<Value, CallError> {
-        self.call_with(name, args, CallOptions::default()).await
+/// The call path, and what it needs: the plugin found (or discovered),
+/// a worker started when the pool has room, a dump written.
+#[derive(Debug)]
+pub(crate) struct Calls {
+    config: Arc<Config>,
+    discovery: Arc<Discovery>,
+    /// Starts a worker for a call when the pool has room.
+    lifecycle: Arc<Lifecycle>,
+    dumps: Dumps,
+}
+
+impl Calls {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        discovery: Arc<Discovery>,
+        lifecycle: Arc<Lifecycle>,
+        dumps: Dumps,
+    ) -> Calls {
+        Calls {
+            config,
+            discovery,
+            lifecycle,
+            dumps,
+        }
     }
 
-    /// A scheduled run: [`Host::call`] with a timeout that replaces the
-    /// plugin's own (the task's `timeout_s`), waiting for a worker however
-    /// full the plugin's queue is ([`CallOptions::patient`]).
-    pub async fn call_with_timeout(
-        &self,
-        name: &str,
-        args: Value,
-        timeout: Option<Duration>,
-    ) -> Result<Value, CallError> {
-        let options = CallOptions {
-            timeout,
-            patient: true,
-            ..CallOptions::default()
-        };
-        self.call_with(name, args, options).await
-    }
-
-    /// [`Host::call`] steered by `options`: timeout, cancellation, progress.
-    pub async fn call_with(
+    /// See [`crate::Host::call_with`]: one call, recorded in the audit log.
+    pub(crate) async fn call(
         &self,
         name: &str,
         args: Value,
         options: CallOptions,
     ) -> Result<Value, CallError> {
         let started = Instant::now();
-        let audit_args = self.inner.config.audit_args.then(|| args.to_string());
+        let audit_args = self.config.audit_args.then(|| args.to_string());
         let outcome = self.call_inner(name, args, options).await;
         let label = match &outcome {
             Ok(v) if greffon_protocol::returned_error(v).is_some() => "plugin_error",
@@ -88,12 +91,10 @@ impl Host {
         outcome
     }
 
-    /// Whether `args` would be accepted by the plugin's schema, without
-    /// running it (the plugin may be disabled): what a scheduled task is
-    /// checked against when it is saved. Answers the arguments with the
-    /// defaults filled in.
-    pub async fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
+    /// See [`crate::Host::check_args`].
+    pub(crate) async fn check_args(&self, name: &str, args: Value) -> Result<Value, CallError> {
         let plugin = self
+            .discovery
             .find(name)
             .await
             .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
@@ -108,12 +109,12 @@ impl Host {
 
     fn validate(&self, name: &str, meta: &PluginMeta, args: Value) -> Result<Value, CallError> {
         let size = json_size(&args);
-        if size > self.inner.config.max_args_bytes {
+        if size > self.config.max_args_bytes {
             return Err(CallError::new(
                 ErrorKind::TooLarge,
                 format!(
                     "plugin '{name}': arguments are {size} bytes, over the limit of {} bytes (max_args_bytes)",
-                    self.inner.config.max_args_bytes
+                    self.config.max_args_bytes
                 ),
             ));
         }
@@ -138,8 +139,8 @@ impl Host {
             progress,
             patient,
         } = options;
-        let inner = &self.inner;
         let plugin = self
+            .discovery
             .find(name)
             .await
             .map_err(|e| CallError::new(ErrorKind::UnknownPlugin, e.to_string()))?;
@@ -153,15 +154,9 @@ impl Host {
         };
         let args = self.validate(name, &meta, args)?;
         let timeout = timeout.unwrap_or_else(|| {
-            Duration::from_secs_f64(inner.config.timeout_for(&plugin.key, meta.timeout_s))
+            Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s))
         });
         let deadline = Instant::now() + timeout;
-        let cancelled = || {
-            CallError::new(
-                ErrorKind::Cancelled,
-                format!("plugin '{name}': the call was cancelled by its caller"),
-            )
-        };
         let hooks = Hooks { cancel, progress };
         let pydantic = meta.schema.source() == SchemaSource::Pydantic;
         let args = Arc::new(args);
@@ -173,28 +168,70 @@ impl Host {
         // A worker that died between calls is only noticed when the
         // request cannot be written; the call then goes to a new worker.
         let mut attempts = 0;
-        let (worker, reply) = loop {
+        let (worker, ended) = loop {
             attempts += 1;
-            let lease = inner
+            let lease = self
                 .lease(&plugin, deadline, timeout, patient, &hooks)
                 .await?;
             let worker = lease.worker().clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let keep = Some(args.clone());
-            match worker
+            let answer = worker
                 .request_hooked(method::RUN, &params, keep, remaining, &hooks, Some(lease))
-                .await
-            {
-                Ok(Reply::NotDelivered) if attempts < 2 => continue,
-                reply => break (worker, reply),
+                .await;
+            match Ended::of(&worker, answer).await {
+                Ended::Died {
+                    delivered: false, ..
+                } if attempts < 2 => continue,
+                ended => break (worker, ended),
             }
         };
-        match reply {
-            Ok(reply) => inner.answer(&plugin, name, &args, reply),
-            Err(abandoned) => {
-                inner.watch_abandoned(worker, abandoned, timeout);
+        self.answer(&plugin, name, &args, worker, ended, timeout)
+    }
+
+    /// The caller's answer from how `run` ended in `worker`.
+    fn answer(
+        &self,
+        plugin: &Plugin,
+        name: &str,
+        args: &Value,
+        worker: Arc<Worker>,
+        ended: Ended,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        match ended {
+            Ended::Returned(v, output) => {
+                log_output(&plugin.key, output.as_ref());
+                Ok(v)
+            }
+            Ended::Raised(e, output) => {
+                log_output(&plugin.key, output.as_ref());
+                Err(self.run_error(plugin, e, args, output.unwrap_or_default()))
+            }
+            Ended::Died {
+                delivered: false, ..
+            } => Err(CallError::new(
+                ErrorKind::WorkerCrashed,
+                format!(
+                    "plugin '{name}': its worker ended before the call could be delivered, twice"
+                ),
+            )),
+            Ended::Died { exit, .. } => Err(CallError {
+                kind: ErrorKind::WorkerCrashed,
+                message: format!(
+                    "plugin '{name}': its worker ended during the call ({}){}",
+                    exit.description,
+                    dump_note(exit.dump.as_deref())
+                ),
+                dump: exit.dump.clone(),
+            }),
+            Ended::Abandoned(abandoned) => {
+                self.watch_abandoned(worker, abandoned, timeout);
                 Err(if abandoned.cancelled {
-                    cancelled()
+                    CallError::new(
+                        ErrorKind::Cancelled,
+                        format!("plugin '{name}': the call was cancelled by its caller"),
+                    )
                 } else {
                     CallError::new(
                         ErrorKind::Timeout,
@@ -205,44 +242,6 @@ impl Host {
                     )
                 })
             }
-        }
-    }
-}
-
-impl Inner {
-    /// The caller's answer from the worker's reply to `run`.
-    fn answer(
-        &self,
-        plugin: &Plugin,
-        name: &str,
-        args: &Value,
-        reply: Reply,
-    ) -> Result<Value, CallError> {
-        match reply {
-            Reply::Response { body, output } => {
-                log_output(&plugin.key, output.as_ref());
-                match body {
-                    ResponseBody::Ok(v) => Ok(v),
-                    ResponseBody::Err(e) => {
-                        Err(self.run_error(plugin, e, args, output.unwrap_or_default()))
-                    }
-                }
-            }
-            Reply::NotDelivered => Err(CallError::new(
-                ErrorKind::WorkerCrashed,
-                format!(
-                    "plugin '{name}': its worker ended before the call could be delivered, twice"
-                ),
-            )),
-            Reply::Gone(exit) => Err(CallError {
-                kind: ErrorKind::WorkerCrashed,
-                message: format!(
-                    "plugin '{name}': its worker ended during the call ({}){}",
-                    exit.description,
-                    dump_note(exit.dump.as_deref())
-                ),
-                dump: exit.dump.clone(),
-            }),
         }
     }
 
@@ -354,7 +353,7 @@ impl Inner {
             }
             tokio::time::sleep(backoff).await;
         }
-        match self.activate(plugin, false).await {
+        match self.lifecycle.activate(plugin, false).await {
             Ok(w) => Ok(ticket.fill(w)),
             Err(f) => Err(CallError {
                 kind: ErrorKind::PluginFailed,
@@ -376,7 +375,8 @@ impl Inner {
         match e.kind {
             ErrorKind::Exception => {
                 let hash = plugin.status().file_hash.clone();
-                let dump = self.write_dump(name, &hash, Phase::Run, Some(args), &e, Some(output));
+                let dump =
+                    (self.dumps).write_error(name, &hash, Phase::Run, Some(args), &e, Some(output));
                 CallError {
                     kind: ErrorKind::Exception,
                     message: format!(
@@ -460,18 +460,5 @@ fn json_size(value: &Value) -> usize {
     match serde_json::to_writer(&mut count, value) {
         Ok(()) => count.0,
         Err(_) => usize::MAX,
-    }
-}
-
-pub(crate) fn log_output(plugin: &str, output: Option<&Output>) {
-    if let Some(o) = output.filter(|o| !o.is_empty()) {
-        tracing::info!(
-            target: "plugin",
-            plugin,
-            stdout = %o.stdout,
-            stderr = %o.stderr,
-            dropped = o.dropped,
-            "call output"
-        );
     }
 }

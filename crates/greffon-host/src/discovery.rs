@@ -1,354 +1,34 @@
-//! Loading `plugin.py` in a worker and judging what it declares: used by
-//! discovery (worker stopped right after), `check`, and enable (worker
-//! kept).
+//! Discovery: the folders of `plugins/` loaded (each in a worker with no
+//! permission, stopped right after) and judged into registry entries, the
+//! rule for two folders declaring one name, a folder read again for the
+//! file watcher, `check`, and the lazy discovery of a host opened for one
+//! plugin ([`Discovery::find`]).
 
-use crate::broker::NetAccess;
 use crate::dump::Phase;
-use crate::envs::Env;
 use crate::error::HostError;
-use crate::hooks::{self, Ended};
-use crate::host::{Host, Inner, exception_text};
 use crate::jail::Access;
-use crate::registry::{Failure, Plugin, Status, failed_status, settled_status};
-use crate::services::Caller;
-use crate::supervision::{OnCrash, Supervised};
-use greffon_core::PluginMeta;
-use greffon_protocol::api::State;
-use greffon_protocol::method::{self, LoadParams, LoadResult};
-use greffon_protocol::{ErrorKind, Output, WireError};
-use greffon_worker::{SpawnSpec, Worker};
+use crate::launcher::{EnvUse, Launcher, LoadError, Source};
+use crate::registry::{Failure, Plugin, Registry, Status, failed_status, settled_status};
+use crate::store::Store;
+use greffon_core::{Finding, PluginMeta};
+use greffon_protocol::api::{CheckReport, State};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
 
-/// Why a plugin could not be loaded: every problem found, and the dump.
-#[derive(Debug, Clone)]
-pub(crate) struct LoadError {
-    pub problems: Vec<String>,
-    pub dump: Option<PathBuf>,
-    /// `meta["name"]` when the worker reported a usable one.
-    pub name: Option<String>,
-    /// The worker's sandbox could not be built (the plugin never ran).
-    pub sandbox: bool,
-    /// The worker died while starting or loading (not the plugin's import
-    /// failing): replacing a worker tries again rather than failing it.
-    pub died: bool,
-}
-
-impl LoadError {
-    pub(crate) fn one(problem: String, dump: Option<PathBuf>) -> LoadError {
-        LoadError {
-            problems: vec![problem],
-            dump,
-            name: None,
-            sandbox: false,
-            died: false,
-        }
-    }
-
-    pub(crate) fn reason(&self) -> String {
-        self.problems.join("; ")
-    }
-}
-
-/// A loaded plugin: its worker (still running) and its judged meta.
 #[derive(Debug)]
-pub(crate) struct Loaded {
-    pub worker: Arc<Worker>,
-    pub meta: PluginMeta,
-    pub file_hash: String,
-}
-
-/// Cuts a traceback to its last lines for one-line messages.
-fn last_line(text: &str) -> &str {
-    text.trim_end().lines().last().unwrap_or("")
-}
-
-/// Which interpreter a load may use for a plugin that declares
-/// requirements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EnvUse {
-    /// Discovery and `check`: its environment if built, else the base
-    /// interpreter (environments are built at enable, not when listing).
-    IfBuilt,
-    /// A worker started for the pool or a call: its built environment,
-    /// or fail.
-    Built,
-    /// [`Inner::build_environment`]: built when missing.
-    Build,
-}
-
-impl Inner {
-    pub(crate) fn spawn_spec(&self, label: &str, dir: &Path, env: Option<&Env>) -> SpawnSpec {
-        SpawnSpec {
-            python: env.map_or_else(|| self.python.exe.clone(), Env::python),
-            sdk_dir: self.sdk_dir.clone(),
-            plugin: label.to_string(),
-            plugin_dir: dir.to_path_buf(),
-            // Results are bounded by max_result_bytes; frames also carry
-            // the captured output and the envelope.
-            max_frame: self.config.max_result_bytes
-                + 2 * self.config.capture_limit_bytes
-                + (64 << 10),
-            template: self.config.worker_template,
-            // An environment's packages are the plugin's choice.
-            site_in_sandbox: env.is_some(),
-        }
-    }
-
-    /// Spawns a worker for the plugin in `dir`, sandboxed to `access`, and
-    /// imports it there; an import that raises is dumped under `phase`
-    /// (import, or reload).
-    pub(crate) async fn load(
-        &self,
-        folder: &str,
-        dir: &Path,
-        access: &Access,
-        (phase, env_use): (Phase, EnvUse),
-        on_crash: Option<OnCrash>,
-    ) -> Result<Loaded, LoadError> {
-        let script = dir.join("plugin.py");
-        let file_hash = crate::dump::file_hash(&script);
-        let label = access.name.as_deref().unwrap_or(folder);
-        let (env, unbuilt) = self.environment(label, dir, &file_hash, env_use).await?;
-        let worker = self
-            .spawn_worker(folder, dir, access, env.as_ref(), &file_hash, on_crash)
-            .await?;
-        let result = self
-            .import(&worker, folder, &script, &file_hash, phase)
-            .await
-            .map_err(|mut e| {
-                if unbuilt {
-                    e.problems.push(format!(
-                        "its environment (the requirements it declares) is not built yet: `greffon plugin enable {label}` builds it"
-                    ));
-                }
-                e
-            });
-        let judged = result.and_then(|r| judge(&r));
-        match judged {
-            Ok(meta) => Ok(Loaded {
-                worker,
-                meta,
-                file_hash,
-            }),
-            Err(e) => {
-                worker.shutdown(Duration::from_secs(1)).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// A worker for the plugin in `dir`, sandboxed to `access` and
-    /// supervised by the host: its host calls answered with what `access`
-    /// grants, its crash dumped and counted.
-    async fn spawn_worker(
-        &self,
-        folder: &str,
-        dir: &Path,
-        access: &Access,
-        env: Option<&Env>,
-        file_hash: &str,
-        on_crash: Option<OnCrash>,
-    ) -> Result<Arc<Worker>, LoadError> {
-        let label = access.name.as_deref().unwrap_or(folder);
-        let jail = self
-            .jailer
-            .jail(label, dir, access, env.map(|e| e.dir.as_path()))
-            .map_err(|e| LoadError {
-                sandbox: true,
-                ..LoadError::one(format!("cannot sandbox its worker: {e}"), None)
-            })?;
-        let supervisor = Arc::new(Supervised {
-            caller: Arc::new(Caller {
-                plugin: label.to_string(),
-                python_version: self.python.version.clone(),
-                net: access.net.clone().map(NetAccess::new),
-                secrets: access.secrets.clone(),
-            }),
-            services: self.services.clone(),
-            dumps_dir: self.home.dumps_dir(),
-            file_hash: file_hash.to_string(),
-            on_crash,
-        });
-        let spec = self.spawn_spec(folder, dir, env);
-        Worker::spawn(spec, jail, supervisor).await.map_err(|e| {
-            let mut problem = format!("cannot start its worker: {}", e.message);
-            if !e.stderr.trim().is_empty() {
-                problem.push_str(&format!(" ({})", last_line(&e.stderr)));
-            }
-            // Nothing of the plugin ran: a worker (or the template it is
-            // forked from) that died before its hello.
-            LoadError {
-                died: true,
-                ..LoadError::one(problem, None)
-            }
-        })
-    }
-
-    /// The environment the plugin in `dir` runs in (`None`: the base
-    /// interpreter), and whether it declares one that is not built and
-    /// runs on the base interpreter for now (`EnvUse::IfBuilt`). A build
-    /// that fails is dumped.
-    async fn environment(
-        &self,
-        label: &str,
-        dir: &Path,
-        file_hash: &str,
-        env_use: EnvUse,
-    ) -> Result<(Option<Env>, bool), LoadError> {
-        let reqs = crate::envs::declared(dir).map_err(|e| LoadError::one(e, None))?;
-        let Some(reqs) = reqs else {
-            return Ok((None, false));
-        };
-        match (self.envs.existing(&reqs), env_use) {
-            (Some(env), _) => Ok((Some(env), false)),
-            (None, EnvUse::IfBuilt) => Ok((None, true)),
-            (None, EnvUse::Built) => Err(LoadError::one(
-                format!(
-                    "its environment ({}) is missing; `greffon plugin enable {label}` builds it again",
-                    reqs.source
-                ),
-                None,
-            )),
-            (None, EnvUse::Build) => self
-                .envs
-                .ensure(&reqs, label)
-                .await
-                .map(|e| (Some(e), false))
-                .map_err(|e| {
-                    let error = WireError::new(ErrorKind::PluginFailed, e.message.clone());
-                    let output = Output {
-                        stderr: e.log,
-                        ..Output::default()
-                    };
-                    let dump = self.write_dump(
-                        label,
-                        file_hash,
-                        Phase::Environment,
-                        None,
-                        &error,
-                        Some(output),
-                    );
-                    LoadError::one(
-                        format!("its environment could not be built: {}", e.message),
-                        dump,
-                    )
-                }),
-        }
-    }
-
-    /// Builds the environment `plugin` declares when it is missing
-    /// (enable, reload, start-up).
-    pub(crate) async fn build_environment(&self, plugin: &Plugin) -> Result<(), Failure> {
-        let hash = crate::dump::file_hash(&plugin.dir.join("plugin.py"));
-        self.environment(&plugin.key, &plugin.dir, &hash, EnvUse::Build)
-            .await
-            .map(|_| ())
-            .map_err(|e| Failure::new(e.reason(), e.dump))
-    }
-
-    /// Has the worker import `plugin.py`: what it found there, or why not
-    /// (an import that raises is dumped under `phase`).
-    async fn import(
-        &self,
-        worker: &Worker,
-        folder: &str,
-        script: &Path,
-        file_hash: &str,
-        phase: Phase,
-    ) -> Result<LoadResult, LoadError> {
-        let params = LoadParams {
-            path: script.to_string_lossy().into_owned(),
-            folder: folder.to_string(),
-            config: self.config.plugin_config(&self.config_name_for(folder)),
-            capture_limit: self.config.capture_limit_bytes,
-            max_result_bytes: self.config.max_result_bytes,
-        };
-        let import_timeout = Duration::from_secs_f64(self.config.default_timeout_s);
-        match hooks::request(worker, method::LOAD, &params, import_timeout).await {
-            Ended::Returned(v, _) => serde_json::from_value::<LoadResult>(v).map_err(|e| {
-                LoadError::one(
-                    format!("the worker answered a malformed load result: {e}"),
-                    None,
-                )
-            }),
-            Ended::Raised(e, output) => {
-                let dump = (e.kind == ErrorKind::Exception)
-                    .then(|| self.write_dump(folder, file_hash, phase, None, &e, output))
-                    .flatten();
-                Err(LoadError::one(
-                    format!("importing plugin.py raised {}", exception_text(&e)),
-                    dump,
-                ))
-            }
-            Ended::Died { delivered, exit } => {
-                let when = if delivered {
-                    "while importing plugin.py"
-                } else {
-                    "before plugin.py was imported"
-                };
-                Err(LoadError {
-                    died: true,
-                    ..LoadError::one(format!("{} {when}", exit.description), exit.dump.clone())
-                })
-            }
-            Ended::TimedOut => {
-                let reason = format!(
-                    "importing plugin.py did not finish within {} s",
-                    import_timeout.as_secs_f64()
-                );
-                let exit = worker.kill_and_wait(&reason).await;
-                Err(LoadError::one(reason, exit.dump.clone()))
-            }
-        }
-    }
-
-    /// Which `[plugins.NAME]` table applies to a folder: the registry name
-    /// once known, else the folder name.
-    fn config_name_for(&self, folder: &str) -> String {
-        self.plugins
-            .in_folder(folder)
-            .map_or_else(|| folder.to_string(), |p| p.key.clone())
-    }
-}
-
-/// Applies the contract's rules to what the worker reported.
-fn judge(r: &LoadResult) -> Result<PluginMeta, LoadError> {
-    if !r.has_plugin {
-        return Err(LoadError::one(
-            "plugin.py does not define `plugin` (expected `plugin = Plugin()` at module level)"
-                .into(),
-            None,
-        ));
-    }
-    let meta = PluginMeta::parse(r.meta.as_ref(), r.meta_type.as_deref());
-    let name = r
-        .meta
-        .as_ref()
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .filter(|n| greffon_core::is_valid_name(n))
-        .map(str::to_string);
-    let mut problems = match &meta {
-        Ok(_) => Vec::new(),
-        Err(e) => e.problems.clone(),
-    };
-    if !r.has_run {
-        problems.push("plugin has no run() method".into());
-    }
-    match meta {
-        Ok(m) if problems.is_empty() => Ok(m),
-        _ => Err(LoadError {
-            problems,
-            dump: None,
-            name,
-            sandbox: false,
-            died: false,
-        }),
-    }
+pub(crate) struct Discovery {
+    registry: Arc<Registry>,
+    launcher: Arc<Launcher>,
+    /// The enabled set and grants, which a discovered entry takes up.
+    store: Store,
+    /// True while the registry holds only the plugin a command named
+    /// ([`Discovery::discover_only`]); the rest of `plugins/` is
+    /// discovered at the first miss. Held while that happens, so it
+    /// happens once.
+    partial: Mutex<bool>,
 }
 
 /// Discovery workers running at once.
@@ -357,13 +37,22 @@ const DISCOVERY_PARALLELISM: usize = 4;
 /// What loading one folder gave: its meta and `plugin.py` hash, or why not.
 type Outcome = Result<(PluginMeta, String), LoadError>;
 
-impl Host {
+impl Discovery {
+    pub(crate) fn new(registry: Arc<Registry>, launcher: Arc<Launcher>, store: Store) -> Discovery {
+        Discovery {
+            registry,
+            launcher,
+            store,
+            partial: Mutex::new(false),
+        }
+    }
+
     /// Scans `plugins/*/plugin.py` (folders starting with `_` skipped),
     /// loads each in its own worker, and rebuilds the registry.
     pub(crate) async fn discover(&self) -> Result<(), HostError> {
-        let folders = plugin_folders(&self.inner.home.plugins_dir())?;
+        let folders = plugin_folders(self.registry.plugins_dir())?;
         let entries = self.entries_of(folders, &[]).await?;
-        self.inner.plugins.set_all(entries);
+        self.registry.set_all(entries);
         Ok(())
     }
 
@@ -371,11 +60,10 @@ impl Host {
     /// plugin (`plugin run NAME` need not import every other plugin):
     /// true when that folder declares NAME. The other folders are
     /// discovered the first time a plugin outside it is asked for
-    /// ([`Host::find`]).
+    /// ([`Discovery::find`]).
     pub(crate) async fn discover_only(&self, name: &str) -> Result<bool, HostError> {
-        let inner = &self.inner;
-        let mut partial = inner.partial.lock().await;
-        let Some(folder) = plugin_folders(&inner.home.plugins_dir())?
+        let mut partial = self.partial.lock().await;
+        let Some(folder) = plugin_folders(self.registry.plugins_dir())?
             .into_iter()
             .find(|(folder, _)| folder == name)
         else {
@@ -385,35 +73,33 @@ impl Host {
         if !entries.contains_key(name) {
             return Ok(false);
         }
-        inner.plugins.set_all(entries);
+        self.registry.set_all(entries);
         *partial = true;
         Ok(true)
     }
 
     /// The plugin `name`, discovering the rest of `plugins/` first when
-    /// this host was opened for another one ([`Host::open_for`]).
+    /// this host was opened for another one ([`Discovery::discover_only`]).
     pub(crate) async fn find(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
-        let missing = match self.lookup(name) {
+        let missing = match self.registry.lookup(name) {
             Ok(plugin) => return Ok(plugin),
             Err(e) => e,
         };
-        let mut partial = self.inner.partial.lock().await;
+        let mut partial = self.partial.lock().await;
         if !*partial {
             // Another call may have just finished discovering it.
-            return self.lookup(name).map_err(|_| missing);
+            return self.registry.lookup(name).map_err(|_| missing);
         }
-        let taken: Vec<(String, String)> = (self.inner.plugins.all().iter())
-            .map(|p| (p.key.clone(), p.folder.clone()))
-            .collect();
-        let folders: Vec<_> = plugin_folders(&self.inner.home.plugins_dir())?
+        let taken = self.registry.taken();
+        let folders: Vec<_> = plugin_folders(self.registry.plugins_dir())?
             .into_iter()
             .filter(|(folder, _)| !taken.iter().any(|(_, f)| f == folder))
             .collect();
         for plugin in self.entries_of(folders, &taken).await?.into_values() {
-            self.inner.plugins.replace(None, plugin);
+            self.registry.replace(None, plugin);
         }
         *partial = false;
-        self.lookup(name)
+        self.registry.lookup(name)
     }
 
     /// The registry entries of `folders`, each loaded in its own worker.
@@ -425,7 +111,6 @@ impl Host {
         folders: Vec<(String, PathBuf)>,
         taken: &[(String, String)],
     ) -> Result<BTreeMap<String, Arc<Plugin>>, HostError> {
-        let inner = &self.inner;
         let outcomes = self.load_all(&folders).await;
         // Two folders declaring one name: the new ones fail, each naming
         // every folder that declares it.
@@ -444,11 +129,7 @@ impl Host {
                     .push(folder.clone());
             }
         }
-        let granted = inner
-            .store
-            .enabled()
-            .await
-            .map_err(|source| inner.db_error(source))?;
+        let granted = self.store.enabled().await?;
         let mut registry = BTreeMap::new();
         for ((folder, path), outcome) in folders.into_iter().zip(outcomes) {
             let (key, status) = match outcome {
@@ -470,10 +151,108 @@ impl Host {
                     (key, failed_status(e.reason(), e.dump, hash))
                 }
             };
-            let plugin = inner.entry(key.clone(), folder, path, status);
+            let plugin = self.registry.entry(key.clone(), folder, path, status);
             registry.insert(key, plugin);
         }
         Ok(registry)
+    }
+
+    /// A new or changed folder whose plugin is not enabled, for the file
+    /// watcher: read again (in a worker with no permission) and its entry
+    /// (`existing`, if any) replaced. Returns what was done.
+    pub(crate) async fn read_again(&self, folder: &str, existing: Option<&Plugin>) -> String {
+        let dir = self.registry.plugins_dir().join(folder);
+        let source = match existing {
+            Some(plugin) => Source::of(plugin),
+            None => Source::folder(folder, &dir),
+        };
+        let (key, status) = match read(&self.launcher, source).await {
+            Ok((meta, hash)) => {
+                let key = meta.name.clone();
+                match self.registry.get(&key).filter(|p| p.folder != folder) {
+                    Some(other) => {
+                        let folders = [other.folder.clone(), folder.to_string()];
+                        (folder.to_string(), duplicate_status(meta, hash, &folders))
+                    }
+                    None => {
+                        // A failed plugin that was enabled keeps its grant:
+                        // fixing the file brings it back.
+                        let granted = existing
+                            .filter(|e| e.key == key)
+                            .and_then(|e| e.status().granted.clone());
+                        (key, settled_status(meta, hash, granted))
+                    }
+                }
+            }
+            Err(e) => {
+                let hash = crate::dump::file_hash(&dir.join("plugin.py"));
+                let key = e.name.clone().unwrap_or_else(|| folder.to_string());
+                (key, failed_status(e.reason(), e.dump, hash))
+            }
+        };
+        let state = status.state;
+        let entry = self
+            .registry
+            .entry(key.clone(), folder.to_string(), dir, status);
+        self.registry
+            .replace(existing.map(|e| e.key.as_str()), entry);
+        format!("{key}: read again, now {}", state.as_str())
+    }
+
+    /// Loads a plugin in a fresh worker (by name or folder) and reports
+    /// every problem, without changing the registry.
+    pub(crate) async fn check(&self, name: &str) -> Result<CheckReport, HostError> {
+        let plugin;
+        let dir = self.registry.plugins_dir().join(name);
+        let source = match self.registry.lookup(name) {
+            Ok(p) => {
+                plugin = p;
+                Source::of(&plugin)
+            }
+            Err(_) if greffon_core::is_valid_name(name) && dir.join("plugin.py").is_file() => {
+                Source::folder(name, &dir)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut report = CheckReport {
+            name: name.to_string(),
+            folder: source.folder.to_string(),
+            problems: Vec::new(),
+            findings: Vec::new(),
+            dump: None,
+            schema: None,
+            permissions: Vec::new(),
+        };
+        match read(&self.launcher, source).await {
+            Ok((meta, _)) => {
+                let others: Vec<String> = (self.registry.declaring(&meta.name).iter())
+                    .filter(|p| p.folder != source.folder)
+                    .map(|p| format!("plugins/{}", p.folder))
+                    .collect();
+                if !others.is_empty() {
+                    report.problems.push(format!(
+                        "plugin name '{}' is also declared by {}",
+                        meta.name,
+                        others.join(", ")
+                    ));
+                }
+                report
+                    .problems
+                    .extend(self.launcher.jailer().path_problems(&meta));
+                report.name = meta.name;
+                report.schema = Some(meta.schema.schema().clone());
+                report.permissions = meta.permissions;
+            }
+            Err(e) => {
+                if let Some(n) = e.name {
+                    report.name = n;
+                }
+                report.problems = e.problems;
+                report.dump = e.dump;
+            }
+        }
+        report.findings = report.problems.iter().cloned().map(Finding::new).collect();
+        Ok(report)
     }
 
     /// Loads every folder in a worker of its own with no permission, a few
@@ -482,26 +261,10 @@ impl Host {
         let limit = Arc::new(Semaphore::new(DISCOVERY_PARALLELISM));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (folder, path)) in folders.iter().cloned().enumerate() {
-            let (inner, limit) = (self.inner.clone(), limit.clone());
+            let (launcher, limit) = (self.launcher.clone(), limit.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let outcome = inner
-                    .load(
-                        &folder,
-                        &path,
-                        &Access::none(),
-                        (Phase::Import, EnvUse::IfBuilt),
-                        None,
-                    )
-                    .await;
-                let outcome = match outcome {
-                    Ok(loaded) => {
-                        loaded.worker.shutdown(Duration::from_secs(1)).await;
-                        Ok((loaded.meta, loaded.file_hash))
-                    }
-                    Err(e) => Err(e),
-                };
-                (i, outcome)
+                (i, read(&launcher, Source::folder(&folder, &path)).await)
             });
         }
         let mut outcomes: Vec<Option<Outcome>> = (0..folders.len()).map(|_| None).collect();
@@ -517,8 +280,28 @@ impl Host {
     }
 }
 
-/// The plugin folders under `dir`, sorted: those holding a `plugin.py`
-/// and not starting with `_` or `.`.
+/// Loads the plugin of `source` in a worker with no permission, stopped
+/// right after: what it declares, or why it cannot be loaded.
+async fn read(launcher: &Launcher, source: Source<'_>) -> Outcome {
+    let loaded = launcher
+        .load(
+            source,
+            &Access::none(),
+            (Phase::Import, EnvUse::IfBuilt),
+            None,
+        )
+        .await?;
+    loaded.worker.shutdown(Duration::from_secs(1)).await;
+    Ok((loaded.meta, loaded.file_hash))
+}
+
+/// Whether `plugins/FOLDER` holds a plugin: a `plugin.py`, in a folder not
+/// starting with `_` or `.`.
+pub(crate) fn is_plugin_folder(folder: &str, dir: &Path) -> bool {
+    !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file()
+}
+
+/// The plugin folders under `dir`, sorted (see [`is_plugin_folder`]).
 fn plugin_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, HostError> {
     let mut folders: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -526,10 +309,7 @@ fn plugin_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>, HostError> {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let path = e.path();
-                (!name.starts_with('_')
-                    && !name.starts_with('.')
-                    && path.join("plugin.py").is_file())
-                .then_some((name, path))
+                is_plugin_folder(&name, &path).then_some((name, path))
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

@@ -1,10 +1,13 @@
 //! Crash dumps: one file per incident (load, start, call, reload), never
 //! overwritten, with secrets redacted.
 
+use crate::signals::Signals;
+use greffon_protocol::{Output, WireError};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The lifecycle phase an incident happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +203,60 @@ pub(crate) fn file_hash(path: &Path) -> String {
         Ok(bytes) => format!("{:x}", Sha256::digest(&bytes)),
         Err(_) => "(unreadable)".into(),
     }
+}
+
+/// The dumps folder of a home, and who is told when a dump is written.
+#[derive(Debug, Clone)]
+pub(crate) struct Dumps {
+    dir: PathBuf,
+    signals: Arc<Signals>,
+}
+
+impl Dumps {
+    pub(crate) fn new(dir: PathBuf, signals: Arc<Signals>) -> Dumps {
+        Dumps { dir, signals }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the crash dump of an error the worker answered (its text is
+    /// [`exception_text`]), with what the plugin printed.
+    pub(crate) fn write_error(
+        &self,
+        plugin: &str,
+        file_hash: &str,
+        phase: Phase,
+        args: Option<&Value>,
+        e: &WireError,
+        output: Option<Output>,
+    ) -> Option<PathBuf> {
+        let output = output.unwrap_or_default();
+        let d = Dump {
+            plugin,
+            file_hash,
+            phase,
+            args,
+            error: &exception_text(e),
+            traceback: e.traceback.as_deref(),
+            stdout: &output.stdout,
+            stderr: &output.stderr,
+        };
+        let written = write_logged(&self.dir, &d);
+        self.signals.incident();
+        written
+    }
+}
+
+/// `Type: message` of an exception answered by the worker, with the
+/// secret values it was handed redacted.
+pub(crate) fn exception_text(e: &WireError) -> String {
+    let text = match &e.exc_type {
+        Some(t) => format!("{t}: {}", e.message),
+        None => e.message.clone(),
+    };
+    crate::redact::redact(&text).into_owned()
 }
 
 #[cfg(test)]

@@ -3,16 +3,36 @@
 //!
 //! # Layout
 //!
-//! - [`Host`] (`host`): opens a home, discovers its plugins, answers what
-//!   the registry holds; `lifecycle`: enable, disable, reload, start-up and
-//!   shutdown of each plugin's pool; `calls`: the call path (validation →
-//!   a worker of the pool → result or `{"error"}`, [`CallOptions`]).
-//! - `registry`: the entries (`Registry`, which owns the map), their
-//!   state and their pool of workers (`greffon-worker`); what the API shows
-//!   of one is `greffon_protocol::api::PluginInfo`.
-//! - `discovery`: loading `plugin.py` in a worker and judging its meta.
-//! - `hooks`: a plugin's hooks outside a call (`load`, `start()`,
-//!   `stop()`), every way one can end folded once.
+//! [`Host`] (`host`) is the face: it opens a home, puts the parts below
+//! together, answers what the registry holds, and hands each request to
+//! the part it belongs to. Each part owns its state; the arrows are the
+//! only way one reaches another:
+//!
+//! ```text
+//! Host ─▶ Calls ─▶ Lifecycle ─▶ Discovery ─▶ Launcher
+//!           │          │            │           │
+//!           └──────────┴────────────┴─▶ Registry, Store, Signals, Dumps
+//! ```
+//!
+//! - `calls` (`Calls`): the call path — validation, a worker of the pool
+//!   (or its queue, or "busy"), the deadline and cancellation, the answer
+//!   ([`CallOptions`]).
+//! - `lifecycle` (`Lifecycle`): enable, disable, reload with rollback, the
+//!   file watcher's changes, start-up and shutdown of each plugin's pool,
+//!   and starting one worker (a sandbox matching the meta, `start()`).
+//! - `discovery` (`Discovery`): the folders of `plugins/` judged into
+//!   entries, the duplicate-name rule, `check`, and the rest of `plugins/`
+//!   discovered when a host opened for one plugin is asked for another.
+//! - `launcher` (`Launcher`): a worker spawned for one folder, sandboxed,
+//!   in its environment, with `plugin.py` imported and its meta judged; it
+//!   owns the interpreter, the jailer, the environments and the services.
+//! - `registry` (`Registry`): the entries, their state and their pool of
+//!   workers (`greffon-worker`), each entry made in one place; what the
+//!   API shows of one is `greffon_protocol::api::PluginInfo`.
+//! - `reply`: a worker's reply to one request folded once into `Ended`.
+//! - `signals`: the `changes` and `incidents` generations live views
+//!   watch; `dump`: crash dumps (`Dumps`); `store`: the persisted enabled
+//!   set (SQLite).
 //! - `envs`: plugins' Python environments (the requirements a plugin
 //!   declares, checked, built with uv under `envs/`, [`EnvInfo`]).
 //! - `jail`: a worker's sandbox (permissions, paths, limits, temp folder),
@@ -26,9 +46,8 @@
 //!   [`redact`]: hiding every value handed out (and every other secret
 //!   the process was given: [`remember`], e.g. a database password) from
 //!   dumps, logs, errors.
-//! - `dump`: crash dumps; `store`: the persisted enabled set (SQLite);
-//!   `python`: finding the interpreter.
-//! - [`logging`]: the four log categories; [`scaffold`]: new plugins.
+//! - `python`: finding the interpreter; [`logging`]: the four log
+//!   categories; [`scaffold`]: new plugins.
 
 mod broker;
 mod calls;
@@ -36,17 +55,19 @@ mod discovery;
 mod dump;
 mod envs;
 mod error;
-mod hooks;
 mod host;
 mod jail;
+mod launcher;
 mod lifecycle;
 pub mod logging;
 mod python;
 mod redact;
 mod registry;
+mod reply;
 mod scaffold;
 mod secrets;
 mod services;
+mod signals;
 mod store;
 mod supervision;
 mod sysinfo;

@@ -3,25 +3,37 @@
 //! shutdown, and starting one worker (load, sandbox matching the meta,
 //! `start()`).
 
-use crate::calls::log_output;
-use crate::discovery::{EnvUse, Loaded, duplicate_status};
-use crate::dump::Phase;
+use crate::discovery::{Discovery, is_plugin_folder};
+use crate::dump::{Phase, exception_text};
 use crate::error::HostError;
-use crate::hooks::{self, Ended};
-use crate::host::{Announce, Host, Inner, announce, exception_text};
 use crate::jail::Access;
-use crate::registry::{Failure, Granted, Plugin, Status, failed_status, settled_status, ungranted};
+use crate::launcher::{EnvUse, Launcher, Loaded, Source};
+use crate::registry::{Failure, Granted, Plugin, Registry, ungranted};
+use crate::reply::{self, Ended, log_output};
+use crate::signals::Signals;
+use crate::store::Store;
 use crate::supervision::OnCrash;
 use futures_util::future::join_all;
-use greffon_core::PluginMeta;
-use greffon_protocol::api::{PluginInfo, State};
+use greffon_core::{Config, PluginMeta};
+use greffon_protocol::api::State;
 use greffon_protocol::method;
 use greffon_protocol::{ErrorKind, WireError};
 use greffon_worker::{Checkout, Pool, Ticket, Worker};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    launcher: Arc<Launcher>,
+    /// Reads a changed folder again for the file watcher.
+    discovery: Arc<Discovery>,
+    /// Where the enabled set and grants are remembered.
+    store: Store,
+    signals: Arc<Signals>,
+}
 
 /// A worker whose plugin was loaded and started.
 struct Started {
@@ -30,14 +42,29 @@ struct Started {
     file_hash: String,
 }
 
-impl Host {
-    /// Grants the plugin its declared permissions, starts it (`start()`)
-    /// and remembers it as enabled. A failed plugin is loaded again first,
-    /// so enabling is also how an operator retries after a fix.
-    pub async fn enable(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.find(name).await?;
+impl Lifecycle {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        launcher: Arc<Launcher>,
+        discovery: Arc<Discovery>,
+        store: Store,
+        signals: Arc<Signals>,
+    ) -> Lifecycle {
+        Lifecycle {
+            config,
+            registry,
+            launcher,
+            discovery,
+            store,
+            signals,
+        }
+    }
+
+    /// See [`crate::Host::enable`].
+    pub(crate) async fn enable(&self, plugin: &Arc<Plugin>) -> Result<(), HostError> {
         let _one_change = plugin.changing.lock().await;
-        let _announce = Announce(&self.inner.changes);
+        let _announce = self.signals.change_on_drop();
         {
             let s = plugin.status();
             if s.duplicate {
@@ -55,10 +82,10 @@ impl Host {
         }
         // Running workers may predate a change on disk: start afresh. Calls
         // arriving meanwhile wait in the new pool's queue.
-        let pool = self.inner.new_pool(&plugin.key);
+        let pool = self.registry.new_pool(&plugin.key);
         let old = plugin.replace_pool(pool.clone());
-        self.inner.stop_pool(&plugin, &old).await;
-        let started = self.inner.fill_pool(&plugin, &pool, true, false).await;
+        self.stop_pool(plugin, &old).await;
+        let started = self.fill_pool(plugin, &pool, true, false).await;
         match started {
             Ok(()) => {
                 let granted = {
@@ -70,17 +97,13 @@ impl Host {
                     s.granted = Some(grant.clone());
                     grant
                 };
-                self.inner
-                    .store
-                    .set_enabled(&plugin.key, &granted)
-                    .await
-                    .map_err(|source| self.inner.db_error(source))?;
+                self.store.set_enabled(&plugin.key, &granted).await?;
                 let names: Vec<&str> = granted.permissions.iter().map(|p| p.as_str()).collect();
                 let reach = plugin
                     .status()
                     .meta
                     .as_deref()
-                    .map(|m| self.inner.jailer.access_info(m))
+                    .map(|m| self.launcher.jailer().access_info(m))
                     .unwrap_or_default();
                 tracing::info!(
                     target: "audit",
@@ -92,7 +115,7 @@ impl Host {
                     reads = ?reach.read,
                     writes = ?reach.write,
                 );
-                self.plugin(&plugin.key)
+                Ok(())
             }
             Err(failure) => {
                 tracing::info!(target: "audit", event = "enable_failed", plugin = %plugin.key, reason = %failure.reason);
@@ -105,25 +128,18 @@ impl Host {
         }
     }
 
-    /// Brings one folder of `plugins/` in line with the disk, for a file
-    /// watcher: a new folder is discovered (as `disabled`); a changed
-    /// enabled plugin is hot-reloaded (with rollback); a changed plugin
-    /// that is not enabled is read again; a deleted folder's plugin is
-    /// stopped and removed. Returns what was done, for the logs.
-    pub async fn sync_folder(&self, folder: &str) -> Result<String, HostError> {
-        let inner = &self.inner;
-        let _announce = Announce(&inner.changes);
-        let dir = inner.home.plugins_dir().join(folder);
-        let present =
-            !folder.starts_with('_') && !folder.starts_with('.') && dir.join("plugin.py").is_file();
-        let existing = inner.plugins.in_folder(folder);
+    /// See [`crate::Host::sync_folder`].
+    pub(crate) async fn sync_folder(&self, folder: &str) -> Result<String, HostError> {
+        let _announce = self.signals.change_on_drop();
+        let present = is_plugin_folder(folder, &self.registry.plugins_dir().join(folder));
+        let existing = self.registry.in_folder(folder);
         match (existing, present) {
             (None, false) => Ok(format!("plugins/{folder}: nothing to do")),
             (Some(plugin), false) => self.remove(&plugin).await,
             (Some(plugin), true) if plugin.status().state == State::Enabled => self
-                .reload(&plugin.key)
+                .reload(&plugin)
                 .await
-                .map(|_| format!("{}: reloaded", plugin.key)),
+                .map(|()| format!("{}: reloaded", plugin.key)),
             (existing, true) => {
                 // Held while the entry is read again and replaced, so an
                 // enable cannot start a worker on the entry being dropped.
@@ -131,32 +147,27 @@ impl Host {
                     Some(p) => Some(p.changing.lock().await),
                     None => None,
                 };
-                if existing
+                if let Some(plugin) = existing
                     .as_ref()
-                    .is_some_and(|p| p.status().state == State::Enabled)
+                    .filter(|p| p.status().state == State::Enabled)
                 {
                     // Enabled meanwhile: the change is a reload after all.
                     drop(change);
-                    let key = existing.map(|p| p.key.clone()).unwrap_or_default();
-                    return self.reload(&key).await.map(|_| format!("{key}: reloaded"));
+                    return (self.reload(plugin).await)
+                        .map(|()| format!("{}: reloaded", plugin.key));
                 }
-                Ok(self.reread(folder, existing.as_deref()).await)
+                Ok(self.discovery.read_again(folder, existing.as_deref()).await)
             }
         }
     }
 
     /// A deleted folder's plugin: stopped and removed from the registry.
     async fn remove(&self, plugin: &Arc<Plugin>) -> Result<String, HostError> {
-        let inner = &self.inner;
         let _one_change = plugin.changing.lock().await;
         plugin.status().state = State::Disabled;
-        inner.stop_pool(plugin, &plugin.pool()).await;
-        inner.plugins.remove(&plugin.key);
-        inner
-            .store
-            .set_disabled(&plugin.key)
-            .await
-            .map_err(|source| inner.db_error(source))?;
+        self.stop_pool(plugin, &plugin.pool()).await;
+        self.registry.remove(&plugin.key);
+        self.store.set_disabled(&plugin.key).await?;
         tracing::info!(target: "audit", event = "removed", plugin = %plugin.key, folder = %plugin.folder);
         Ok(format!(
             "{}: folder deleted; stopped and removed",
@@ -164,82 +175,18 @@ impl Host {
         ))
     }
 
-    /// A new or changed folder whose plugin is not enabled: read again (in
-    /// a worker with no permission) and its entry replaced.
-    async fn reread(&self, folder: &str, existing: Option<&Plugin>) -> String {
-        let inner = &self.inner;
-        let dir = inner.home.plugins_dir().join(folder);
-        let loaded = inner
-            .load(
-                folder,
-                &dir,
-                &Access::none(),
-                (Phase::Import, EnvUse::IfBuilt),
-                None,
-            )
-            .await;
-        let (key, status) = match loaded {
-            Ok(l) => {
-                l.worker.shutdown(Duration::from_secs(1)).await;
-                let key = l.meta.name.clone();
-                match inner.plugins.get(&key).filter(|p| p.folder != folder) {
-                    Some(other) => {
-                        let folders = [other.folder.clone(), folder.to_string()];
-                        let status = duplicate_status(l.meta, l.file_hash, &folders);
-                        (folder.to_string(), status)
-                    }
-                    None => {
-                        // A failed plugin that was enabled keeps its grant:
-                        // fixing the file brings it back.
-                        let granted = existing
-                            .filter(|e| e.key == key)
-                            .and_then(|e| e.status().granted.clone());
-                        (key, settled_status(l.meta, l.file_hash, granted))
-                    }
-                }
-            }
-            Err(e) => {
-                let hash = crate::dump::file_hash(&dir.join("plugin.py"));
-                let key = e.name.clone().unwrap_or_else(|| folder.to_string());
-                (key, failed_status(e.reason(), e.dump, hash))
-            }
-        };
-        let state = status.state;
-        let entry = inner.entry(key.clone(), folder.to_string(), dir, status);
-        inner
-            .plugins
-            .replace(existing.map(|e| e.key.as_str()), entry);
-        format!("{key}: read again, now {}", state.as_str())
-    }
-
-    /// Starts the worker of every enabled plugin now (running `start()`),
-    /// rather than at its first call: what a long-running server does at
-    /// start. A plugin that fails to start becomes `failed`, as at enable.
-    pub async fn start_enabled(&self) {
-        let enabled: Vec<Arc<Plugin>> = self
-            .inner
-            .plugins
-            .all()
-            .into_iter()
-            .filter(|p| p.status().state == State::Enabled)
-            .collect();
-        for plugin in enabled {
+    /// See [`crate::Host::start_enabled`].
+    pub(crate) async fn start_enabled(&self) {
+        for plugin in self.registry.enabled() {
             let pool = plugin.pool();
-            if let Err(f) = self.inner.fill_pool(&plugin, &pool, false, false).await {
+            if let Err(f) = self.fill_pool(&plugin, &pool, false, false).await {
                 tracing::warn!(target: "server", plugin = %plugin.key, "could not start: {}", f.reason);
             }
         }
     }
 
-    /// Hot reload with rollback: loads and starts `plugin.py` as it is now in a
-    /// new worker beside the running one; only if that succeeds do new
-    /// calls go to it, while calls in flight finish on the old worker,
-    /// which is then stopped. On any failure the running version keeps
-    /// serving, a crash dump is written (phase `reload`) and the error is
-    /// returned; the plugin stays enabled. A new version that declares
-    /// permissions that were not granted is not swapped in.
-    pub async fn reload(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.find(name).await?;
+    /// See [`crate::Host::reload`].
+    pub(crate) async fn reload(&self, plugin: &Arc<Plugin>) -> Result<(), HostError> {
         let _one_change = plugin.changing.lock().await;
         if plugin.status().state != State::Enabled {
             return Err(HostError::NotEnabled(format!(
@@ -247,14 +194,13 @@ impl Host {
                 plugin.key, plugin.key
             )));
         }
-        let inner = &self.inner;
-        let pool = inner.new_pool(&plugin.key);
-        match inner.fill_pool(&plugin, &pool, false, true).await {
+        let pool = self.registry.new_pool(&plugin.key);
+        match self.fill_pool(plugin, &pool, false, true).await {
             Ok(()) => {}
             Err(f) => {
                 let dump = f.dump.clone().or_else(|| {
                     let hash = crate::dump::file_hash(&plugin.dir.join("plugin.py"));
-                    inner.write_dump(
+                    self.launcher.dumps().write_error(
                         &plugin.key,
                         &hash,
                         Phase::Reload,
@@ -273,8 +219,7 @@ impl Host {
         };
         let old_timeout_s = {
             let s = plugin.status();
-            inner
-                .config
+            self.config
                 .timeout_for(&plugin.key, s.meta.as_ref().and_then(|m| m.timeout_s))
         };
         // `fill_pool` recorded the new meta; new calls now reach the new
@@ -282,22 +227,21 @@ impl Host {
         // the calls' timeout) and are then stopped.
         let old = plugin.replace_pool(pool);
         tracing::info!(target: "audit", event = "reload", plugin = %plugin.key, outcome = "swapped");
-        announce(&inner.changes);
+        self.signals.changed();
         old.retire();
-        let limit = Duration::from_secs_f64(old_timeout_s + inner.config.kill_grace_s);
+        let limit = Duration::from_secs_f64(old_timeout_s + self.config.kill_grace_s);
         let (workers, drained) = old.drain(limit).await;
         if !drained {
             tracing::warn!(target: "server", plugin = %plugin.key, "a replaced worker still had a call running after its timeout; stopping it");
         }
-        join_all(workers.iter().map(|w| inner.stop_worker(&plugin, w))).await;
-        self.plugin(&plugin.key)
+        join_all(workers.iter().map(|w| self.stop_worker(plugin, w))).await;
+        Ok(())
     }
 
-    /// Stops the plugin (`stop()`) and remembers it as disabled.
-    pub async fn disable(&self, name: &str) -> Result<PluginInfo, HostError> {
-        let plugin = self.find(name).await?;
+    /// See [`crate::Host::disable`].
+    pub(crate) async fn disable(&self, plugin: &Arc<Plugin>) -> Result<(), HostError> {
         let _one_change = plugin.changing.lock().await;
-        let _announce = Announce(&self.inner.changes);
+        let _announce = self.signals.change_on_drop();
         // Refused from now on: a call waiting in the queue is answered
         // "disabled" rather than starting a worker.
         {
@@ -306,9 +250,9 @@ impl Host {
                 s.state = State::Disabled;
             }
         }
-        let pool = self.inner.new_pool(&plugin.key);
+        let pool = self.registry.new_pool(&plugin.key);
         let old = plugin.replace_pool(pool);
-        self.inner.stop_pool(&plugin, &old).await;
+        self.stop_pool(plugin, &old).await;
         {
             let mut s = plugin.status();
             s.granted = None;
@@ -318,68 +262,19 @@ impl Host {
                 s.failure = None;
             }
         }
-        self.inner
-            .store
-            .set_disabled(&plugin.key)
-            .await
-            .map_err(|source| self.inner.db_error(source))?;
+        self.store.set_disabled(&plugin.key).await?;
         tracing::info!(target: "audit", event = "disable", plugin = %plugin.key);
-        self.plugin(&plugin.key)
+        Ok(())
     }
 
-    /// Stops every running worker (`stop()`, bounded by `stop_timeout_s`).
-    pub async fn shutdown(&self) {
-        let plugins = self.inner.plugins.all();
-        let mut tasks = tokio::task::JoinSet::new();
-        for plugin in plugins {
-            let inner = self.inner.clone();
-            tasks.spawn(async move {
-                inner.stop_pool(&plugin, &plugin.pool()).await;
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        self.inner.store.close().await;
-    }
-}
-
-impl Inner {
-    /// The registry entry of what was found in `plugins/FOLDER`, with a
-    /// new pool, recorded in the audit log: every entry is made here.
-    pub(crate) fn entry(
-        &self,
-        key: String,
-        folder: String,
-        dir: PathBuf,
-        status: Status,
-    ) -> Arc<Plugin> {
-        tracing::info!(
-            target: "audit",
-            event = "discovered",
-            plugin = %key,
-            folder = %folder,
-            state = status.state.as_str(),
-            reason = status.failure.as_ref().map(|f| f.reason.as_str()),
-        );
-        let pool = self.new_pool(&key);
-        Arc::new(Plugin::new(key, folder, dir, status, pool))
-    }
-
-    /// A pool of the configured size for `key`, within `max_workers` given
-    /// the pools of the other enabled plugins.
-    pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
-        let wanted = self.config.workers_for(key).max(1);
-        let others: usize = self
-            .plugins
-            .all()
-            .iter()
-            .filter(|p| p.key != key && p.status().state == State::Enabled)
-            .map(|p| p.pool().size())
-            .sum();
-        let room = self.config.max_workers.saturating_sub(others).max(1);
-        if wanted > room {
-            tracing::warn!(target: "server", plugin = key, "{wanted} workers configured but max_workers = {} leaves room for {room}", self.config.max_workers);
-        }
-        Pool::new(wanted.min(room), self.config.queue_for(key))
+    /// See [`crate::Host::shutdown`].
+    pub(crate) async fn shutdown(&self) {
+        let plugins = self.registry.all();
+        join_all(plugins.iter().map(|p| async move {
+            self.stop_pool(p, &p.pool()).await;
+        }))
+        .await;
+        self.store.close().await;
     }
 
     /// Starts every worker `pool` has room for, at once, each loading the
@@ -396,7 +291,7 @@ impl Inner {
     ) -> Result<(), Failure> {
         // The plugin's environment, built once for the whole pool before
         // any worker starts (calls wait in the queue meanwhile).
-        if let Err(failure) = self.build_environment(plugin).await {
+        if let Err(failure) = self.launcher.build_environment(plugin).await {
             give_up(plugin, pool, &failure, reloading);
             return Err(failure);
         }
@@ -459,7 +354,7 @@ impl Inner {
     /// by enable: the declared permissions are about to be granted, so a
     /// change of permissions on disk is accepted.
     pub(crate) async fn activate(
-        self: &Inner,
+        &self,
         plugin: &Arc<Plugin>,
         granting: bool,
     ) -> Result<Arc<Worker>, Failure> {
@@ -493,7 +388,7 @@ impl Inner {
     /// under the `reload` phase; `env_use` says whether the plugin's
     /// environment may be built now.
     async fn start_worker(
-        self: &Inner,
+        &self,
         plugin: &Arc<Plugin>,
         granting: bool,
         reloading: bool,
@@ -518,13 +413,13 @@ impl Inner {
             self.config.max_crashes,
             Duration::from_secs_f64(self.config.crash_window_s),
         );
-        let (changes, incidents) = (self.changes.clone(), self.incidents.clone());
+        let signals = self.signals.clone();
         Box::new(move |exit| {
-            announce(&incidents);
+            signals.incident();
             if let Some(p) = weak.upgrade()
                 && p.record_crash(exit, max, window)
             {
-                announce(&changes);
+                signals.changed();
             }
         })
     }
@@ -557,7 +452,8 @@ impl Inner {
             attempts += 1;
             let crash_counter = Some(self.crash_counter(plugin));
             let loaded = match self
-                .load(&plugin.folder, &plugin.dir, &access, phase, crash_counter)
+                .launcher
+                .load(Source::of(plugin), &access, phase, crash_counter)
                 .await
             {
                 Ok(l) => l,
@@ -625,7 +521,7 @@ impl Inner {
         } = loaded;
         let meta = Arc::new(meta);
         let timeout = Duration::from_secs_f64(self.config.timeout_for(&plugin.key, meta.timeout_s));
-        let failure = match hooks::request(&worker, method::START, &Value::Null, timeout).await {
+        let failure = match reply::request(&worker, method::START, &Value::Null, timeout).await {
             Ended::Returned(_, output) => {
                 log_output(&plugin.key, output.as_ref());
                 return Ok(Started {
@@ -635,7 +531,14 @@ impl Inner {
                 });
             }
             Ended::Raised(e, output) => {
-                let dump = self.write_dump(&plugin.key, &file_hash, phase, None, &e, output);
+                let dump = self.launcher.dumps().write_error(
+                    &plugin.key,
+                    &file_hash,
+                    phase,
+                    None,
+                    &e,
+                    output,
+                );
                 Failure::new(format!("start() raised {}", exception_text(&e)), dump)
             }
             Ended::Died { delivered, exit } => {
@@ -646,7 +549,7 @@ impl Inner {
                 };
                 Failure::died(reason, exit.dump.clone())
             }
-            Ended::TimedOut => {
+            Ended::Abandoned(_) => {
                 let reason = format!("start() did not finish within {} s", timeout.as_secs_f64());
                 let exit = worker.kill_and_wait(&reason).await;
                 Failure::new(reason, exit.dump.clone())
@@ -660,15 +563,22 @@ impl Inner {
     async fn stop_worker(&self, plugin: &Plugin, worker: &Worker) {
         if worker.is_alive() {
             let timeout = Duration::from_secs_f64(self.config.stop_timeout_s);
-            match hooks::request(worker, method::STOP, &Value::Null, timeout).await {
+            match reply::request(worker, method::STOP, &Value::Null, timeout).await {
                 Ended::Raised(e, output) => {
                     let hash = plugin.status().file_hash.clone();
-                    let dump = self.write_dump(&plugin.key, &hash, Phase::Stop, None, &e, output);
+                    let dump = self.launcher.dumps().write_error(
+                        &plugin.key,
+                        &hash,
+                        Phase::Stop,
+                        None,
+                        &e,
+                        output,
+                    );
                     tracing::warn!(target: "server", plugin = %plugin.key, dump = ?dump, "stop() raised {}", exception_text(&e));
                 }
                 Ended::Returned(_, output) => log_output(&plugin.key, output.as_ref()),
                 Ended::Died { .. } => {}
-                Ended::TimedOut => {
+                Ended::Abandoned(_) => {
                     tracing::warn!(target: "server", plugin = %plugin.key, "stop() did not finish within {} s; killing the worker", timeout.as_secs_f64());
                 }
             }

@@ -1,10 +1,13 @@
-//! The registry's entries: one per plugin, with its state and its workers.
+//! The registry: one entry per plugin found under `plugins/`, with its
+//! state and its pool of workers; every entry is made here
+//! ([`Registry::entry`]).
 
-use greffon_core::{Permission, PluginMeta};
+use crate::error::HostError;
+use greffon_core::{Config, Permission, PluginMeta};
 use greffon_protocol::api::{FailureInfo, State};
 use greffon_worker::{Exit, Pool};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -273,12 +276,124 @@ pub(crate) fn failed_status(reason: String, dump: Option<PathBuf>, file_hash: St
 
 /// Every entry, by registry key. The lock is held only to read or swap
 /// entries, never across an await.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     entries: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    /// Sizes each entry's pool (`workers`, `queue`, `max_workers`).
+    config: Arc<Config>,
+    /// Named when a plugin is unknown.
+    plugins_dir: PathBuf,
 }
 
 impl Registry {
+    pub(crate) fn new(config: Arc<Config>, plugins_dir: PathBuf) -> Registry {
+        Registry {
+            entries: RwLock::default(),
+            config,
+            plugins_dir,
+        }
+    }
+
+    pub(crate) fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    /// The entry of what was found in `plugins/FOLDER`, with a new pool,
+    /// recorded in the audit log: every entry is made here. It is not
+    /// installed: discovery and the watcher decide where it goes.
+    pub(crate) fn entry(
+        &self,
+        key: String,
+        folder: String,
+        dir: PathBuf,
+        status: Status,
+    ) -> Arc<Plugin> {
+        tracing::info!(
+            target: "audit",
+            event = "discovered",
+            plugin = %key,
+            folder = %folder,
+            state = status.state.as_str(),
+            reason = status.failure.as_ref().map(|f| f.reason.as_str()),
+        );
+        let pool = self.new_pool(&key);
+        Arc::new(Plugin::new(key, folder, dir, status, pool))
+    }
+
+    /// A pool of the configured size for `key`, within `max_workers` given
+    /// the pools of the other enabled plugins.
+    pub(crate) fn new_pool(&self, key: &str) -> Arc<Pool> {
+        let wanted = self.config.workers_for(key).max(1);
+        let others: usize = self
+            .all()
+            .iter()
+            .filter(|p| p.key != key && p.status().state == State::Enabled)
+            .map(|p| p.pool().size())
+            .sum();
+        let room = self.config.max_workers.saturating_sub(others).max(1);
+        if wanted > room {
+            tracing::warn!(target: "server", plugin = key, "{wanted} workers configured but max_workers = {} leaves room for {room}", self.config.max_workers);
+        }
+        Pool::new(wanted.min(room), self.config.queue_for(key))
+    }
+
+    /// The entry `name` names, or an error listing the known ones.
+    pub(crate) fn lookup(&self, name: &str) -> Result<Arc<Plugin>, HostError> {
+        if let Some(p) = self.get(name) {
+            return Ok(p);
+        }
+        let known = self.keys();
+        Err(HostError::UnknownPlugin(if known.is_empty() {
+            format!(
+                "unknown plugin '{name}': no plugin found under {}",
+                self.plugins_dir.display()
+            )
+        } else {
+            format!("unknown plugin '{name}' (known: {})", known.join(", "))
+        }))
+    }
+
+    /// The names that reach an enabled plugin (its key, and the name its
+    /// meta declares when another).
+    pub(crate) fn enabled_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for p in self.all() {
+            let status = p.status();
+            if status.state == State::Enabled {
+                names.push(p.key.clone());
+                if let Some(meta) = status.meta.as_ref().filter(|m| m.name != p.key) {
+                    names.push(meta.name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The (name, folder) of every entry.
+    pub(crate) fn taken(&self) -> Vec<(String, String)> {
+        self.read()
+            .values()
+            .map(|p| (p.key.clone(), p.folder.clone()))
+            .collect()
+    }
+
+    /// Every entry whose state is `enabled`.
+    pub(crate) fn enabled(&self) -> Vec<Arc<Plugin>> {
+        self.all()
+            .into_iter()
+            .filter(|p| p.status().state == State::Enabled)
+            .collect()
+    }
+
+    /// Whether any plugin declares a secret.
+    pub(crate) fn any_declares_secrets(&self) -> bool {
+        self.all().iter().any(|p| {
+            p.status()
+                .meta
+                .as_ref()
+                .is_some_and(|m| !m.secrets.is_empty())
+        })
+    }
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Plugin>>> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,13 +1,14 @@
 //! The registry's persisted part in `greffon.db`: which plugins are
 //! enabled, and with which permissions and secrets.
 
+use crate::error::HostError;
 use crate::registry::Granted;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqlSafeStr};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Migrations are embedded (not read from disk at run time) so a copied
@@ -38,10 +39,21 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
+    /// Named in its errors.
+    path: PathBuf,
 }
 
 impl Store {
-    pub(crate) async fn open(path: &Path) -> Result<Store, sqlx::Error> {
+    pub(crate) async fn open(path: &Path) -> Result<Store, HostError> {
+        Store::connect(path)
+            .await
+            .map_err(|source| HostError::Database {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    async fn connect(path: &Path) -> Result<Store, sqlx::Error> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -52,14 +64,25 @@ impl Store {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn error(&self, source: sqlx::Error) -> HostError {
+        HostError::Database {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Enabled plugins and what they were granted.
-    pub(crate) async fn enabled(&self) -> Result<HashMap<String, Granted>, sqlx::Error> {
+    pub(crate) async fn enabled(&self) -> Result<HashMap<String, Granted>, HostError> {
         let rows = sqlx::query("SELECT name, permissions, secrets FROM plugins WHERE enabled = 1")
             .fetch_all(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -75,11 +98,7 @@ impl Store {
             .collect())
     }
 
-    pub(crate) async fn set_enabled(
-        &self,
-        name: &str,
-        granted: &Granted,
-    ) -> Result<(), sqlx::Error> {
+    pub(crate) async fn set_enabled(&self, name: &str, granted: &Granted) -> Result<(), HostError> {
         let perms = serde_json::to_string(&granted.permissions).unwrap_or_else(|_| "[]".into());
         let secrets = serde_json::to_string(&granted.secrets).unwrap_or_else(|_| "[]".into());
         sqlx::query(
@@ -92,16 +111,18 @@ impl Store {
         .bind(secrets)
         .bind(chrono::Utc::now().to_rfc3339())
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 
-    pub(crate) async fn set_disabled(&self, name: &str) -> Result<(), sqlx::Error> {
+    pub(crate) async fn set_disabled(&self, name: &str) -> Result<(), HostError> {
         sqlx::query("UPDATE plugins SET enabled = 0, updated_at = ? WHERE name = ?")
             .bind(chrono::Utc::now().to_rfc3339())
             .bind(name)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ mod file;
 mod keyring;
 
 use crate::error::HostError;
-use crate::host::Inner;
+use crate::registry::Registry;
 use file::FileStore;
 use greffon_core::{SecretStoreKind, is_valid_secret_name};
 use greffon_protocol::api::SecretEntry;
@@ -134,12 +134,7 @@ impl SecretStore {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) async fn set(
-        &self,
-        plugin: &str,
-        name: &str,
-        value: &str,
-    ) -> Result<(), SecretError> {
+    async fn set(&self, plugin: &str, name: &str, value: &str) -> Result<(), SecretError> {
         match self.backend().await {
             Backend::File => self.file.set(plugin, name, value)?,
             Backend::Keyring => self.keyring.set(plugin, name, value).await?,
@@ -152,7 +147,7 @@ impl SecretStore {
         Ok(())
     }
 
-    pub(crate) async fn remove(&self, plugin: &str, name: &str) -> Result<bool, SecretError> {
+    async fn remove(&self, plugin: &str, name: &str) -> Result<bool, SecretError> {
         let removed = match self.backend().await {
             Backend::File => self.file.remove(plugin, name)?,
             Backend::Keyring => self.keyring.remove(plugin, name).await?,
@@ -190,52 +185,52 @@ fn check_name(plugin: &str, name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-impl Inner {
-    /// Every declared secret of `plugin` (or of every plugin), set or not,
-    /// then the `stored` ones no plugin declares.
-    pub(crate) fn secret_list(
-        &self,
-        plugin: Option<&str>,
-        stored: &BTreeMap<String, Vec<String>>,
-    ) -> Vec<SecretEntry> {
-        let is_set = |p: &str, n: &str| stored.get(p).is_some_and(|s| s.iter().any(|x| x == n));
-        let mut out: Vec<SecretEntry> = Vec::new();
-        for p in self.plugins.all() {
-            if plugin.is_some_and(|want| want != p.key) {
-                continue;
-            }
-            let declared = p.status().meta.as_ref().map(|m| m.secrets.clone());
-            for name in declared.unwrap_or_default() {
+/// Every declared secret of `plugin` (or of every plugin in `registry`),
+/// set or not, then the `stored` ones no plugin declares.
+pub(crate) fn secret_list(
+    registry: &Registry,
+    plugin: Option<&str>,
+    stored: &BTreeMap<String, Vec<String>>,
+) -> Vec<SecretEntry> {
+    let is_set = |p: &str, n: &str| stored.get(p).is_some_and(|s| s.iter().any(|x| x == n));
+    let mut out: Vec<SecretEntry> = Vec::new();
+    for p in registry.all() {
+        if plugin.is_some_and(|want| want != p.key) {
+            continue;
+        }
+        let declared = p.status().meta.as_ref().map(|m| m.secrets.clone());
+        for name in declared.unwrap_or_default() {
+            out.push(SecretEntry {
+                set: is_set(&p.key, &name),
+                plugin: p.key.clone(),
+                name,
+                declared: true,
+            });
+        }
+    }
+    for (p, names) in stored {
+        if plugin.is_some_and(|want| want != p) {
+            continue;
+        }
+        for name in names {
+            if !out.iter().any(|e| &e.plugin == p && &e.name == name) {
                 out.push(SecretEntry {
-                    set: is_set(&p.key, &name),
-                    plugin: p.key.clone(),
-                    name,
-                    declared: true,
+                    plugin: p.clone(),
+                    name: name.clone(),
+                    set: true,
+                    declared: false,
                 });
             }
         }
-        for (p, names) in stored {
-            if plugin.is_some_and(|want| want != p) {
-                continue;
-            }
-            for name in names {
-                if !out.iter().any(|e| &e.plugin == p && &e.name == name) {
-                    out.push(SecretEntry {
-                        plugin: p.clone(),
-                        name: name.clone(),
-                        set: true,
-                        declared: false,
-                    });
-                }
-            }
-        }
-        out
     }
+    out
+}
 
-    /// Stores a value for one of the `declared` secrets of `plugin`. A
-    /// plugin reads the new value at its next `greffon.secret()`: nothing
-    /// restarts.
-    pub(crate) async fn set_secret(
+impl SecretStore {
+    /// Stores a value for one of the `declared` secrets of `plugin`, after
+    /// checking the names and the value. A plugin reads the new value at
+    /// its next `greffon.secret()`: nothing restarts.
+    pub(crate) async fn set_declared(
         &self,
         plugin: &str,
         name: &str,
@@ -269,7 +264,7 @@ impl Inner {
                 "the value of secret '{name}' contains a NUL byte"
             )));
         }
-        self.services.secrets.set(plugin, name, value).await?;
+        self.set(plugin, name, value).await?;
         // Hidden from now on, even before a worker reads it.
         crate::redact::remember(name, value);
         tracing::info!(target: "audit", event = "secret_set", plugin, secret = name);
@@ -277,9 +272,9 @@ impl Inner {
     }
 
     /// Removes a stored secret (also of a plugin whose folder is gone).
-    pub(crate) async fn remove_secret(&self, plugin: &str, name: &str) -> Result<(), HostError> {
+    pub(crate) async fn remove_checked(&self, plugin: &str, name: &str) -> Result<(), HostError> {
         check_name(plugin, name)?;
-        if !self.services.secrets.remove(plugin, name).await? {
+        if !self.remove(plugin, name).await? {
             return Err(HostError::SecretNotSet {
                 plugin: plugin.to_string(),
                 name: name.to_string(),
