@@ -421,105 +421,16 @@ impl Config {
         Ok(config)
     }
 
-    /// Range checks serde cannot express.
+    /// Range checks serde cannot express; the first problem is reported,
+    /// at its line.
     fn check(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
-        let mut bad: Option<(String, String)> = None;
-        let mut positive = |key: &str, v: f64| {
-            if bad.is_none() && !(v > 0.0 && v.is_finite()) {
-                bad = Some((
-                    key.to_string(),
-                    format!("must be a positive number, got {v}"),
-                ));
-            }
-        };
-        positive("default_timeout_s", self.default_timeout_s);
-        positive("stop_timeout_s", self.stop_timeout_s);
-        positive("kill_grace_s", self.kill_grace_s);
-        positive("crash_window_s", self.crash_window_s);
-        positive("http_timeout_s", self.http_timeout_s);
-        positive("server.shutdown_grace_s", self.server.shutdown_grace_s);
-        for (name, p) in &self.plugins {
-            if let Some(t) = p.timeout_s {
-                positive(&format!("plugins.{name}.timeout_s"), t);
-            }
-        }
-        for (name, p) in &self.plugins {
-            for (key, v) in [
-                ("memory_mb", p.memory_mb),
-                ("cpu_s", p.cpu_s),
-                ("max_open_files", p.max_open_files),
-                ("max_file_mb", p.max_file_mb),
-                ("workers", p.workers.map(|w| w as u64)),
-            ] {
-                if bad.is_none() && v == Some(0) {
-                    bad = Some((format!("plugins.{name}.{key}"), "must be at least 1".into()));
-                }
-            }
-        }
-        if bad.is_none() && self.server.bind.parse::<std::net::SocketAddr>().is_err() {
-            bad = Some((
-                "server.bind".into(),
-                format!(
-                    "'{}' is not an address with a port (e.g. 127.0.0.1:8765)",
-                    self.server.bind
-                ),
-            ));
-        }
-        if bad.is_none() && self.server.token.as_ref().is_some_and(|t| t.len() < 16) {
-            bad = Some((
-                "server.token".into(),
-                "must be at least 16 characters".into(),
-            ));
-        }
-        for entry in self.allowlist_domains.iter().flatten() {
-            if let (None, Err(why)) = (&bad, Pattern::parse(entry)) {
-                bad = Some(("allowlist_domains".into(), why));
-            }
-        }
-        for (name, p) in &self.plugins {
-            for entry in p.allowlist_domains.iter().flatten() {
-                if let (None, Err(why)) = (&bad, Pattern::parse(entry)) {
-                    bad = Some((format!("plugins.{name}.allowlist_domains"), why));
-                }
-            }
-        }
-        for (key, v) in [
-            ("llm.context", self.llm.context),
-            ("llm.batch", self.llm.batch),
-            ("llm.threads", self.llm.threads.unwrap_or(1)),
-        ] {
-            if bad.is_none() && v == 0 {
-                bad = Some((key.to_string(), "must be at least 1".into()));
-            }
-        }
-        if bad.is_none() && !(self.llm.timeout_s.is_finite() && self.llm.timeout_s > 0.0) {
-            bad = Some((
-                "llm.timeout_s".into(),
-                "must be a number of seconds > 0".into(),
-            ));
-        }
-        if bad.is_none() && self.scheduler.keep_runs == 0 {
-            bad = Some(("scheduler.keep_runs".into(), "must be at least 1".into()));
-        }
-        if bad.is_none() && !(self.scheduler.lease_s.is_finite() && self.scheduler.lease_s >= 1.0) {
-            bad = Some((
-                "scheduler.lease_s".into(),
-                "must be a number of seconds ≥ 1".into(),
-            ));
-        }
-        for (key, v) in [
-            ("max_args_bytes", self.max_args_bytes),
-            ("max_result_bytes", self.max_result_bytes),
-            ("workers", self.workers),
-            ("max_workers", self.max_workers),
-            ("max_crashes", self.max_crashes as usize),
-            ("http_max_response_bytes", self.http_max_response_bytes),
-        ] {
-            if bad.is_none() && v == 0 {
-                bad = Some((key.to_string(), "must be at least 1".into()));
-            }
-        }
-        match bad {
+        let problem = (self.durations_problem())
+            .or_else(|| self.counts_problem())
+            .or_else(|| self.server_problem())
+            .or_else(|| self.allowlist_problem())
+            .or_else(|| self.llm_problem())
+            .or_else(|| self.scheduler_problem());
+        match problem {
             None => Ok(()),
             Some((key, message)) => Err(ConfigError {
                 file: file.to_path_buf(),
@@ -530,7 +441,120 @@ impl Config {
         }
     }
 
-    /// The effective timeout for a plugin: config, then meta, then default.
+    /// Durations in seconds, which must be positive.
+    fn durations_problem(&self) -> Option<(String, String)> {
+        let plugin_timeouts = (self.plugins.iter())
+            .filter_map(|(name, p)| Some((format!("plugins.{name}.timeout_s"), p.timeout_s?)));
+        [
+            ("default_timeout_s", self.default_timeout_s),
+            ("stop_timeout_s", self.stop_timeout_s),
+            ("kill_grace_s", self.kill_grace_s),
+            ("crash_window_s", self.crash_window_s),
+            ("http_timeout_s", self.http_timeout_s),
+            ("server.shutdown_grace_s", self.server.shutdown_grace_s),
+        ]
+        .into_iter()
+        .map(|(key, v)| (key.to_string(), v))
+        .chain(plugin_timeouts)
+        .find(|(_, v)| !(*v > 0.0 && v.is_finite()))
+        .map(|(key, v)| (key, format!("must be a positive number, got {v}")))
+    }
+
+    /// Sizes and counts, which must be at least 1.
+    fn counts_problem(&self) -> Option<(String, String)> {
+        let global = [
+            ("max_args_bytes", self.max_args_bytes as u64),
+            ("max_result_bytes", self.max_result_bytes as u64),
+            ("workers", self.workers as u64),
+            ("max_workers", self.max_workers as u64),
+            ("max_crashes", u64::from(self.max_crashes)),
+            (
+                "http_max_response_bytes",
+                self.http_max_response_bytes as u64,
+            ),
+        ]
+        .map(|(key, v)| (key.to_string(), Some(v)));
+        let per_plugin = self.plugins.iter().flat_map(|(name, p)| {
+            [
+                ("memory_mb", p.memory_mb),
+                ("cpu_s", p.cpu_s),
+                ("max_open_files", p.max_open_files),
+                ("max_file_mb", p.max_file_mb),
+                ("workers", p.workers.map(|w| w as u64)),
+            ]
+            .map(|(key, v)| (format!("plugins.{name}.{key}"), v))
+        });
+        per_plugin
+            .chain(global)
+            .find(|(_, v)| *v == Some(0))
+            .map(|(key, _)| (key, "must be at least 1".into()))
+    }
+
+    fn server_problem(&self) -> Option<(String, String)> {
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Some((
+                "server.bind".into(),
+                format!(
+                    "'{}' is not an address with a port (e.g. 127.0.0.1:8765)",
+                    self.server.bind
+                ),
+            ));
+        }
+        if self.server.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Some((
+                "server.token".into(),
+                "must be at least 16 characters".into(),
+            ));
+        }
+        None
+    }
+
+    /// Every allowlist entry, global then per plugin, must parse.
+    fn allowlist_problem(&self) -> Option<(String, String)> {
+        let global = (self.allowlist_domains.iter().flatten())
+            .map(|entry| ("allowlist_domains".to_string(), entry));
+        let per_plugin = self.plugins.iter().flat_map(|(name, p)| {
+            (p.allowlist_domains.iter().flatten())
+                .map(move |entry| (format!("plugins.{name}.allowlist_domains"), entry))
+        });
+        global
+            .chain(per_plugin)
+            .find_map(|(key, entry)| Pattern::parse(entry).err().map(|why| (key, why)))
+    }
+
+    fn llm_problem(&self) -> Option<(String, String)> {
+        let zero = [
+            ("llm.context", self.llm.context),
+            ("llm.batch", self.llm.batch),
+            ("llm.threads", self.llm.threads.unwrap_or(1)),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0);
+        if let Some((key, _)) = zero {
+            return Some((key.to_string(), "must be at least 1".into()));
+        }
+        if !(self.llm.timeout_s.is_finite() && self.llm.timeout_s > 0.0) {
+            return Some((
+                "llm.timeout_s".into(),
+                "must be a number of seconds > 0".into(),
+            ));
+        }
+        None
+    }
+
+    fn scheduler_problem(&self) -> Option<(String, String)> {
+        if self.scheduler.keep_runs == 0 {
+            return Some(("scheduler.keep_runs".into(), "must be at least 1".into()));
+        }
+        if !(self.scheduler.lease_s.is_finite() && self.scheduler.lease_s >= 1.0) {
+            return Some((
+                "scheduler.lease_s".into(),
+                "must be a number of seconds ≥ 1".into(),
+            ));
+        }
+        None
+    }
+
     /// Worker processes for `plugin` (before the `max_workers` ceiling).
     pub fn workers_for(&self, plugin: &str) -> usize {
         self.plugins
@@ -547,6 +571,7 @@ impl Config {
             .unwrap_or(self.queue)
     }
 
+    /// The effective timeout for a plugin: config, then meta, then default.
     pub fn timeout_for(&self, plugin: &str, meta_timeout_s: Option<f64>) -> f64 {
         self.plugins
             .get(plugin)

@@ -101,125 +101,18 @@ impl PluginMeta {
             )));
         };
         let mut problems = Vec::new();
-
-        let name = match map.get("name") {
-            None => {
-                problems.push("meta.name is missing".into());
-                String::new()
-            }
-            Some(Value::String(n)) if is_valid_name(n) => n.clone(),
-            Some(Value::String(n)) => {
-                problems.push(format!(
-                    "meta.name '{n}' is not a valid name (letters, digits, '_' and '-', at most {MAX_NAME_LEN})"
-                ));
-                String::new()
-            }
-            Some(other) => {
-                problems.push(format!(
-                    "meta.name must be a string, got {}",
-                    schema::describe(other)
-                ));
-                String::new()
-            }
-        };
-
-        let description = match map.get("description") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(d)) => d.clone(),
-            Some(other) => {
-                problems.push(format!(
-                    "meta.description must be a string, got {}",
-                    schema::describe(other)
-                ));
-                String::new()
-            }
-        };
-
+        let name = parse_name(map.get("name"), &mut problems);
+        let description =
+            parse_text(map.get("description"), "description", &mut problems).unwrap_or_default();
         let version = match map.get("version") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(v)) => Some(v.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
-            Some(other) => {
-                problems.push(format!(
-                    "meta.version must be a string, got {}",
-                    schema::describe(other)
-                ));
-                None
-            }
+            v => parse_text(v, "version", &mut problems),
         };
-
-        let mut permissions = Vec::new();
-        match map.get("permissions") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for item in items {
-                    match item.as_str().map(|s| (s, Permission::parse(s))) {
-                        Some((_, Some(p))) => permissions.push(p),
-                        Some((s, None)) => problems.push(format!(
-                            "meta.permissions: unknown permission '{s}' (expected net, fs_read, fs_write or process; synonyms: network, filesystem)"
-                        )),
-                        None => problems.push(format!(
-                            "meta.permissions: each permission must be a string, got {}",
-                            schema::describe(item)
-                        )),
-                    }
-                }
-            }
-            Some(other) => problems.push(format!(
-                "meta.permissions must be a list of strings, got {}",
-                schema::describe(other)
-            )),
-        }
-        permissions.sort();
-        permissions.dedup();
-
-        let timeout_s = match map.get("timeout") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(t) if t > 0.0 && t.is_finite() => Some(t),
-                _ => {
-                    problems.push(format!(
-                        "meta.timeout must be a positive number of seconds, got {n}"
-                    ));
-                    None
-                }
-            },
-            Some(other) => {
-                problems.push(format!(
-                    "meta.timeout must be a number of seconds, got {}",
-                    schema::describe(other)
-                ));
-                None
-            }
-        };
-
+        let permissions = parse_permissions(map.get("permissions"), &mut problems);
+        let timeout_s = parse_timeout(map.get("timeout"), &mut problems);
         // The contract writes `inputs.schema`; both the nested form and the
         // literal dotted key are accepted.
-        let raw_schema = match (map.get("inputs"), map.get("inputs.schema")) {
-            (Some(Value::Object(inputs)), _) => inputs.get("schema"),
-            (Some(Value::Null) | None, dotted) => dotted,
-            (Some(other), _) => {
-                problems.push(format!(
-                    "meta.inputs must be a dict with a 'schema' key, got {}",
-                    schema::describe(other)
-                ));
-                None
-            }
-        };
-        let schema = match schema::normalize(raw_schema) {
-            Ok((source, s)) => match InputSchema::compile(source, s) {
-                Ok(compiled) => Some(compiled),
-                Err(p) => {
-                    problems.push(p);
-                    None
-                }
-            },
-            Err(ps) => {
-                problems.extend(ps);
-                None
-            }
-        };
-
+        let schema = parse_schema(map.get("inputs"), map.get("inputs.schema"), &mut problems);
         let (paths_read, paths_write) = parse_paths(map.get("paths"), &permissions, &mut problems);
         let allowlist = parse_allowlist(map.get("allowlist_domains"), &permissions, &mut problems);
         let limits = parse_limits(map.get("limits"), &mut problems);
@@ -241,6 +134,118 @@ impl PluginMeta {
                 raw: meta.clone(),
             }),
             _ => Err(MetaError { problems }),
+        }
+    }
+}
+
+/// `meta.name`: a valid name (empty when it is not, with the problem).
+fn parse_name(v: Option<&Value>, problems: &mut Vec<String>) -> String {
+    match v {
+        None => problems.push("meta.name is missing".into()),
+        Some(Value::String(n)) if is_valid_name(n) => return n.clone(),
+        Some(Value::String(n)) => problems.push(format!(
+            "meta.name '{n}' is not a valid name (letters, digits, '_' and '-', at most {MAX_NAME_LEN})"
+        )),
+        Some(other) => problems.push(format!(
+            "meta.name must be a string, got {}",
+            schema::describe(other)
+        )),
+    }
+    String::new()
+}
+
+/// An optional string field of meta (`description`, `version`).
+fn parse_text(v: Option<&Value>, field: &str, problems: &mut Vec<String>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(other) => {
+            problems.push(format!(
+                "meta.{field} must be a string, got {}",
+                schema::describe(other)
+            ));
+            None
+        }
+    }
+}
+
+/// `meta.permissions`: known names (or synonyms), sorted, once each.
+fn parse_permissions(v: Option<&Value>, problems: &mut Vec<String>) -> Vec<Permission> {
+    let mut permissions = Vec::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item.as_str().map(|s| (s, Permission::parse(s))) {
+                    Some((_, Some(p))) => permissions.push(p),
+                    Some((s, None)) => problems.push(format!(
+                        "meta.permissions: unknown permission '{s}' (expected net, fs_read, fs_write or process; synonyms: network, filesystem)"
+                    )),
+                    None => problems.push(format!(
+                        "meta.permissions: each permission must be a string, got {}",
+                        schema::describe(item)
+                    )),
+                }
+            }
+        }
+        Some(other) => problems.push(format!(
+            "meta.permissions must be a list of strings, got {}",
+            schema::describe(other)
+        )),
+    }
+    permissions.sort();
+    permissions.dedup();
+    permissions
+}
+
+/// `meta.timeout`: a positive, finite number of seconds.
+fn parse_timeout(v: Option<&Value>, problems: &mut Vec<String>) -> Option<f64> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(t) if t > 0.0 && t.is_finite() => Some(t),
+            _ => {
+                problems.push(format!(
+                    "meta.timeout must be a positive number of seconds, got {n}"
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            problems.push(format!(
+                "meta.timeout must be a number of seconds, got {}",
+                schema::describe(other)
+            ));
+            None
+        }
+    }
+}
+
+/// The input schema, from `meta.inputs.schema` or the literal key
+/// `meta["inputs.schema"]`, normalized and compiled.
+fn parse_schema(
+    inputs: Option<&Value>,
+    dotted: Option<&Value>,
+    problems: &mut Vec<String>,
+) -> Option<InputSchema> {
+    let raw = match (inputs, dotted) {
+        (Some(Value::Object(inputs)), _) => inputs.get("schema"),
+        (Some(Value::Null) | None, dotted) => dotted,
+        (Some(other), _) => {
+            problems.push(format!(
+                "meta.inputs must be a dict with a 'schema' key, got {}",
+                schema::describe(other)
+            ));
+            None
+        }
+    };
+    match schema::normalize(raw) {
+        Ok((source, s)) => InputSchema::compile(source, s)
+            .map_err(|p| problems.push(p))
+            .ok(),
+        Err(ps) => {
+            problems.extend(ps);
+            None
         }
     }
 }
