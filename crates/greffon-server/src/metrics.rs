@@ -65,6 +65,14 @@ impl Metrics {
 
     pub(crate) fn render(&self, plugins: &[PluginInfo]) -> String {
         let mut out = String::new();
+        self.render_own(&mut out);
+        render_plugins(&mut out, plugins);
+        out
+    }
+
+    /// The families this server counts itself: calls, their latency,
+    /// reloads.
+    fn render_own(&self, out: &mut String) {
         let calls: Vec<String> = self
             .calls
             .lock()
@@ -77,7 +85,7 @@ impl Metrics {
             })
             .collect();
         family(
-            &mut out,
+            out,
             "greffon_calls_total",
             "counter",
             "Plugin calls through the API, by outcome.",
@@ -100,62 +108,15 @@ impl Metrics {
                 format!("greffon_call_duration_seconds_count {count}"),
             ]);
         family(
-            &mut out,
+            out,
             "greffon_call_duration_seconds",
             "histogram",
             "Latency of plugin calls through the API.",
             histogram,
         );
-        let crashes = plugins.iter().map(|p| {
-            format!(
-                "greffon_worker_crashes_total{{plugin=\"{}\"}} {}",
-                p.name, p.worker_crashes
-            )
-        });
-        family(
-            &mut out,
-            "greffon_worker_crashes_total",
-            "counter",
-            "Unexpected worker exits (each is followed by a restart).",
-            crashes,
-        );
-        let workers = plugins
-            .iter()
-            .filter(|p| p.state == State::Enabled)
-            .flat_map(|p| {
-                [("busy", p.workers.busy), ("idle", p.workers.idle)].map(|(state, n)| {
-                    format!(
-                        "greffon_workers{{plugin=\"{}\",state=\"{state}\"}} {n}",
-                        p.name
-                    )
-                })
-            });
-        family(
-            &mut out,
-            "greffon_workers",
-            "gauge",
-            "Live worker processes of each enabled plugin, serving a call (busy) or not (idle).",
-            workers,
-        );
-        let queued = plugins
-            .iter()
-            .filter(|p| p.state == State::Enabled)
-            .map(|p| {
-                format!(
-                    "greffon_queued_calls{{plugin=\"{}\"}} {}",
-                    p.name, p.workers.queued
-                )
-            });
-        family(
-            &mut out,
-            "greffon_queued_calls",
-            "gauge",
-            "Calls waiting for a worker of each enabled plugin.",
-            queued,
-        );
         let reloads = self.reloads.load(Ordering::Relaxed);
         family(
-            &mut out,
+            out,
             "greffon_reloads_total",
             "counter",
             "Hot reloads that swapped in a new version.",
@@ -163,22 +124,73 @@ impl Metrics {
         );
         let rollbacks = self.rollbacks.load(Ordering::Relaxed);
         family(
-            &mut out,
+            out,
             "greffon_reload_rollbacks_total",
             "counter",
             "Hot reloads that failed and kept the running version.",
             [format!("greffon_reload_rollbacks_total {rollbacks}")],
         );
-        let enabled = plugins.iter().filter(|p| p.state == State::Enabled).count();
-        family(
-            &mut out,
-            "greffon_enabled_plugins",
-            "gauge",
-            "Plugins enabled now.",
-            [format!("greffon_enabled_plugins {enabled}")],
-        );
-        out
     }
+}
+
+/// The families read from the host's entries: crashes, workers, queues,
+/// the enabled count.
+fn render_plugins(out: &mut String, plugins: &[PluginInfo]) {
+    let crashes = plugins.iter().map(|p| {
+        format!(
+            "greffon_worker_crashes_total{{plugin=\"{}\"}} {}",
+            p.name, p.worker_crashes
+        )
+    });
+    family(
+        out,
+        "greffon_worker_crashes_total",
+        "counter",
+        "Unexpected worker exits (each is followed by a restart).",
+        crashes,
+    );
+    let workers = plugins
+        .iter()
+        .filter(|p| p.state == State::Enabled)
+        .flat_map(|p| {
+            [("busy", p.workers.busy), ("idle", p.workers.idle)].map(|(state, n)| {
+                format!(
+                    "greffon_workers{{plugin=\"{}\",state=\"{state}\"}} {n}",
+                    p.name
+                )
+            })
+        });
+    family(
+        out,
+        "greffon_workers",
+        "gauge",
+        "Live worker processes of each enabled plugin, serving a call (busy) or not (idle).",
+        workers,
+    );
+    let queued = plugins
+        .iter()
+        .filter(|p| p.state == State::Enabled)
+        .map(|p| {
+            format!(
+                "greffon_queued_calls{{plugin=\"{}\"}} {}",
+                p.name, p.workers.queued
+            )
+        });
+    family(
+        out,
+        "greffon_queued_calls",
+        "gauge",
+        "Calls waiting for a worker of each enabled plugin.",
+        queued,
+    );
+    let enabled = plugins.iter().filter(|p| p.state == State::Enabled).count();
+    family(
+        out,
+        "greffon_enabled_plugins",
+        "gauge",
+        "Plugins enabled now.",
+        [format!("greffon_enabled_plugins {enabled}")],
+    );
 }
 
 /// One metric family: its `# HELP` and `# TYPE` lines, then its samples.

@@ -83,28 +83,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(opts.bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: opts.bind,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: opts.bind,
-        source,
-    })?;
-    let pid = std::process::id();
-    let endpoint = Endpoint {
-        address: local.to_string(),
-        url: format!("http://{local}"),
-        pid,
-    };
-    endpoint
-        .write(&opts.endpoint_file)
-        .map_err(|source| ServerError::Io {
-            context: format!("cannot write {}", opts.endpoint_file.display()),
-            source,
-        })?;
+    let (listener, local, endpoint) = listen(&opts).await?;
     tracing::info!(target: "server", address = %local, "greffon serving");
     // Dropping the watcher at the end stops it.
     let _watcher = match &opts.watch {
@@ -116,51 +95,17 @@ pub async fn serve(
         ),
         None => None,
     };
-    let closing = greffon_host::CancellationToken::new();
-    let app = Arc::new(App {
-        host: host.clone(),
-        tasks: opts.tasks.clone(),
-        llm: opts.llm.clone(),
-        metrics: Metrics::default(),
-        max_body_bytes: opts.max_body_bytes,
-        closing: closing.clone(),
-    });
-    let guard_state = Arc::new(Guard {
-        token: opts.token.clone(),
-        allowed_hosts: opts
-            .allowed_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-        sessions: Default::default(),
-    });
     if opts.print_login_link {
         print_login_link(&endpoint, &opts.token);
     }
+    let closing = greffon_host::CancellationToken::new();
+    let routes = routes_for(&host, &opts, local.port(), &closing);
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
-    let cors_state = Arc::new(Cors {
-        origins: opts.cors_origins.clone(),
-    });
     // Small answers go out at once, not after a delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    // `/mcp` refuses a foreign `Origin` (DNS rebinding): this server's own
-    // pages and the configured CORS origins are the only ones.
-    let mut origins = opts.cors_origins.clone();
-    let port = local.port();
-    origins.extend([
-        format!("http://127.0.0.1:{port}"),
-        format!("http://localhost:{port}"),
-        format!("http://[::1]:{port}"),
-    ]);
-    let mcp = greffon_mcp::HttpOptions {
-        allowed_hosts: opts.allowed_hosts.clone(),
-        allowed_origins: origins,
-        shutdown: closing.clone(),
-    };
-    let routes = router(app, guard_state, cors_state, mcp);
     let server = axum::serve(listener, routes)
         .with_graceful_shutdown(async move { stopped.notified().await });
     let server = std::future::IntoFuture::into_future(server);
@@ -194,11 +139,82 @@ pub async fn serve(
         task.abort();
     }
     host.shutdown().await;
-    Endpoint::remove_if_ours(&opts.endpoint_file, pid);
+    Endpoint::remove_if_ours(&opts.endpoint_file, endpoint.pid);
     outcome.map_err(|source| ServerError::Io {
         context: "the server failed".into(),
         source,
     })
+}
+
+/// The listening socket and its address, and the endpoint file that tells
+/// clients (the CLI, `greffon mcp`) where it is.
+async fn listen(
+    opts: &ServeOptions,
+) -> Result<(tokio::net::TcpListener, SocketAddr, Endpoint), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: opts.bind,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    let endpoint = Endpoint {
+        address: local.to_string(),
+        url: format!("http://{local}"),
+        pid: std::process::id(),
+    };
+    endpoint
+        .write(&opts.endpoint_file)
+        .map_err(|source| ServerError::Io {
+            context: format!("cannot write {}", opts.endpoint_file.display()),
+            source,
+        })?;
+    Ok((listener, local, endpoint))
+}
+
+/// Every route, with the state each layer needs, for a server on `port`;
+/// `closing` ends MCP sessions and event streams at shutdown.
+fn routes_for(
+    host: &Host,
+    opts: &ServeOptions,
+    port: u16,
+    closing: &greffon_host::CancellationToken,
+) -> Router {
+    let app = Arc::new(App {
+        host: host.clone(),
+        tasks: opts.tasks.clone(),
+        llm: opts.llm.clone(),
+        metrics: Metrics::default(),
+        max_body_bytes: opts.max_body_bytes,
+        closing: closing.clone(),
+    });
+    let guard_state = Arc::new(Guard {
+        token: opts.token.clone(),
+        allowed_hosts: opts
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        sessions: Default::default(),
+    });
+    let cors_state = Arc::new(Cors {
+        origins: opts.cors_origins.clone(),
+    });
+    // `/mcp` refuses a foreign `Origin` (DNS rebinding): this server's own
+    // pages and the configured CORS origins are the only ones.
+    let mut origins = opts.cors_origins.clone();
+    origins.extend([
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ]);
+    let mcp = greffon_mcp::HttpOptions {
+        allowed_hosts: opts.allowed_hosts.clone(),
+        allowed_origins: origins,
+        shutdown: closing.clone(),
+    };
+    router(app, guard_state, cors_state, mcp)
 }
 
 /// The dashboard's address on stdout: with the token at a terminal (the
