@@ -83,8 +83,14 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (listener, local, endpoint) = listen(&opts).await?;
-    tracing::info!(target: "server", address = %local, "greffon serving");
+    let bind_error = |source| ServerError::Bind {
+        addr: opts.bind,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
     // Dropping the watcher at the end stops it.
     let _watcher = match &opts.watch {
         Some(plugins) => Some(
@@ -95,11 +101,16 @@ pub async fn serve(
         ),
         None => None,
     };
+    let closing = greffon_host::CancellationToken::new();
+    let routes = routes_for(&host, &opts, local.port(), &closing);
+    // Written once everything above is in place: clients (and tests) take
+    // the endpoint file as "serving", so a plugin folder added right after
+    // it appears is already watched.
+    let endpoint = write_endpoint(&opts.endpoint_file, local)?;
+    tracing::info!(target: "server", address = %local, "greffon serving");
     if opts.print_login_link {
         print_login_link(&endpoint, &opts.token);
     }
-    let closing = greffon_host::CancellationToken::new();
-    let routes = routes_for(&host, &opts, local.port(), &closing);
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = stop.clone();
     // Small answers go out at once, not after a delayed ACK.
@@ -146,31 +157,19 @@ pub async fn serve(
     })
 }
 
-/// The listening socket and its address, and the endpoint file that tells
-/// clients (the CLI, `greffon mcp`) where it is.
-async fn listen(
-    opts: &ServeOptions,
-) -> Result<(tokio::net::TcpListener, SocketAddr, Endpoint), ServerError> {
-    let bind_error = |source| ServerError::Bind {
-        addr: opts.bind,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(opts.bind)
-        .await
-        .map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
+/// Writes the endpoint file that tells clients (the CLI, `greffon mcp`)
+/// where this server listens.
+fn write_endpoint(file: &std::path::Path, local: SocketAddr) -> Result<Endpoint, ServerError> {
     let endpoint = Endpoint {
         address: local.to_string(),
         url: format!("http://{local}"),
         pid: std::process::id(),
     };
-    endpoint
-        .write(&opts.endpoint_file)
-        .map_err(|source| ServerError::Io {
-            context: format!("cannot write {}", opts.endpoint_file.display()),
-            source,
-        })?;
-    Ok((listener, local, endpoint))
+    endpoint.write(file).map_err(|source| ServerError::Io {
+        context: format!("cannot write {}", file.display()),
+        source,
+    })?;
+    Ok(endpoint)
 }
 
 /// Every route, with the state each layer needs, for a server on `port`;
