@@ -13,6 +13,13 @@ const SECRET_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]{0,63}$";
 
 /// Tightens the generated description in place.
 pub(crate) fn tighten(doc: &mut Value) {
+    tighten_secrets(doc);
+    tighten_queries(doc);
+    tighten_bodies(doc);
+}
+
+/// The secret routes: names as the store checks them, a `{"value"}` body.
+fn tighten_secrets(doc: &mut Value) {
     for path in ["/v1/secrets/{plugin}", "/v1/secrets/{plugin}/{name}"] {
         for method in ["get", "put", "delete"] {
             set_param(
@@ -42,8 +49,11 @@ pub(crate) fn tighten(doc: &mut Value) {
             "additionalProperties": false
         }),
     );
-    // The handlers clamp `limit` (500 records) and `n` (100 fire times)
-    // but refuse what does not fit their integer type.
+}
+
+/// Query parameters: the handlers clamp `limit` (500 records) and `n` (100
+/// fire times) but refuse what does not fit their integer type.
+fn tighten_queries(doc: &mut Value) {
     set_param(
         doc,
         "/v1/logs",
@@ -81,6 +91,10 @@ pub(crate) fn tighten(doc: &mut Value) {
             "A query parameter that is not a number of the right range",
         );
     }
+}
+
+/// Request bodies of the task and LLM routes, and the infer stream.
+fn tighten_bodies(doc: &mut Value) {
     set_body(
         doc,
         "/v1/tasks/{task}/run",
