@@ -17,6 +17,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,6 +336,33 @@ impl<'m> Session<'m> {
         LlamaSampler::chain_simple(chain)
     }
 
+    /// Decodes the prompt from an empty cache, in chunks of `batch`
+    /// tokens, with logits for the last token only.
+    fn read_prompt(
+        &mut self,
+        tokens: &[LlamaToken],
+        batch: &mut LlamaBatch<'_>,
+        cancel: &AtomicBool,
+    ) -> Result<(), LlmError> {
+        let engine = |e: &dyn std::fmt::Display| LlmError::Engine(e.to_string());
+        self.ctx.clear_kv_cache();
+        let last = tokens.len() - 1;
+        for (c, chunk) in tokens.chunks(self.batch.max(1)).enumerate() {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(LlmError::Cancelled);
+            }
+            batch.clear();
+            for (i, t) in chunk.iter().enumerate() {
+                let pos = c * self.batch + i;
+                batch
+                    .add(*t, pos as i32, &[0], pos == last)
+                    .map_err(|e| engine(&e))?;
+            }
+            self.ctx.decode(batch).map_err(|e| engine(&e))?;
+        }
+        Ok(())
+    }
+
     fn generate(
         &mut self,
         request: &InferRequest,
@@ -351,24 +379,9 @@ impl<'m> Session<'m> {
                 context: self.context,
             });
         }
-        self.ctx.clear_kv_cache();
         let engine = |e: &dyn std::fmt::Display| LlmError::Engine(e.to_string());
-        // The prompt in chunks of `batch` tokens; logits for the last only.
         let mut batch = LlamaBatch::new(self.batch.max(1), 1);
-        let last = tokens.len() - 1;
-        for (c, chunk) in tokens.chunks(self.batch.max(1)).enumerate() {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(LlmError::Cancelled);
-            }
-            batch.clear();
-            for (i, t) in chunk.iter().enumerate() {
-                let pos = c * self.batch + i;
-                batch
-                    .add(*t, pos as i32, &[0], pos == last)
-                    .map_err(|e| engine(&e))?;
-            }
-            self.ctx.decode(&mut batch).map_err(|e| engine(&e))?;
-        }
+        self.read_prompt(&tokens, &mut batch, cancel)?;
         let prompt_ms = started.elapsed().as_secs_f64() * 1000.0;
         let generating = Instant::now();
         let mut sampler = self.sampler(&request.options);
