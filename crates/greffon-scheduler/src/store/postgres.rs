@@ -640,6 +640,11 @@ impl TaskStore for PgTaskStore {
         .fetch_one(&mut *tx)
         .await?;
         if running >= max && !force {
+            // Ended here rather than on drop: a dropped transaction is
+            // rolled back only when its connection is next used or
+            // returned (by a background task), and until then the task
+            // stays locked, so a claim (`SKIP LOCKED`) would pass it by.
+            tx.rollback().await?;
             return Err(TaskError::Conflict(format!(
                 "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
             )));

@@ -62,6 +62,22 @@ fn once() -> Planner {
     })
 }
 
+/// Runs each due task's `next_run_at`, then makes it due a second later:
+/// a task that fires every second.
+fn every_second() -> Planner {
+    Box::new(|task: &Task, _running| {
+        let due = task.next_run_at.expect("due");
+        Plan {
+            fires: vec![Fire {
+                scheduled_for: due,
+                status: RunStatus::Running,
+                error: None,
+            }],
+            next_run_at: Some(due + Duration::seconds(1)),
+        }
+    })
+}
+
 /// The run of the one task due at `t0`, claimed by `owner`.
 async fn claim_one<S: TaskStore>(store: &S, owner: &str) -> greffon_scheduler::Run {
     let mut claimed = store
@@ -99,6 +115,7 @@ both_stores!(
     a_failed_run_is_retried_with_a_growing_wait_until_the_retries_are_spent,
     a_run_whose_lease_ends_is_lost_and_retried,
     manual_runs_are_not_retried_and_abandoned_runs_are_lost,
+    a_refused_manual_run_leaves_the_task_claimable_at_once,
     a_host_claims_only_the_tasks_of_its_plugins,
     pruning_keeps_running_and_pending_runs,
     the_planner_sees_how_many_runs_are_running,
@@ -369,6 +386,68 @@ async fn manual_runs_are_not_retried_and_abandoned_runs_are_lost<S: TaskStore>(s
         Some(t0() + Duration::seconds(10)),
         "the lost run's retry is due after the default backoff"
     );
+}
+
+/// A manual run refused (`max_instances`) ends its transaction then and
+/// there: one merely dropped held the task locked until its connection
+/// was used again, and a claim at that moment (`SKIP LOCKED`) passed the
+/// due task by.
+async fn a_refused_manual_run_leaves_the_task_claimable_at_once<S: TaskStore>(store: S) {
+    let t = store
+        .insert(&task("m", "echo", Options::default()))
+        .await
+        .expect("insert");
+    for round in 0..100 {
+        let now = t0() + Duration::seconds(round);
+        let manual = store
+            .start_manual(t.id, &claim("a", now, None), false)
+            .await
+            .expect("manual");
+        store
+            .start_manual(t.id, &claim("a", now, None), false)
+            .await
+            .expect_err("max_instances");
+        let claimed = store
+            .claim_due(&claim("b", now, None), every_second())
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "round {round}: {claimed:?}");
+        for run in [manual.id, claimed[0].run.id] {
+            store
+                .finish(run, RunStatus::Ok, None, None, now)
+                .await
+                .expect("finish");
+        }
+    }
+}
+
+/// PostgreSQL's side of the test above, without the race: right after the
+/// refusal, the task row is not locked (`NOWAIT` errors if it is).
+#[tokio::test]
+async fn a_refused_manual_run_leaves_no_lock_in_postgres() {
+    use sqlx::Connection;
+    let Some(pg) = pg::TempPostgres::start() else {
+        return;
+    };
+    let store = PgTaskStore::connect(&pg.url()).await.expect("connects");
+    let mut probe = sqlx::PgConnection::connect(&pg.url()).await.expect("probe");
+    let t = store
+        .insert(&task("m", "echo", Options::default()))
+        .await
+        .expect("insert");
+    store
+        .start_manual(t.id, &claim("a", t0(), None), false)
+        .await
+        .expect("manual");
+    store
+        .start_manual(t.id, &claim("a", t0(), None), false)
+        .await
+        .expect_err("max_instances");
+    sqlx::query("SELECT id FROM tasks WHERE id = $1 FOR UPDATE NOWAIT")
+        .bind(t.id)
+        .execute(&mut probe)
+        .await
+        .expect("the task row is not locked");
 }
 
 async fn a_host_claims_only_the_tasks_of_its_plugins<S: TaskStore>(store: S) {
