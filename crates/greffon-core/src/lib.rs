@@ -16,6 +16,8 @@
 //! - [`Home`]: where the home is and what lives inside it.
 //! - [`Finding`]: a problem of a plugin with the fix `plugin check` shows.
 
+#![forbid(unsafe_code)]
+
 mod allowlist;
 mod config;
 mod fix;

@@ -13,6 +13,8 @@
 //! - `service`: the `llm.*` host service, with the `llm` log category.
 //! - [`open`]: the backend `[llm]` asks for.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod models;

@@ -13,6 +13,8 @@
 //! - [`http_service`]: the Streamable HTTP service `greffon serve` mounts
 //!   at `/mcp`; [`serve_stdio`]: `greffon mcp`.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod remote;
 mod server;

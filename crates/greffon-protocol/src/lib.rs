@@ -19,6 +19,8 @@
 //! - [`api`]: what the API answers about plugins and secrets, shared by
 //!   the server, the remote CLI and MCP.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 mod error;
 mod frame;

@@ -19,6 +19,8 @@
 //! - `runner`: [`Runner`] for the real [`greffon_host::Host`].
 //! - `service`: the `tasks.*` host service behind the SDK's `greffon.tasks`.
 
+#![forbid(unsafe_code)]
+
 mod model;
 #[cfg(test)]
 mod properties;

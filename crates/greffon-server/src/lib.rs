@@ -31,6 +31,8 @@
 //! in flight finish within a grace period, stops every plugin, and removes
 //! the endpoint file.
 
+#![forbid(unsafe_code)]
+
 mod app;
 mod auth;
 mod contract;
