@@ -247,6 +247,29 @@ fn int(v: u32) -> i64 {
     i64::from(v)
 }
 
+/// Commits `tx` when `result` is a success, and rolls it back at once
+/// otherwise (a refusal, a failed statement). A transaction merely dropped
+/// is rolled back only when sqlx's pool next flushes its connection, in a
+/// background task, and it holds its locks until then: a claim (`SKIP
+/// LOCKED`) in that moment would pass a due task by.
+async fn settle<T>(
+    tx: Transaction<'_, Postgres>,
+    result: Result<T, TaskError>,
+) -> Result<T, TaskError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The refusal is the answer; a rollback that fails leaves the
+            // connection to the pool's own clean-up.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Tells the other hosts that something is due sooner than they think.
 async fn notify(conn: &mut PgConnection) -> Result<(), TaskError> {
     sqlx::query("SELECT pg_notify($1, '')")
@@ -382,12 +405,15 @@ impl PgTaskStore {
         at: DateTime<Utc>,
     ) -> Result<u64, TaskError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
-        if !ids.is_empty() {
-            end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(message), at).await?;
+        let ended = async {
+            let ids: Vec<i64> = running.fetch_all(&mut *tx).await?;
+            if !ids.is_empty() {
+                end_runs(&mut tx, &ids, RunStatus::Lost, None, Some(message), at).await?;
+            }
+            Ok::<_, TaskError>(ids.len() as u64)
         }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
+        .await;
+        settle(tx, ended).await
     }
 
     /// The fires of the due tasks, decided by `plan`, as one insert and one
@@ -510,7 +536,6 @@ fn bind_task<'q>(
 impl TaskStore for PgTaskStore {
     async fn insert(&self, task: &Task) -> Result<Task, TaskError> {
         let (args, trigger) = task_json(task)?;
-        let mut tx = self.pool.begin().await?;
         let sql = columns(format!(
             "INSERT INTO tasks (name, plugin, args, trigger, enabled, coalesce, misfire_grace_s,
              max_instances, jitter_s, timeout_s, retries, retry_backoff_s, next_run_at, last_run_at,
@@ -518,16 +543,20 @@ impl TaskStore for PgTaskStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              RETURNING {TASK_COLUMNS}"
         ));
-        let row = bind_task(sqlx::query(sql), task, args, trigger)
-            .bind(task.last_run_at.map(ms))
-            .bind(ms(task.created_at))
-            .bind(ms(task.updated_at))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| name_conflict(e, &task.name))?;
-        notify(&mut tx).await?;
-        tx.commit().await?;
-        task_from(&row)
+        let mut tx = self.pool.begin().await?;
+        let inserted = async {
+            let row = bind_task(sqlx::query(sql), task, args, trigger)
+                .bind(task.last_run_at.map(ms))
+                .bind(ms(task.created_at))
+                .bind(ms(task.updated_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| name_conflict(e, &task.name))?;
+            notify(&mut tx).await?;
+            Ok::<_, TaskError>(row)
+        }
+        .await;
+        task_from(&settle(tx, inserted).await?)
     }
 
     async fn get(&self, key: &TaskKey) -> Result<Option<Task>, TaskError> {
@@ -562,25 +591,26 @@ impl TaskStore for PgTaskStore {
 
     async fn replace(&self, task: &Task) -> Result<Task, TaskError> {
         let (args, trigger) = task_json(task)?;
-        let mut tx = self.pool.begin().await?;
         let sql = columns(format!(
             "UPDATE tasks SET name = $1, plugin = $2, args = $3, trigger = $4, enabled = $5, coalesce = $6,
              misfire_grace_s = $7, max_instances = $8, jitter_s = $9, timeout_s = $10, retries = $11,
              retry_backoff_s = $12, next_run_at = $13, updated_at = $14 WHERE id = $15
              RETURNING {TASK_COLUMNS}"
         ));
-        let row = bind_task(sqlx::query(sql), task, args, trigger)
-            .bind(ms(task.updated_at))
-            .bind(task.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| name_conflict(e, &task.name))?;
-        let Some(row) = row else {
-            return Err(TaskError::NotFound(task.id.to_string()));
-        };
-        notify(&mut tx).await?;
-        tx.commit().await?;
-        task_from(&row)
+        let mut tx = self.pool.begin().await?;
+        let replaced = async {
+            let row = bind_task(sqlx::query(sql), task, args, trigger)
+                .bind(ms(task.updated_at))
+                .bind(task.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| name_conflict(e, &task.name))?;
+            let row = row.ok_or_else(|| TaskError::NotFound(task.id.to_string()))?;
+            notify(&mut tx).await?;
+            Ok::<_, TaskError>(row)
+        }
+        .await;
+        task_from(&settle(tx, replaced).await?)
     }
 
     async fn delete(&self, id: i64) -> Result<bool, TaskError> {
@@ -611,10 +641,13 @@ impl TaskStore for PgTaskStore {
 
     async fn claim_due(&self, claim: &Claim, plan: Planner) -> Result<Vec<Claimed>, TaskError> {
         let mut tx = self.pool.begin().await?;
-        let mut claimed = Self::claim_fires(&mut tx, claim, &plan).await?;
-        claimed.extend(claim_retries(&mut tx, claim).await?);
-        tx.commit().await?;
-        Ok(claimed)
+        let claimed = async {
+            let mut claimed = Self::claim_fires(&mut tx, claim, &plan).await?;
+            claimed.extend(claim_retries(&mut tx, claim).await?);
+            Ok::<_, TaskError>(claimed)
+        }
+        .await;
+        settle(tx, claimed).await
     }
 
     async fn start_manual(
@@ -624,44 +657,42 @@ impl TaskStore for PgTaskStore {
         force: bool,
     ) -> Result<Run, TaskError> {
         let mut tx = self.pool.begin().await?;
-        // Locks the task: two manual runs on two hosts count each other.
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT max_instances FROM tasks WHERE id = $1 FOR UPDATE")
-                .bind(task_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(max) = max else {
-            return Err(TaskError::NotFound(task_id.to_string()));
-        };
-        let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task_runs WHERE task_id = $1 AND status = 'running'",
-        )
-        .bind(task_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if running >= max && !force {
-            // Ended here rather than on drop: a dropped transaction is
-            // rolled back only when its connection is next used or
-            // returned (by a background task), and until then the task
-            // stays locked, so a claim (`SKIP LOCKED`) would pass it by.
-            tx.rollback().await?;
-            return Err(TaskError::Conflict(format!(
-                "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
-            )));
+        let started = async {
+            // Locks the task: two manual runs on two hosts count each other.
+            let max: Option<i64> =
+                sqlx::query_scalar("SELECT max_instances FROM tasks WHERE id = $1 FOR UPDATE")
+                    .bind(task_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(max) = max else {
+                return Err(TaskError::NotFound(task_id.to_string()));
+            };
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM task_runs WHERE task_id = $1 AND status = 'running'",
+            )
+            .bind(task_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if running >= max && !force {
+                return Err(TaskError::Conflict(format!(
+                    "task {task_id} already has {running} run(s) running (max_instances = {max}); pass force to run anyway"
+                )));
+            }
+            let row = sqlx::query(columns(format!(
+                "INSERT INTO task_runs (task_id, kind, scheduled_for, started_at, status, owner, lease_until)
+                 VALUES ($1, $2, $3, $3, 'running', $4, $5) RETURNING {RUN_COLUMNS}"
+            )))
+            .bind(task_id)
+            .bind(RunKind::Manual.as_str())
+            .bind(ms(claim.now))
+            .bind(&claim.owner)
+            .bind(ms(claim.lease_until))
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok::<_, TaskError>(row)
         }
-        let row = sqlx::query(columns(format!(
-            "INSERT INTO task_runs (task_id, kind, scheduled_for, started_at, status, owner, lease_until)
-             VALUES ($1, $2, $3, $3, 'running', $4, $5) RETURNING {RUN_COLUMNS}"
-        )))
-        .bind(task_id)
-        .bind(RunKind::Manual.as_str())
-        .bind(ms(claim.now))
-        .bind(&claim.owner)
-        .bind(ms(claim.lease_until))
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        run_from(&row)
+        .await;
+        run_from(&settle(tx, started).await?)
     }
 
     async fn finish(
@@ -680,9 +711,8 @@ impl TaskStore for PgTaskStore {
             return Ok(None);
         }
         let mut tx = self.pool.begin().await?;
-        let retries = end_runs(&mut tx, &[run_id], status, result, error, at).await?;
-        tx.commit().await?;
-        Ok(retries.into_iter().next())
+        let retries = end_runs(&mut tx, &[run_id], status, result, error, at).await;
+        Ok(settle(tx, retries).await?.into_iter().next())
     }
 
     async fn run(&self, run_id: i64) -> Result<Option<Run>, TaskError> {
