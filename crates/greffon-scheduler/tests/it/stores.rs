@@ -421,10 +421,14 @@ async fn a_refused_manual_run_leaves_the_task_claimable_at_once<S: TaskStore>(st
     }
 }
 
-/// PostgreSQL's side of the test above, without the race: right after the
-/// refusal, the task row is not locked (`NOWAIT` errors if it is).
+/// PostgreSQL: a refused operation ends its transaction then and there,
+/// leaving nothing locked (a transaction merely dropped held its locks
+/// until sqlx's pool flushed the connection): a refused manual run, a
+/// duplicate task name, a replaced task that does not exist. Checked
+/// without a race: right after each refusal, another connection can lock
+/// both tables at once (`NOWAIT` errors if anything still holds them).
 #[tokio::test]
-async fn a_refused_manual_run_leaves_no_lock_in_postgres() {
+async fn refusals_leave_nothing_locked_in_postgres() {
     use sqlx::Connection;
     let Some(pg) = pg::TempPostgres::start() else {
         return;
@@ -443,11 +447,31 @@ async fn a_refused_manual_run_leaves_no_lock_in_postgres() {
         .start_manual(t.id, &claim("a", t0(), None), false)
         .await
         .expect_err("max_instances");
-    sqlx::query("SELECT id FROM tasks WHERE id = $1 FOR UPDATE NOWAIT")
-        .bind(t.id)
-        .execute(&mut probe)
+    assert_nothing_locked(&mut probe, "after a refused manual run").await;
+    store
+        .insert(&task("m", "echo", Options::default()))
         .await
-        .expect("the task row is not locked");
+        .expect_err("the name is taken");
+    assert_nothing_locked(&mut probe, "after a duplicate name").await;
+    let missing = Task {
+        id: t.id + 1000,
+        ..t
+    };
+    store.replace(&missing).await.expect_err("no such task");
+    assert_nothing_locked(&mut probe, "after replacing a missing task").await;
+}
+
+async fn assert_nothing_locked(probe: &mut sqlx::PgConnection, when: &str) {
+    // One round trip, so that nothing else runs between the refusal and
+    // the probe.
+    let locked =
+        sqlx::raw_sql("BEGIN; LOCK TABLE tasks, task_runs IN EXCLUSIVE MODE NOWAIT; ROLLBACK")
+            .execute(&mut *probe)
+            .await;
+    assert!(
+        locked.is_ok(),
+        "{when}: a table is still locked: {locked:?}"
+    );
 }
 
 async fn a_host_claims_only_the_tasks_of_its_plugins<S: TaskStore>(store: S) {
