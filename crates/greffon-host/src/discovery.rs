@@ -51,31 +51,42 @@ impl Discovery {
     /// loads each in its own worker, and rebuilds the registry.
     pub(crate) async fn discover(&self) -> Result<(), HostError> {
         let folders = plugin_folders(self.registry.plugins_dir())?;
-        let entries = self.entries_of(folders, &[]).await?;
+        let outcomes = self.load_all(&folders).await;
+        let entries = self.entries_of(folders, outcomes, &[]).await?;
         self.registry.set_all(entries);
         Ok(())
     }
 
-    /// Discovers `plugins/NAME/` alone, for a command that names one
-    /// plugin (`plugin run NAME` need not import every other plugin):
-    /// true when that folder declares NAME. The other folders are
-    /// discovered the first time a plugin outside it is asked for
-    /// ([`Discovery::find`]).
-    pub(crate) async fn discover_only(&self, name: &str) -> Result<bool, HostError> {
+    /// Discovers `plugins/NAME/` alone when that folder declares NAME, for
+    /// a command that names one plugin (`plugin run NAME` need not import
+    /// every other plugin); the other folders are discovered the first
+    /// time a plugin outside it is asked for ([`Discovery::find`]).
+    /// Otherwise (no such folder, or one declaring another name) the full
+    /// discovery, which reuses what that folder's load found.
+    pub(crate) async fn discover_only(&self, name: &str) -> Result<(), HostError> {
         let mut partial = self.partial.lock().await;
-        let Some(folder) = plugin_folders(self.registry.plugins_dir())?
-            .into_iter()
-            .find(|(folder, _)| folder == name)
-        else {
-            return Ok(false);
+        let mut folders = plugin_folders(self.registry.plugins_dir())?;
+        let Some(at) = folders.iter().position(|(folder, _)| folder == name) else {
+            drop(partial);
+            return self.discover().await;
         };
-        let entries = self.entries_of(vec![folder], &[]).await?;
-        if !entries.contains_key(name) {
-            return Ok(false);
+        let (folder, dir) = &folders[at];
+        let outcome = read(&self.launcher, Source::folder(folder, dir)).await;
+        if keyed_by(&outcome, folder) == name {
+            let entries = self
+                .entries_of(vec![folders.swap_remove(at)], vec![outcome], &[])
+                .await?;
+            self.registry.set_all(entries);
+            *partial = true;
+            return Ok(());
         }
+        let mine = folders.remove(at);
+        let mut outcomes = self.load_all(&folders).await;
+        folders.insert(at, mine);
+        outcomes.insert(at, outcome);
+        let entries = self.entries_of(folders, outcomes, &[]).await?;
         self.registry.set_all(entries);
-        *partial = true;
-        Ok(true)
+        Ok(())
     }
 
     /// The plugin `name`, discovering the rest of `plugins/` first when
@@ -95,23 +106,28 @@ impl Discovery {
             .into_iter()
             .filter(|(folder, _)| !taken.iter().any(|(_, f)| f == folder))
             .collect();
-        for plugin in self.entries_of(folders, &taken).await?.into_values() {
+        let outcomes = self.load_all(&folders).await;
+        for plugin in self
+            .entries_of(folders, outcomes, &taken)
+            .await?
+            .into_values()
+        {
             self.registry.replace(None, plugin);
         }
         *partial = false;
         self.registry.lookup(name)
     }
 
-    /// The registry entries of `folders`, each loaded in its own worker.
-    /// `taken`: the (name, folder) of entries already in the registry,
-    /// which may be running: a folder declaring one of those names is the
-    /// one refused.
+    /// The registry entries of `folders`, from what loading each found
+    /// (`outcomes`, in the same order). `taken`: the (name, folder) of
+    /// entries already in the registry, which may be running: a folder
+    /// declaring one of those names is the one refused.
     async fn entries_of(
         &self,
         folders: Vec<(String, PathBuf)>,
+        outcomes: Vec<Outcome>,
         taken: &[(String, String)],
     ) -> Result<BTreeMap<String, Arc<Plugin>>, HostError> {
-        let outcomes = self.load_all(&folders).await;
         // Two folders declaring one name: the new ones fail, each naming
         // every folder that declares it.
         let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
@@ -293,6 +309,16 @@ async fn read(launcher: &Launcher, source: Source<'_>) -> Outcome {
         .await?;
     loaded.worker.shutdown(Duration::from_secs(1)).await;
     Ok((loaded.meta, loaded.file_hash))
+}
+
+/// The registry key of a folder's entry when it is loaded alone: the name
+/// it declares, else (it could not be loaded) the name its meta gave or
+/// the folder's.
+fn keyed_by<'a>(outcome: &'a Outcome, folder: &'a str) -> &'a str {
+    match outcome {
+        Ok((meta, _)) => &meta.name,
+        Err(e) => e.name.as_deref().unwrap_or(folder),
+    }
 }
 
 /// Whether `plugins/FOLDER` holds a plugin: a `plugin.py`, in a folder not

@@ -90,9 +90,7 @@ impl Host {
     /// caught when the others are discovered, not before.
     pub async fn open_for(root: &Path, config: Config, name: &str) -> Result<Host, HostError> {
         let host = Host::open_empty(root, config).await?;
-        if !host.discovery.discover_only(name).await? {
-            host.discovery.discover().await?;
-        }
+        host.discovery.discover_only(name).await?;
         host.refresh_secret_names().await;
         Ok(host)
     }

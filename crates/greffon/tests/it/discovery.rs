@@ -327,6 +327,26 @@ fn a_command_naming_one_plugin_imports_only_that_one() {
     assert_eq!(discovered(&home).len() - seen, 4);
 }
 
+/// A command naming a folder that declares another name falls back to
+/// the full discovery, which reuses that folder's load: each folder is
+/// imported (and recorded) once.
+#[test]
+fn a_folder_declaring_another_name_is_imported_once() {
+    let home = TestHome::new();
+    home.plugin("d", &echo_plugin("{'name': 'e'}"))
+        .plugin("f", &echo_plugin("{'name': 'f'}"));
+    let out = home.greffon(&["plugin", "info", "d"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown plugin 'd' (known: e, f)"),
+        "{stderr}"
+    );
+    let mut seen = discovered(&home);
+    seen.sort();
+    assert_eq!(seen, ["d", "f"]);
+}
+
 #[test]
 fn check_reports_every_problem_and_exits_nonzero() {
     let home = TestHome::new();
